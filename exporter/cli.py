@@ -1,0 +1,178 @@
+"""``python -m exporter``: argument parsing and terminal output over the exporter's library API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import artifacts
+from .errors import UserError
+from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
+from .user_model import parse_input_shape
+from .zoo import get_spec, list_models, model_stats
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m exporter",
+        description="Export a classic CNN (or your own nn.Module) to a checked, simplified ONNX graph "
+        "with a dynamic batch dimension.",
+        epilog="examples:\n"
+        "  python -m exporter alexnet --opset 17\n"
+        "  python -m exporter --list\n"
+        "  python -m exporter --all\n"
+        "  python -m exporter my_net.py:MyNet --input-shape 3x32x32\n"
+        "  python -m exporter resnet18 --weights resnet18-f37072fd.pth",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", nargs="?", help="zoo name (see --list) or path/to/file.py:Builder")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset to write, {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    p.add_argument("--output-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR,
+                   help="where NAME/NAME.onnx and NAME/manifest.json go (default artifacts/)")
+    p.add_argument("--weights", type=Path, help="state_dict .pth to load (plain, or under 'state_dict')")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim; write the graph as traced")
+    p.add_argument("--all", action="store_true", help="export every zoo model, continuing past failures")
+    p.add_argument("--list", action="store_true", help="list the zoo: name, input, classes, params, GFLOPs")
+    p.add_argument("--json", action="store_true", help="with --list: print JSON instead of a table")
+    p.add_argument("--input-shape", help="per-sample input shape such as 3x32x32 (required for your own model)")
+    p.add_argument("--name", help="artifact name (default: the zoo name, or the builder's name lowercased)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights and test inputs (default 0)")
+    return p
+
+
+def list_zoo(as_json: bool) -> int:
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        stats = model_stats(spec)
+        rows.append({
+            "name": name,
+            "family": spec.family,
+            "input_shape": list(spec.input_shape),
+            "num_classes": spec.num_classes,
+            "num_params": stats["num_params"],
+            "gflops": round(float(stats["gflops"]), 3),
+            "torchvision_compatible": spec.torchvision_name is not None,
+            "source": spec.source,
+            "description": spec.description,
+        })
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"Model zoo ({len(rows)} models)")
+    for col, justify in [("name", "left"), ("input", "left"), ("classes", "right"), ("params", "right"),
+                         ("GFLOPs", "right"), ("tv keys", "center")]:
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    wide = out.width >= 130
+    if wide:
+        table.add_column("description", overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], "x".join(map(str, r["input_shape"])), str(r["num_classes"]),
+                      f"{r['num_params']:,}", f"{r['gflops']:.3f}", "yes" if r["torchvision_compatible"] else "",
+                      *([r["description"]] if wide else []))
+    out.print(table)
+    out.print("GFLOPs: batch 1, 2 FLOPs per multiply-accumulate. tv keys: state_dict matches torchvision's."
+              + ("" if wide else " Descriptions: widen the terminal or use --json."))
+    return 0
+
+
+def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+    m = result.manifest
+    io = ", ".join(f"{i['name']} {i['shape']}" for i in m["inputs"]) + " -> " + \
+        ", ".join(f"{o['name']} {o['shape']}" for o in m["outputs"])
+    nodes = m["nodes"]
+    node_text = f"{nodes['raw']} raw -> {nodes['simplified']} simplified" if nodes["simplified"] is not None \
+        else f"{nodes['raw']} (not simplified)"
+    out.print(f"[bold green]exported[/] {m['name']} -> {result.onnx_path} ({m['size_bytes'] / 1e6:.1f} MB, "
+              f"opset {m['opset']}, {result.seconds:.1f}s)")
+    out.print(f"  graph   {io}")
+    out.print(f"  nodes   {node_text}: " + ", ".join(f"{k} {v}" for k, v in m["op_counts"].items()))
+    out.print(f"  params  {m['num_params']:,}   weights: " +
+              (f"file {m['weights']['path']}" if m["weights"]["kind"] == "file" else f"random, seed {m['weights']['seed']}"))
+    for r in m["parity"]["results"]:
+        out.print(f"  parity  onnxruntime CPU vs PyTorch, batch {r['batch_size']}: max abs {r['max_abs_err']:.2e}, "
+                  f"max rel {r['max_rel_err']:.2e}, cosine {r['cosine_min']:.7f}, top-1 {r['top1_agreement']:.0%} [green]ok[/]")
+    out.print(f"  manifest {result.manifest_path}")
+
+
+def export_one(args: argparse.Namespace) -> int:
+    from .pipeline import export_model
+
+    shape = parse_input_shape(args.input_shape) if args.input_shape else None
+    with err.status(f"exporting {args.model}") as status:
+        result = export_model(args.model, opset=args.opset, output_dir=args.output_dir, weights=args.weights,
+                              simplify=not args.no_simplify, input_shape=shape, seed=args.seed, name=args.name,
+                              on_step=lambda msg: status.update(f"{args.model}: {msg}"))
+    _print_result(result)
+    return 0
+
+
+def export_all(args: argparse.Namespace) -> int:
+    from .pipeline import export_model
+
+    names = list_models()
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    failed = 0
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err)
+    with progress:
+        task = progress.add_task("exporting", total=len(names))
+        for name in names:
+            progress.update(task, description=f"exporting {name}")
+            try:
+                r = export_model(name, opset=args.opset, output_dir=args.output_dir,
+                                 simplify=not args.no_simplify, seed=args.seed)
+                m = r.manifest
+                worst = max(p["max_abs_err"] for p in m["parity"]["results"])
+                rows.append((name, "[green]ok[/]", f"{m['nodes']['raw']} -> {m['nodes']['simplified']}",
+                             f"{m['size_bytes'] / 1e6:.1f}", f"{worst:.1e}", f"{r.seconds:.1f}"))
+            except UserError as exc:
+                failed += 1
+                rows.append((name, "[red]FAILED[/]", "", "", str(exc), ""))
+            progress.advance(task)
+    table = Table(title=f"Exported {len(names) - failed}/{len(names)} models to {args.output_dir} (opset {args.opset})")
+    for col in ("model", "status", "nodes raw -> simplified", "MB", "max abs err", "seconds"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.json and not args.list:
+            raise UserError("--json goes with --list")
+        if args.list:
+            return list_zoo(args.json)
+        validate_opset(args.opset)
+        if args.all:
+            if args.model:
+                raise UserError("give either a model name or --all, not both")
+            if args.weights or args.input_shape or args.name:
+                raise UserError("--weights, --input-shape and --name apply to one model, not --all")
+            return export_all(args)
+        if not args.model:
+            raise UserError("name a model (see --list), a file.py:Builder, or use --all")
+        return export_one(args)
+    except UserError as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: nothing partial was written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Trace a PyTorch model to an in-memory ONNX graph with a symbolic batch dimension.
+
+Uses torch's TorchScript-based exporter (``dynamo=False``): it emits exactly the
+requested opset (13-20) instead of converting down from 18, and lets us map
+``nn.LocalResponseNorm`` to ONNX's native ``LRN`` node through a symbolic function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Iterator
+
+import onnx
+import torch
+from torch import nn
+
+from .errors import ExportFailed, UserError
+
+SUPPORTED_OPSETS = range(13, 21)
+DEFAULT_OPSET = 17
+BATCH_DIM = "batch"
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+
+def validate_opset(opset: int) -> None:
+    """Reject an opset this exporter cannot write exactly."""
+    if opset not in SUPPORTED_OPSETS:
+        raise UserError(
+            f"opset {opset} is not supported: choose {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} "
+            f"(default {DEFAULT_OPSET})"
+        )
+
+
+class _LRNFunction(torch.autograd.Function):
+    """Local response norm that exports as one ONNX ``LRN`` node."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):  # type: ignore[override]
+        return nn.functional.local_response_norm(x, size, alpha, beta, k)
+
+    @staticmethod
+    def symbolic(g, x, size, alpha, beta, k):  # type: ignore[no-untyped-def]
+        return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
+
+
+class _NativeLRN(nn.Module):
+    def __init__(self, lrn: nn.LocalResponseNorm) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = lrn.size, float(lrn.alpha), float(lrn.beta), float(lrn.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _LRNFunction.apply(x, self.size, self.alpha, self.beta, self.k)
+
+
+@contextlib.contextmanager
+def native_lrn(model: nn.Module) -> Iterator[int]:
+    """Temporarily replace odd-sized ``nn.LocalResponseNorm`` modules with the native-LRN version.
+
+    ONNX's LRN window is centred the same way as PyTorch's only for odd sizes; even
+    sizes keep PyTorch's decomposition so the graph stays numerically equal.
+    Yields the number of modules swapped; the model is restored on exit.
+    """
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.LocalResponseNorm) and child.size % 2 == 1:
+                swapped.append((parent, child_name, child))
+                setattr(parent, child_name, _NativeLRN(child))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, child_name, child in swapped:
+            setattr(parent, child_name, child)
+
+
+def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    """Export ``model`` (already in eval mode) traced on ``example``; batch axis named ``batch``.
+
+    Inputs are named ``input``; outputs ``output`` (or ``output``, ``output_1``, ... when
+    the model returns several tensors).
+    """
+    validate_opset(opset)
+    with torch.inference_mode():
+        probe = model(example)
+    n_out = len(probe) if isinstance(probe, (tuple, list)) else 1
+    output_names = [OUTPUT_NAME] + [f"{OUTPUT_NAME}_{i}" for i in range(1, n_out)]
+    dynamic_axes = {name: {0: BATCH_DIM} for name in [INPUT_NAME, *output_names]}
+    buf = io.BytesIO()
+    try:
+        with native_lrn(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # torch raises many types; the user needs the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportFailed(f"torch.onnx.export failed at opset {opset}: {first}") from exc
+    proto = onnx.load_from_string(buf.getvalue())
+    declared = opset_of(proto)
+    if declared != opset:
+        raise ExportFailed(f"exporter wrote opset {declared} instead of the requested {opset}; nothing written")
+    return proto
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    """The default-domain opset the model declares."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ExportFailed("the graph declares no default-domain opset")

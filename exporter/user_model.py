@@ -1,0 +1,71 @@
+"""Users' own models: ``path/to/file.py:Builder`` where Builder is a class or a function."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from .errors import UserError
+
+_SHAPE = re.compile(r"^\s*\d+(\s*[x,]\s*\d+)*\s*$")
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """Parse ``3x224x224`` (or ``3,224,224``): the per-sample shape, batch excluded."""
+    if not _SHAPE.match(text or ""):
+        raise UserError(f"bad --input-shape {text!r}: expected positive integers like 3x224x224 (batch excluded)")
+    dims = tuple(int(d) for d in re.split(r"[x,]", text.replace(" ", "")))
+    if any(d < 1 for d in dims):
+        raise UserError(f"bad --input-shape {text!r}: every dimension must be at least 1")
+    if len(dims) > 4:
+        raise UserError(f"bad --input-shape {text!r}: give the shape of one sample (at most 4 dims), not the batch")
+    return dims
+
+
+def is_user_model_ref(target: str) -> bool:
+    """Whether a CLI target names a Python file and builder rather than a zoo model."""
+    path, sep, _ = target.rpartition(":")
+    return bool(sep) and path.endswith(".py")
+
+
+def load_user_builder(ref: str) -> tuple[str, object]:
+    """Import ``file.py`` and return (builder name, builder) for ``file.py:Builder``."""
+    path_text, _, attr = ref.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    if not attr.isidentifier():
+        raise UserError(f"bad model reference {ref!r}: expected path/to/file.py:Builder")
+    mod_name = f"_exporter_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[mod_name]
+        raise UserError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, attr):
+        names = sorted(n for n in vars(module) if not n.startswith("_"))
+        raise UserError(f"{path} defines no {attr!r} (it has: {', '.join(names) or 'nothing public'})")
+    return attr, getattr(module, attr)
+
+
+def build_user_model(ref: str) -> tuple[str, nn.Module]:
+    """Build the user's model: call the class or function with no arguments."""
+    name, builder = load_user_builder(ref)
+    if not callable(builder):
+        raise UserError(f"{ref} is not a class or function")
+    try:
+        model = builder()
+    except Exception as exc:
+        raise UserError(f"calling {ref}() failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
+    return name, model

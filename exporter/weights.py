@@ -1,0 +1,110 @@
+"""Model weights: deterministic random initialisation, or a user's state_dict file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+DEFAULT_SEED = 0
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def calibrate_batchnorm(model: nn.Module, input_shape: tuple[int, ...], seed: int, batch: int = 8) -> bool:
+    """Give BatchNorm layers realistic running statistics from one seeded random batch.
+
+    Freshly initialised BN layers (mean 0, var 1) leave activations unnormalised, so deep
+    random networks produce vanishing or exploding logits and parity figures say little.
+    One forward pass in training mode with cumulative averaging sets mean/var as a
+    trained network would have them. Returns whether the model has BN layers.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return False
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand((batch, *input_shape), generator=gen) * 2 - 1
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.train(was_training)
+    for m, momentum in saved:
+        m.momentum = momentum
+    return True
+
+
+def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(
+            f"{path} holds no state_dict: expected a dict of tensors, or a checkpoint dict with one under 'state_dict'"
+        )
+    state = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[str, ...] = ()) -> str:
+    """Load a ``.pth`` state_dict into ``model`` strictly; mismatches name the offending keys.
+
+    Keys under ``optional_prefixes`` (training-only heads) may be absent from the file.
+    Returns the file's sha256 so the manifest can record exactly which weights were used.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"weights file not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read weights file {p}: {str(exc).strip().splitlines()[0]}") from exc
+    state = _extract_state_dict(obj, p)
+    expected = model.state_dict()
+
+    def optional(key: str) -> bool:
+        return any(key.startswith(pre + ".") for pre in optional_prefixes)
+
+    missing = [k for k in expected if k not in state and not optional(k)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != expected {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_preview(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatch: {_preview(wrong, 3)}")
+    if problems:
+        raise UserError(f"weights in {p} do not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)
+    return sha256_file(p)

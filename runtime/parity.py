@@ -1,0 +1,198 @@
+"""Numerical parity of an exported graph with its PyTorch model, across batch sizes.
+
+Library: :func:`check` returns a :class:`ParityReport`; ``python -m runtime.parity`` is a
+thin command over it that prints a table (or JSON) and exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exporter import artifacts
+from exporter.errors import UserError
+from exporter.pipeline import prepare_model, random_input
+
+from .metrics import Comparison, Tolerance, compare, default_tolerance
+from .sessions import SessionConfig, SessionInfo, create_session, run
+
+DEFAULT_BATCH_SIZES = (1, 4, 9)
+
+
+@dataclass
+class ParityReport:
+    model: str
+    onnx_path: str
+    device: str
+    session: SessionInfo
+    precision: str
+    tolerance: Tolerance
+    results: list[Comparison] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def failures(self) -> list[str]:
+        return [f"batch {r.batch_size}: {f}" for r in self.results for f in r.failures]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "onnx": self.onnx_path,
+            "device": self.device,
+            "providers": self.session.providers,
+            "device_reason": self.session.reason,
+            "precision": self.precision,
+            "tolerance": self.tolerance.to_dict(),
+            "passed": self.passed,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def ensure_artifact(name: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR) -> tuple[Path, dict]:
+    """Return the graph and manifest for a zoo model, exporting it first where missing or stale."""
+    from exporter.weights import sha256_file
+
+    path = artifacts.onnx_path(name, output_dir)
+    manifest = artifacts.read_manifest(name, output_dir)
+    if manifest is None or not path.is_file() or sha256_file(path) != manifest.get("sha256"):
+        from exporter.pipeline import export_model
+
+        result = export_model(name, output_dir=output_dir)
+        return result.onnx_path, result.manifest
+    return path, manifest
+
+
+def _rebuild_reference(name: str, manifest: dict | None, weights: str | Path | None) -> torch.nn.Module:
+    """The PyTorch model the graph was exported from, with the same weights."""
+    if weights is not None:
+        src = (manifest or {}).get("source", {"kind": "zoo", "model": name})
+        target = src.get("ref") or src.get("model") or name
+        shape = tuple(manifest["input_shape"]) if manifest else None
+        return prepare_model(target, weights=weights, input_shape=shape).model
+    if manifest is None:
+        return prepare_model(name).model
+    src = manifest.get("source", {})
+    if src.get("kind") == "module":
+        raise UserError(f"{name} was exported from an in-memory module: pass the module to check(reference=...)")
+    target = src.get("ref") or src.get("model") or name
+    w = manifest.get("weights", {})
+    if w.get("kind") == "file":
+        return prepare_model(target, weights=w["path"], input_shape=tuple(manifest["input_shape"])).model
+    return prepare_model(target, seed=int(w.get("seed", 0)), input_shape=tuple(manifest["input_shape"])).model
+
+
+def check(
+    name: str,
+    *,
+    onnx_path: str | Path | None = None,
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    device: str = "auto",
+    precision: str = "fp32",
+    atol: float | None = None,
+    rtol: float | None = None,
+    weights: str | Path | None = None,
+    reference: torch.nn.Module | None = None,
+    output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
+    seed: int = 1234,
+) -> ParityReport:
+    """Compare the ONNX graph of ``name`` with its PyTorch model on fresh random inputs.
+
+    The graph comes from ``onnx_path`` or the artifact (exported first if missing); the
+    PyTorch side is rebuilt with the weights the manifest records (or ``weights``, or
+    ``reference``). Each batch size gets its own random input, proving the batch is dynamic.
+    """
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise UserError(f"batch sizes must be at least 1, got {list(batch_sizes)}")
+    manifest: dict | None
+    if onnx_path is None:
+        path, manifest = ensure_artifact(name, output_dir)
+    else:
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise UserError(f"ONNX file not found: {path}")
+        manifest = artifacts.read_manifest(name, path.parent.parent) or artifacts.read_manifest(name, output_dir)
+    sess, info = create_session(path, SessionConfig(device=device))
+    tol = default_tolerance(info.device, precision)
+    if atol is not None or rtol is not None:
+        tol = Tolerance(atol=tol.atol if atol is None else atol, rtol=tol.rtol if rtol is None else rtol,
+                        min_cosine=tol.min_cosine, min_top1=tol.min_top1)
+    model = reference.eval() if reference is not None else _rebuild_reference(name, manifest, weights)
+    shape = tuple(manifest["input_shape"]) if manifest else tuple(d for d in sess.get_inputs()[0].shape[1:])
+    if not all(isinstance(d, int) for d in shape):
+        raise UserError(f"cannot tell the input shape of {path}: export it with the exporter (manifest)")
+    report = ParityReport(name, str(path), info.device, info, precision, tol)
+    for i, batch in enumerate(batch_sizes):
+        x = random_input(shape, int(batch), seed=seed + i)
+        with torch.inference_mode():
+            ref = model(x)
+        ref0 = (ref[0] if isinstance(ref, (tuple, list)) else ref).numpy()
+        got0 = run(sess, x.numpy())[0]
+        report.results.append(compare(ref0, np.asarray(got0, dtype=np.float32), tol))
+    return report
+
+
+def _print_report(report: ParityReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"{report.model}: {report.onnx_path} on {report.device} ({report.session.reason}); "
+                  f"tolerance atol={report.tolerance.atol:g} rtol={report.tolerance.rtol:g} "
+                  f"cosine>={report.tolerance.min_cosine:g}")
+    table = Table()
+    for col in ("batch", "max abs err", "max rel err", "mean abs err", "cosine", "top-1", "top-5",
+                "needed atol", "needed rtol", "result"):
+        table.add_column(col, justify="right")
+    for r in report.results:
+        table.add_row(str(r.batch_size), f"{r.max_abs_err:.2e}", f"{r.max_rel_err:.2e}", f"{r.mean_abs_err:.2e}",
+                      f"{r.cosine_min:.7f}", f"{r.top1_agreement:.1%}", f"{r.top5_agreement:.1%}",
+                      f"{r.needed_atol:.1e}", f"{r.needed_rtol:.1e}",
+                      "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+    console.print(table)
+    for f in report.failures():
+        console.print(f"[red]FAIL[/] {f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.parity",
+                                description="Check an exported graph against PyTorch on random inputs at several batch sizes.")
+    p.add_argument("model", help="zoo name (or the artifact name of your own model)")
+    p.add_argument("--onnx", type=Path, help="graph to check (default: artifacts/NAME/NAME.onnx, exported if missing)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--atol", type=float, help="override the default absolute tolerance")
+    p.add_argument("--rtol", type=float, help="override the default relative tolerance")
+    p.add_argument("--weights", type=Path, help="state_dict the graph was exported with")
+    p.add_argument("--output-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = check(args.model, onnx_path=args.onnx, batch_sizes=tuple(args.batch_sizes), device=args.device,
+                       atol=args.atol, rtol=args.rtol, weights=args.weights, output_dir=args.output_dir)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

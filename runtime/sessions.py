@@ -1,0 +1,193 @@
+"""The one place that creates onnxruntime sessions, CUDA first, and says which device it really got.
+
+onnxruntime quietly falls back to the CPU when the CUDA execution provider cannot be
+created, so every session's providers are read back after creation: ``device="cuda"``
+then fails loudly, and ``device="auto"`` reports where it ended up and why.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from exporter.errors import UserError
+
+DEVICES = ("auto", "cuda", "cpu")
+CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+class CudaUnavailable(UserError):
+    """``--device cuda`` was asked for and no working CUDA execution provider exists."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How to build a session; recorded with every benchmark result."""
+
+    device: str = "auto"
+    threads: int | None = None
+    io_binding: bool = True
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    cuda_graph: bool = False
+    tf32: bool = True
+    graph_optimization: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.cudnn_conv_algo_search not in CUDNN_SEARCH:
+            raise UserError(f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError("threads must be at least 1")
+
+
+@dataclass
+class SessionInfo:
+    """What a created session really is."""
+
+    device: str
+    providers: list[str]
+    reason: str
+    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    intra_op_threads: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+_dlls_preloaded = False
+
+
+def preload_cuda_libraries() -> None:
+    """Load the CUDA/cuDNN libraries that a CUDA build of torch brings (nvidia-* wheels).
+
+    With them in the process, onnxruntime's CUDA provider works without a system CUDA.
+    Importing torch first does the same when its CUDA major version matches.
+    """
+    global _dlls_preloaded
+    if _dlls_preloaded:
+        return
+    _dlls_preloaded = True
+    try:
+        import torch  # noqa: F401  (loads torch's bundled CUDA libraries where it has them)
+    except ImportError:
+        pass
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload(cuda=True, cudnn=True, msvc=False)
+        except Exception:  # preloading is best effort; session creation says what is missing
+            pass
+
+
+def cuda_provider_built() -> bool:
+    """Whether this onnxruntime build includes the CUDA execution provider at all."""
+    return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def _no_gpu_reason() -> str | None:
+    """A reason not to try CUDA at all, or None when a GPU may be present."""
+    if not cuda_provider_built():
+        return "this onnxruntime build has no CUDA execution provider (install onnxruntime-gpu)"
+    if not (Path("/dev/nvidiactl").exists() or os.environ.get("CUDA_VISIBLE_DEVICES")):
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+        except ImportError:
+            return "no NVIDIA device found"
+    return None
+
+
+def _session_options(config: SessionConfig) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    so.graph_optimization_level = levels[config.graph_optimization]
+    if config.threads:
+        so.intra_op_num_threads = config.threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+def cuda_provider_options(config: SessionConfig) -> dict[str, str]:
+    return {
+        "cudnn_conv_algo_search": config.cudnn_conv_algo_search,
+        "enable_cuda_graph": "1" if config.cuda_graph else "0",
+        "use_tf32": "1" if config.tf32 else "0",
+        "do_copy_in_default_stream": "1",
+    }
+
+
+def _create(model: str | Path | bytes, config: SessionConfig, providers: list) -> ort.InferenceSession:
+    source = str(model) if isinstance(model, Path) else model
+    previous = 2
+    ort.set_default_logger_severity(4)  # onnxruntime's own fallback warning is replaced by ours
+    try:
+        return ort.InferenceSession(source, sess_options=_session_options(config), providers=providers)
+    except Exception as exc:
+        where = model if not isinstance(model, bytes) else "the graph"
+        raise UserError(f"onnxruntime cannot load {where}: {str(exc).strip().splitlines()[0]}") from exc
+    finally:
+        ort.set_default_logger_severity(previous)
+
+
+def create_session(model: str | Path | bytes, config: SessionConfig | None = None) -> tuple[ort.InferenceSession, SessionInfo]:
+    """Create a session on the configured device and read back what it really runs on."""
+    config = config or SessionConfig()
+    if isinstance(model, (str, Path)) and not Path(model).is_file():
+        raise UserError(f"ONNX file not found: {model}")
+    if config.device == "cpu":
+        sess = _create(model, config, [CPU_PROVIDER])
+        return sess, SessionInfo("cpu", sess.get_providers(), "CPU requested", {}, config.threads)
+
+    skip = _no_gpu_reason()
+    if skip and config.device == "auto":
+        sess = _create(model, config, [CPU_PROVIDER])
+        return sess, SessionInfo("cpu", sess.get_providers(), f"fell back to CPU: {skip}", {}, config.threads)
+    if skip and not cuda_provider_built():
+        raise CudaUnavailable(f"--device cuda: {skip}")
+
+    preload_cuda_libraries()
+    options = cuda_provider_options(config)
+    sess = _create(model, config, [(CUDA_PROVIDER, options), CPU_PROVIDER])
+    actual = sess.get_providers()
+    if CUDA_PROVIDER in actual:
+        return sess, SessionInfo("cuda", actual, "CUDA execution provider active", {CUDA_PROVIDER: options}, config.threads)
+    why = skip or "onnxruntime could not create the CUDA execution provider (CUDA/cuDNN libraries missing or no GPU)"
+    if config.device == "cuda":
+        raise CudaUnavailable(f"--device cuda: {why}; the session silently fell back to {', '.join(actual)}")
+    return sess, SessionInfo("cpu", actual, f"fell back to CPU: {why}", {}, config.threads)
+
+
+def check_feed(sess: ort.InferenceSession, x: np.ndarray) -> None:
+    """Reject an input whose dtype or fixed dimensions do not fit the graph's first input."""
+    meta = sess.get_inputs()[0]
+    expected_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(meta.type)
+    if expected_dtype is not None and x.dtype != expected_dtype:
+        raise UserError(f"input dtype {x.dtype} does not match the graph's {np.dtype(expected_dtype).name}")
+    if x.ndim != len(meta.shape):
+        raise UserError(f"input has {x.ndim} dims {tuple(x.shape)}, the graph expects {len(meta.shape)} {meta.shape}")
+    for i, (got, want) in enumerate(zip(x.shape, meta.shape)):
+        if isinstance(want, int) and got != want:
+            raise UserError(f"input shape {tuple(x.shape)} does not match the graph's {meta.shape} (dim {i})")
+    if x.shape[0] < 1:
+        raise UserError("batch size must be at least 1")
+
+
+def run(sess: ort.InferenceSession, x: np.ndarray) -> list[np.ndarray]:
+    """Run the session on one input (validated first) and return all outputs."""
+    check_feed(sess, x)
+    return sess.run(None, {sess.get_inputs()[0].name: x})
