@@ -55,6 +55,9 @@ class AtomicWriter:
         """A temporary path beside ``final``; write there, it is renamed on commit."""
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=self.directory)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; published files get normal permissions
         self._pending.append((Path(tmp), final))
         return Path(tmp)
 

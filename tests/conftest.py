@@ -37,10 +37,11 @@ def exported(artifacts_dir: Path) -> _Exports:
     return _Exports(artifacts_dir)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> "subprocess.CompletedProcess[str]":
-    """Run ``python -m <args>`` as a user would, capturing output."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
+    """Run ``python -m <args>`` as a user would, capturing output; ``env`` overrides variables."""
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200", **(env or {}))
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -1,0 +1,203 @@
+"""Latency benchmark of onnxruntime (the exported graph) against PyTorch eager, in one run.
+
+Library API behind ``python -m runtime.bench``: :func:`run_benchmark` returns flat rows,
+one per (model, engine, device, batch), plus the environment they were measured in.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from exporter import artifacts
+from exporter.errors import UserError
+from exporter.pipeline import random_input
+from exporter.zoo import get_spec
+
+from .engines import prepare_onnxruntime, prepare_pytorch, time_engine
+from .parity import _rebuild_reference, check, ensure_artifact
+from .sessions import SessionConfig, create_session
+from .stats import summarize
+
+ENGINES = ("onnxruntime", "pytorch")
+DEFAULT_MODELS = ("lenet5", "resnet18", "googlenet", "alexnet")
+DEFAULT_BATCH_SIZES = (1, 8, 32)
+
+
+@dataclass
+class BenchConfig:
+    models: tuple[str, ...] = DEFAULT_MODELS
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    engines: tuple[str, ...] = ENGINES
+    device: str = "auto"
+    iterations: int | None = None
+    min_seconds: float = 1.0
+    warmup: int = 3
+    threads: int | None = None
+    io_binding: bool = True
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    cuda_graph: bool = False
+    tf32: bool = True
+    output_dir: Path = artifacts.DEFAULT_OUTPUT_DIR / "bench"
+    artifacts_dir: Path = artifacts.DEFAULT_OUTPUT_DIR
+    onnx: Path | None = None
+    parity: bool = True
+
+    def validate(self) -> None:
+        if not self.models:
+            raise UserError("no models to benchmark")
+        for name in self.models:
+            get_spec(name)
+        if self.onnx is not None and len(self.models) != 1:
+            raise UserError("--onnx goes with exactly one model")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise UserError(f"batch sizes must be at least 1, got {list(self.batch_sizes)}")
+        bad = [e for e in self.engines if e not in ENGINES]
+        if bad or not self.engines:
+            raise UserError(f"unknown engine {', '.join(bad) or '(none)'}: choose from {', '.join(ENGINES)}")
+        if self.iterations is not None and self.iterations < 1:
+            raise UserError("--iterations must be at least 1")
+        if self.warmup < 0:
+            raise UserError("--warmup cannot be negative")
+        if self.threads is not None and self.threads < 1:
+            raise UserError("--threads must be at least 1")
+
+    def session_config(self) -> SessionConfig:
+        return SessionConfig(device=self.device, threads=self.threads, io_binding=self.io_binding,
+                             cudnn_conv_algo_search=self.cudnn_conv_algo_search, cuda_graph=self.cuda_graph,
+                             tf32=self.tf32)
+
+
+@dataclass
+class BenchResult:
+    rows: list[dict[str, object]]
+    environment: dict[str, object]
+    config: dict[str, object]
+    device: str
+    device_reason: str
+    parity: dict[str, dict[str, object]] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str, providers: list[str], threads: int) -> dict[str, object]:
+    import numpy
+    import onnx
+    import onnxruntime
+
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else None
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "gpu_name": gpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+        "numpy": numpy.__version__,
+        "providers": providers,
+        "available_providers": onnxruntime.get_available_providers(),
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def plan_size(config: BenchConfig) -> int:
+    return len(config.models) * len(config.batch_sizes) * len(config.engines)
+
+
+def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Measure every (model, batch, engine); Ctrl-C stops and returns what was measured."""
+    config.validate()
+    progress = on_progress or (lambda _msg: None)
+    threads = config.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    sess_config = SessionConfig(**{**config.session_config().__dict__, "threads": threads})
+
+    rows: list[dict[str, object]] = []
+    parity_summary: dict[str, dict[str, object]] = {}
+    device, reason, providers = "cpu", "", ["CPUExecutionProvider"]
+    probe_graph: Path | None = None
+    result = BenchResult(rows, {}, {}, device, reason, parity_summary)
+    try:
+        for name in config.models:
+            progress(f"{name}: preparing")
+            if config.onnx is not None:
+                path, manifest = Path(config.onnx), artifacts.read_manifest(name, config.artifacts_dir)
+                create_session(path, SessionConfig(device="cpu"))  # readable graph or a clear error
+            else:
+                path, manifest = ensure_artifact(name, config.artifacts_dir)
+            if probe_graph is None:  # resolve the device once, so both engines use the same one
+                probe_graph = path
+                _, info = create_session(path, sess_config)
+                device, reason, providers = info.device, info.reason, info.providers
+            spec = get_spec(name)
+            timed_ok = True
+            if config.parity and "onnxruntime" in config.engines:
+                progress(f"{name}: parity check")
+                report = check(name, onnx_path=path, batch_sizes=(1, max(config.batch_sizes)),
+                               device=config.device, output_dir=config.artifacts_dir)
+                device, reason, providers = report.device, report.session.reason, report.session.providers
+                worst = max(r.max_abs_err for r in report.results)
+                parity_summary[name] = {"passed": report.passed, "max_abs_err": worst,
+                                        "failures": report.failures()}
+                timed_ok = report.passed
+            model = _rebuild_reference(name, manifest, None)
+            for batch in config.batch_sizes:
+                x = random_input(spec.input_shape, batch, seed=batch).numpy()
+                for engine in config.engines:
+                    progress(f"{name} batch {batch}: {engine}")
+                    row: dict[str, object] = {"model": name, "engine": engine, "batch_size": batch,
+                                              "threads": threads}
+                    if engine == "onnxruntime":
+                        if not timed_ok:
+                            row.update(device=device, status="parity-failed")
+                            rows.append(row)
+                            continue
+                        prepared, info = prepare_onnxruntime(path, x, sess_config)
+                        device, reason, providers = info.device, info.reason, info.providers
+                    else:
+                        prepared = prepare_pytorch(model, x, device)
+                    times = time_engine(prepared, config.warmup, config.iterations, config.min_seconds)
+                    stats = summarize(times, batch)
+                    row.update(device=prepared.device, status="ok", **stats.to_dict(),
+                               tf32=prepared.details.get("tf32"), io_binding=prepared.details.get("io_binding"),
+                               cudnn_conv_algo_search=prepared.details.get("cudnn_conv_algo_search"),
+                               cuda_graph=prepared.details.get("cuda_graph"))
+                    rows.append(row)
+                    progress("measured")
+            model.to("cpu")
+    except KeyboardInterrupt:
+        result.interrupted = True
+    _add_speedups(rows)
+    result.device, result.device_reason = device, reason
+    result.environment = environment(device, providers, threads)
+    result.config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.__dict__.items()}
+    return result
+
+
+def _add_speedups(rows: list[dict[str, object]]) -> None:
+    """onnxruntime's speedup over PyTorch (ratio of medians) for rows measured in this run."""
+    medians = {(r["model"], r["device"], r["batch_size"], r["engine"]): r.get("median_ms")
+               for r in rows if r.get("status") == "ok"}
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        ort_ms = medians.get((r["model"], r["device"], r["batch_size"], "onnxruntime"))
+        pt_ms = medians.get((r["model"], r["device"], r["batch_size"], "pytorch"))
+        r["speedup_vs_pytorch"] = (pt_ms / ort_ms) if (r["engine"] == "onnxruntime" and ort_ms and pt_ms) else None

@@ -1,0 +1,269 @@
+"""Export: symbolic batch after simplification, parity, determinism, opsets, weights, user models, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import run_cli
+from exporter import artifacts
+from exporter.errors import ExportFailed, UserError
+from exporter.pipeline import export_model, prepare_model, random_input
+from exporter.zoo import get_spec, list_models
+from runtime.parity import check
+
+ALL = list_models()
+SMALL = ["lenet5", "alexnet_cifar", "resnet_cifar", "googlenet_cifar"]
+
+
+def _batch_dims(model: onnx.ModelProto) -> list[str]:
+    inits = {i.name for i in model.graph.initializer}
+    vis = [i for i in model.graph.input if i.name not in inits] + list(model.graph.output)
+    return [vi.type.tensor_type.shape.dim[0].dim_param for vi in vis]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_zoo_model_exports_with_symbolic_batch_and_parity(name: str, exported) -> None:
+    result = exported(name)
+    model = onnx.load(str(result.onnx_path), load_external_data=False)
+    assert result.onnx_path.name == f"{name}.onnx"
+    assert _batch_dims(model) == ["batch", "batch"], "symbolic batch lost"
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    m = json.loads(result.manifest_path.read_text())
+    assert m["sha256"] == hashlib.sha256(result.onnx_path.read_bytes()).hexdigest()
+    assert m["inputs"][0]["shape"] == ["batch", *get_spec(name).input_shape]
+    assert m["outputs"][0]["shape"] == ["batch", get_spec(name).num_classes]
+    assert m["nodes"]["simplified"] == len(model.graph.node) <= m["nodes"]["raw"]
+    assert {"torch", "onnx", "onnxsim"} <= set(m["versions"])
+    assert [r["batch_size"] for r in m["parity"]["results"]] == [1, 3]
+    # Independent parity run at batch 1 and two other sizes, on fresh inputs.
+    report = check(name, onnx_path=result.onnx_path, batch_sizes=(1, 4, 7), device="cpu",
+                   output_dir=result.onnx_path.parent.parent)
+    assert report.passed, report.failures()
+    assert [r.batch_size for r in report.results] == [1, 4, 7]
+    assert all(r.top1_agreement == 1.0 for r in report.results)
+
+
+def test_lrn_exports_as_one_native_node(exported) -> None:
+    model = onnx.load(str(exported("alexnet_original").onnx_path), load_external_data=False)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("LRN") == 2
+    assert not {"Pow", "Div", "Pad"} & set(ops), "LRN was decomposed"
+
+
+@pytest.mark.parametrize("opset", range(13, 21))
+def test_every_supported_opset_is_written_exactly(opset: int, tmp_path: Path) -> None:
+    result = export_model("alexnet_cifar", opset=opset, output_dir=tmp_path)
+    model = onnx.load(str(result.onnx_path))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+    assert result.manifest["opset"] == opset
+    assert _batch_dims(model) == ["batch", "batch"]
+
+
+@pytest.mark.parametrize("opset", [12, 21, 0])
+def test_unsupported_opset_writes_nothing(opset: int, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not supported"):
+        export_model("lenet5", opset=opset, output_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet_cifar"])
+def test_reexport_is_byte_identical(name: str, tmp_path: Path) -> None:
+    a = export_model(name, output_dir=tmp_path / "a")
+    b = export_model(name, output_dir=tmp_path / "b")
+    assert a.onnx_path.read_bytes() == b.onnx_path.read_bytes()
+    assert a.manifest["sha256"] == b.manifest["sha256"]
+    c = export_model(name, output_dir=tmp_path / "c", seed=7)
+    assert c.manifest["sha256"] != a.manifest["sha256"], "seed must change the weights"
+
+
+def _ort(path: Path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]
+
+
+@pytest.mark.parametrize("wrap", ["plain", "checkpoint"])
+def test_weights_round_trip(wrap: str, tmp_path: Path) -> None:
+    source = prepare_model("resnet_cifar", seed=42).model
+    state = source.state_dict()
+    weights = tmp_path / "w.pth"
+    torch.save(state if wrap == "plain" else {"state_dict": state, "epoch": 3}, weights)
+    result = export_model("resnet_cifar", weights=weights, output_dir=tmp_path / "out")
+    assert result.manifest["weights"]["kind"] == "file"
+    for batch in (1, 5):
+        x = random_input((3, 32, 32), batch, seed=batch)
+        with torch.inference_mode():
+            ref = source(x).numpy()
+        np.testing.assert_allclose(_ort(result.onnx_path, x.numpy()), ref, rtol=1e-3, atol=1e-5)
+    # And a different seed's weights would not match: the file really was used.
+    other = export_model("resnet_cifar", output_dir=tmp_path / "seeded")
+    x = random_input((3, 32, 32), 2, seed=9).numpy()
+    assert not np.allclose(_ort(other.onnx_path, x), _ort(result.onnx_path, x), atol=1e-4)
+
+
+def test_torchvision_style_checkpoint_loads_into_googlenet_without_aux(tmp_path: Path) -> None:
+    state = {k: v for k, v in prepare_model("googlenet").model.state_dict().items() if not k.startswith("aux")}
+    torch.save(state, tmp_path / "g.pth")
+    model = prepare_model("googlenet", weights=tmp_path / "g.pth").model
+    assert torch.equal(model.state_dict()["fc.weight"], state["fc.weight"])
+
+
+def test_weights_with_wrong_keys_or_shapes_name_them(tmp_path: Path) -> None:
+    state = prepare_model("lenet5").model.state_dict()
+    bad = dict(state)
+    bad["conv_layer.0.weight"] = torch.zeros(7, 3, 5, 5)
+    bad["extra.bias"] = torch.zeros(3)
+    del bad["fullconn_layer.4.bias"]
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(UserError) as info:
+        export_model("lenet5", weights=tmp_path / "bad.pth", output_dir=tmp_path / "out")
+    msg = str(info.value)
+    assert "fullconn_layer.4.bias" in msg and "extra.bias" in msg and "conv_layer.0.weight (7, 3, 5, 5)" in msg
+    assert not (tmp_path / "out" / "lenet5").exists()
+
+
+USER_MODEL = '''
+import torch
+from torch import nn
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.LocalResponseNorm(3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, x):
+        return self.body(x)
+
+def make_tiny():
+    return TinyNet()
+
+NOT_A_MODEL = 3
+'''
+
+
+@pytest.mark.parametrize("builder", ["TinyNet", "make_tiny"])
+def test_user_model_file_exports_like_a_zoo_model(builder: str, tmp_path: Path) -> None:
+    (tmp_path / "tiny.py").write_text(USER_MODEL)
+    out = tmp_path / "art"
+    proc = run_cli("exporter", f"{tmp_path / 'tiny.py'}:{builder}", "--input-shape", "3x20x20",
+                   "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    path = out / builder.lower() / f"{builder.lower()}.onnx"
+    model = onnx.load(str(path))
+    assert _batch_dims(model) == ["batch", "batch"]
+    assert "LRN" in [n.op_type for n in model.graph.node]
+    report = check(builder.lower(), onnx_path=path, batch_sizes=(1, 6), device="cpu", output_dir=out)
+    assert report.passed and report.results[1].batch_size == 6
+
+
+def test_nn_module_exports_through_the_api(tmp_path: Path) -> None:
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    result = export_model(module, input_shape=(1, 8, 8), name="mine", output_dir=tmp_path)
+    assert result.manifest["outputs"][0]["shape"] == ["batch", 3]
+
+
+def test_failure_mid_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import exporter.pipeline as pipeline
+
+    def boom(*_a, **_k):
+        raise ExportFailed("simulated mismatch")
+
+    monkeypatch.setattr(pipeline, "_verify", boom)
+    with pytest.raises(ExportFailed):
+        export_model("lenet5", output_dir=tmp_path)
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_failed_write_keeps_previous_artifact_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = export_model("lenet5", output_dir=tmp_path)
+    before = first.onnx_path.read_bytes()
+
+    def fail_json(self, final, obj):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts.AtomicWriter, "write_json", fail_json)
+    with pytest.raises(OSError):
+        export_model("lenet5", output_dir=tmp_path, seed=5)
+    assert first.onnx_path.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "lenet5").iterdir()) == ["lenet5.onnx", "manifest.json"]
+
+
+# --- the command line: one clear line, non-zero exit, no traceback, nothing written ------------------
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["resnt18"], "unknown model 'resnt18'. Did you mean resnet18"),
+        (["lenet5", "--opset", "21"], "opset 21 is not supported"),
+        (["lenet5", "--weights", "/nonexistent/w.pth"], "weights file not found"),
+        (["tiny.py:TinyNet", "--input-shape", "3xAx3"], "bad --input-shape"),
+        (["tiny.py:TinyNet"], "give its --input-shape"),
+        (["tiny.py:Missing", "--input-shape", "3x8x8"], "defines no 'Missing'"),
+        (["tiny.py:NOT_A_MODEL", "--input-shape", "3x8x8"], "not a class or function"),
+        (["nothere.py:Net", "--input-shape", "3x8x8"], "model file not found"),
+        (["lenet5", "--weights", "garbage.pth"], "cannot read weights file"),
+        (["lenet5", "--output-dir", "blocked/sub"], "cannot create output directory"),
+        ([], "name a model"),
+    ],
+)
+def test_cli_bad_input_gives_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    (tmp_path / "tiny.py").write_text(USER_MODEL)
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    proc = run_cli("exporter", *args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "artifacts").exists() or list((tmp_path / "artifacts").rglob("*.onnx")) == []
+
+
+def test_cli_export_prints_node_counts_and_parity(tmp_path: Path) -> None:
+    proc = run_cli("exporter", "lenet5", "--opset", "17", "--output-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "raw ->" in proc.stdout and "simplified" in proc.stdout
+    assert "batch 1" in proc.stdout and "batch 3" in proc.stdout
+    assert (tmp_path / "lenet5" / "manifest.json").is_file()
+
+
+def test_cli_list_table_and_json() -> None:
+    proc = run_cli("exporter", "--list", "--json")
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == set(ALL)
+    assert by_name["alexnet"]["num_params"] == 61_100_840
+    assert by_name["alexnet_fashionmnist"]["input_shape"] == [1, 224, 224]
+    assert by_name["resnet50"]["gflops"] > 8
+    table = run_cli("exporter", "--list")
+    assert table.returncode == 0 and "resnet152" in table.stdout and "60,192,808" in table.stdout
+
+
+def test_cli_all_continues_past_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import exporter.cli as cli
+    import exporter.pipeline as pipeline
+
+    real = pipeline.export_model
+
+    def flaky(name, **kw):
+        if name == "alexnet_cifar":
+            raise ExportFailed("simulated failure")
+        return real(name, **kw)
+
+    monkeypatch.setattr(cli, "list_models", lambda: ["lenet5", "alexnet_cifar", "resnet_cifar"])
+    monkeypatch.setattr(pipeline, "export_model", flaky)
+    code = cli.main(["--all", "--output-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED" in printed and "simulated failure" in printed and "2/3" in printed
+    assert (tmp_path / "resnet_cifar" / "resnet_cifar.onnx").is_file()
+    assert not (tmp_path / "alexnet_cifar").exists()
