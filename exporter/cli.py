@@ -14,11 +14,12 @@ from rich.table import Table
 from . import artifacts
 from .errors import UserError
 from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
-from .user_model import parse_input_shape
+from .graph import load_onnx
+from .user_model import is_user_model_ref, parse_input_shape
 from .zoo import get_spec, list_models, model_stats
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m exporter --list\n"
         "  python -m exporter --all\n"
         "  python -m exporter my_net.py:MyNet --input-shape 3x32x32\n"
-        "  python -m exporter resnet18 --weights resnet18-f37072fd.pth",
+        "  python -m exporter resnet18 --weights resnet18-f37072fd.pth\n"
+        "  python -m exporter lenet5 --view            # netron in your browser\n"
+        "  python -m exporter lenet5 --render          # artifacts/lenet5/lenet5.svg + .png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", nargs="?", help="zoo name (see --list) or path/to/file.py:Builder")
@@ -47,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", help="per-sample input shape such as 3x32x32 (required for your own model)")
     p.add_argument("--name", help="artifact name (default: the zoo name, or the builder's name lowercased)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and test inputs (default 0)")
+    g = p.add_argument_group("viewing (netron)")
+    g.add_argument("--view", action="store_true",
+                   help="serve the graph with netron until Ctrl-C (NAME reuses a current artifact; FILE.onnx works too)")
+    g.add_argument("--port", type=int, help="port for --view (default 8080 or the next free one; a busy --port is an error)")
+    g.add_argument("--no-browser", action="store_true", help="with --view: print the URL, do not open a browser")
+    g.add_argument("--render", action="store_true",
+                   help="write NAME.svg and NAME.png as netron draws the graph (headless Chromium via playwright)")
     return p
 
 
@@ -105,15 +115,63 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     out.print(f"  manifest {result.manifest_path}")
 
 
+def _reusable_artifact(args: argparse.Namespace) -> Path | None:
+    """The current artifact for NAME when --view/--render can use it instead of exporting again."""
+    if args.weights or args.input_shape or args.no_simplify or args.seed != 0 or is_user_model_ref(args.model):
+        return None
+    from .weights import sha256_file
+
+    name = args.name or args.model
+    manifest = artifacts.read_manifest(name, args.output_dir)
+    path = artifacts.onnx_path(name, args.output_dir)
+    if manifest and manifest.get("opset") == args.opset and path.is_file() and sha256_file(path) == manifest.get("sha256"):
+        return path
+    return None
+
+
+def _render(path: Path) -> None:
+    from .render import render_graph
+
+    with err.status(f"rendering {path.name} in headless Chromium"):
+        r = render_graph(path)
+    out.print(f"[bold green]rendered[/] {r.svg_path} and {r.png_path}: {r.nodes_drawn} operator nodes drawn "
+              f"(graph has {r.nodes_in_graph}), {len(r.op_types_drawn)} op types, "
+              f"{r.batch_edge_labels} edges labelled with the symbolic batch")
+
+
 def export_one(args: argparse.Namespace) -> int:
     from .pipeline import export_model
+    from .viewer import view
 
-    shape = parse_input_shape(args.input_shape) if args.input_shape else None
-    with err.status(f"exporting {args.model}") as status:
-        result = export_model(args.model, opset=args.opset, output_dir=args.output_dir, weights=args.weights,
-                              simplify=not args.no_simplify, input_shape=shape, seed=args.seed, name=args.name,
-                              on_step=lambda msg: status.update(f"{args.model}: {msg}"))
-    _print_result(result)
+    if args.render:
+        from .render import render_available
+
+        reason = render_available()
+        if reason:
+            raise UserError(f"--render: {reason}")
+    if args.model.endswith(".onnx"):
+        if args.weights or args.input_shape or args.all:
+            raise UserError("an .onnx file is served or rendered as it is: --weights and --input-shape do not apply")
+        if not (args.view or args.render):
+            raise UserError(f"{args.model} is already ONNX: add --view to serve it or --render to draw it")
+        path = Path(args.model)
+        load_onnx(path)
+    else:
+        shape = parse_input_shape(args.input_shape) if args.input_shape else None
+        path = _reusable_artifact(args) if (args.view or args.render) else None
+        if path is not None:
+            out.print(f"reusing {path} (manifest and sha256 match; opset {args.opset})")
+        else:
+            with err.status(f"exporting {args.model}") as status:
+                result = export_model(args.model, opset=args.opset, output_dir=args.output_dir, weights=args.weights,
+                                      simplify=not args.no_simplify, input_shape=shape, seed=args.seed,
+                                      name=args.name, on_step=lambda msg: status.update(f"{args.model}: {msg}"))
+            _print_result(result)
+            path = result.onnx_path
+    if args.render:
+        _render(path)
+    if args.view:
+        view(path, port=args.port, open_browser=not args.no_browser, announce=out.print)
     return 0
 
 
@@ -132,6 +190,11 @@ def export_all(args: argparse.Namespace) -> int:
             try:
                 r = export_model(name, opset=args.opset, output_dir=args.output_dir,
                                  simplify=not args.no_simplify, seed=args.seed)
+                if args.render:
+                    from .render import render_graph
+
+                    progress.update(task, description=f"rendering {name}")
+                    render_graph(r.onnx_path)
                 m = r.manifest
                 worst = max(p["max_abs_err"] for p in m["parity"]["results"])
                 rows.append((name, "[green]ok[/]", f"{m['nodes']['raw']} -> {m['nodes']['simplified']}",
@@ -142,10 +205,13 @@ def export_all(args: argparse.Namespace) -> int:
             progress.advance(task)
     table = Table(title=f"Exported {len(names) - failed}/{len(names)} models to {args.output_dir} (opset {args.opset})")
     for col in ("model", "status", "nodes raw -> simplified", "MB", "max abs err", "seconds"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("model", "status"))
     for row in rows:
         table.add_row(*row)
     out.print(table)
+    for name, status, *_rest, message, _secs in rows:
+        if "FAILED" in status:
+            out.print(f"[red]FAILED[/] {name}: {message}", soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -156,12 +222,20 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--json goes with --list")
         if args.list:
             return list_zoo(args.json)
+        if (args.port is not None or args.no_browser) and not args.view:
+            raise UserError("--port and --no-browser go with --view")
         validate_opset(args.opset)
         if args.all:
             if args.model:
                 raise UserError("give either a model name or --all, not both")
-            if args.weights or args.input_shape or args.name:
-                raise UserError("--weights, --input-shape and --name apply to one model, not --all")
+            if args.weights or args.input_shape or args.name or args.view:
+                raise UserError("--weights, --input-shape, --name and --view apply to one model, not --all")
+            if args.render:
+                from .render import render_available
+
+                reason = render_available()
+                if reason:
+                    raise UserError(f"--render: {reason}")
             return export_all(args)
         if not args.model:
             raise UserError("name a model (see --list), a file.py:Builder, or use --all")

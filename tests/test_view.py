@@ -1,0 +1,154 @@
+"""netron viewing and rendering: right model per server, busy ports, real browser drawings."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import run_cli
+from exporter.errors import UserError
+from exporter.render import render_available, render_graph
+from exporter.viewer import GraphServer, pick_port, view
+
+NO_RENDER = render_available()
+browser = pytest.mark.skipif(NO_RENDER is not None, reason=f"no browser: {NO_RENDER}")
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read()
+
+
+def test_two_models_one_after_the_other_each_show_their_own(exported) -> None:
+    first, second = exported("lenet5").onnx_path, exported("resnet_cifar").onnx_path
+    with GraphServer(first, port=0) as a:
+        assert b'content="/data/lenet5.onnx"' in _get(a.url)
+        with GraphServer(second, port=0) as b:
+            # netron's own serve() would now show resnet_cifar on both servers.
+            assert b'content="/data/resnet_cifar.onnx"' in _get(b.url)
+            assert b'content="/data/lenet5.onnx"' in _get(a.url)
+            assert _get(a.url + "data/lenet5.onnx") == first.read_bytes()
+            assert _get(b.url + "data/resnet_cifar.onnx") == second.read_bytes()
+    with GraphServer(second, port=0) as c:
+        assert b'content="/data/resnet_cifar.onnx"' in _get(c.url)
+
+
+def test_served_pages_are_not_cached(exported) -> None:
+    with GraphServer(exported("lenet5").onnx_path, port=0) as s:
+        with urllib.request.urlopen(s.url, timeout=10) as resp:
+            assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_busy_port_is_a_clear_error_and_default_moves_on() -> None:
+    with socket.socket() as held:
+        held.bind(("localhost", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(UserError, match=f"port {port} is busy"):
+            pick_port("localhost", port)
+    assert pick_port("localhost", None) > 0
+
+
+def test_view_serves_until_stopped(exported) -> None:
+    stop = threading.Event()
+    lines: list[str] = []
+    t = threading.Thread(target=view, args=(exported("lenet5").onnx_path,),
+                         kwargs={"port": 0, "open_browser": False, "announce": lines.append, "until": stop})
+    t.start()
+    for _ in range(50):
+        if lines:
+            break
+        time.sleep(0.1)
+    url = lines[0].split(" at ")[1].split()[0]
+    assert b"lenet5.onnx" in _get(url)
+    stop.set()
+    t.join(timeout=5)
+    assert not t.is_alive()
+
+
+def test_cli_view_busy_port_and_bad_file(tmp_path: Path, exported) -> None:
+    with socket.socket() as held:
+        held.bind(("localhost", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = run_cli("exporter", str(exported("lenet5").onnx_path), "--view", "--port", str(port), "--no-browser")
+    assert proc.returncode == 2 and f"port {port} is busy" in proc.stderr and "Traceback" not in proc.stderr
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx at all")
+    proc = run_cli("exporter", str(bad), "--view", "--no-browser")
+    assert proc.returncode == 2 and "not a readable ONNX model" in proc.stderr
+
+
+@browser
+@pytest.mark.browser
+def test_browser_draws_every_node_and_op_type(exported, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from exporter.render import CHROMIUM_ARGS, _accept_cookies_and_wait, drawn_graph, find_chromium
+
+    path = exported("googlenet_cifar").onnx_path
+    graph = onnx.load(str(path))
+    with GraphServer(path, port=0) as server, sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=find_chromium(), headless=True, args=CHROMIUM_ARGS)
+        page = b.new_page()
+        page.goto(server.url)
+        _accept_cookies_and_wait(page, 60_000)
+        count, types, batch_labels = drawn_graph(page)
+        b.close()
+    assert count == len(graph.graph.node)
+    assert types == {n.op_type for n in graph.graph.node}
+    assert batch_labels > 0
+
+
+@browser
+@pytest.mark.browser
+def test_render_writes_nontrivial_png_and_svg(exported, tmp_path: Path) -> None:
+    from PIL import Image
+
+    result = render_graph(exported("lenet5").onnx_path, tmp_path / "l.svg", tmp_path / "l.png")
+    assert result.nodes_drawn == result.nodes_in_graph == 10
+    assert result.batch_edge_labels >= 10
+    img = np.asarray(Image.open(tmp_path / "l.png").convert("RGB"))
+    assert img.shape[0] > 500 and img.shape[1] > 150
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 16, "image is (nearly) one colour"
+    svg = (tmp_path / "l.svg").read_text()
+    assert "batch×3×32×32" in svg and svg.count("graph-node") >= 10
+
+
+@browser
+@pytest.mark.browser
+def test_cli_render_writes_beside_the_graph(tmp_path: Path) -> None:
+    proc = run_cli("exporter", "lenet5", "--render", "--output-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "lenet5" / "lenet5.png").is_file() and (tmp_path / "lenet5" / "lenet5.svg").is_file()
+    assert "10 operator nodes drawn (graph has 10)" in proc.stdout
+
+
+def test_render_without_browser_says_how_to_install(monkeypatch: pytest.MonkeyPatch, exported, tmp_path: Path) -> None:
+    import exporter.render as render
+
+    monkeypatch.setattr(render, "CHROMIUM_CANDIDATES", ("no-such-browser",))
+    monkeypatch.delenv("CHROMIUM_PATH", raising=False)
+    monkeypatch.setattr(render.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="apt-get install chromium"):
+        render_graph(exported("lenet5").onnx_path, tmp_path / "x.svg", tmp_path / "x.png")
+    assert not (tmp_path / "x.svg").exists()
+
+
+def test_cli_render_without_browser_fails_before_exporting(tmp_path: Path) -> None:
+    import os
+
+    env_path = os.environ.get("PATH", "")
+    proc = run_cli("exporter", "lenet5", "--render", "--output-dir", str(tmp_path), env={"PATH": "/nonexistent",
+                                                                                            "CHROMIUM_PATH": ""})
+    assert proc.returncode == 2, proc.stderr
+    assert "apt-get install chromium" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "lenet5").exists()
+    assert env_path  # the test process's PATH is untouched
