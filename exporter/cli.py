@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", help="per-sample input shape such as 3x32x32 (required for your own model)")
     p.add_argument("--name", help="artifact name (default: the zoo name, or the builder's name lowercased)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and test inputs (default 0)")
+    o = p.add_argument_group("optimized variants (written beside the fp32 graph)")
+    o.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="fp16 (for CUDA) or int8 (for CPU) variant: NAME.fp16.onnx / NAME.int8.onnx")
+    o.add_argument("--optimize-for", choices=["cpu", "cuda"],
+                   help="also save onnxruntime's offline-optimized graph for this provider (NAME[.prec].opt-TARGET.onnx)")
+    o.add_argument("--calibration-dir", type=Path, help="int8: calibrate on these PNG/JPEG/.npy images (default: digits)")
+    o.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="int8 calibration method (default minmax)")
+    o.add_argument("--reduce-range", choices=["auto", "on", "off"], default="auto",
+                   help="int8: 7-bit weights; auto = on for AVX2 CPUs without VNNI")
+    o.add_argument("--fp16-io", action="store_true", help="fp16: make inputs/outputs half too (default float32)")
     g = p.add_argument_group("viewing (netron)")
     g.add_argument("--view", action="store_true",
                    help="serve the graph with netron until Ctrl-C (NAME reuses a current artifact; FILE.onnx works too)")
@@ -116,17 +127,28 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
 
 
 def _reusable_artifact(args: argparse.Namespace) -> Path | None:
-    """The current artifact for NAME when --view/--render can use it instead of exporting again."""
-    if args.weights or args.input_shape or args.no_simplify or args.seed != 0 or is_user_model_ref(args.model):
+    """The current fp32 artifact, when --view/--render/--precision can use it instead of exporting again.
+
+    It must be complete (sha256 as recorded), at the asked opset, made the same way
+    (simplified, default seed) and with the same weights file, if one is given.
+    """
+    if args.input_shape or args.no_simplify or args.seed != 0 or is_user_model_ref(args.model):
         return None
     from .weights import sha256_file
 
     name = args.name or args.model
     manifest = artifacts.read_manifest(name, args.output_dir)
     path = artifacts.onnx_path(name, args.output_dir)
-    if manifest and manifest.get("opset") == args.opset and path.is_file() and sha256_file(path) == manifest.get("sha256"):
-        return path
-    return None
+    if not (manifest and manifest.get("opset") == args.opset and path.is_file()
+            and sha256_file(path) == manifest.get("sha256")):
+        return None
+    weights = manifest.get("weights", {})
+    if args.weights:
+        if not args.weights.is_file() or weights.get("sha256") != sha256_file(args.weights):
+            return None
+    elif weights.get("kind") != "random":
+        return None
+    return path
 
 
 def _render(path: Path) -> None:
@@ -158,7 +180,8 @@ def export_one(args: argparse.Namespace) -> int:
         load_onnx(path)
     else:
         shape = parse_input_shape(args.input_shape) if args.input_shape else None
-        path = _reusable_artifact(args) if (args.view or args.render) else None
+        wants_variant = args.precision != "fp32" or args.optimize_for is not None
+        path = _reusable_artifact(args) if (args.view or args.render or wants_variant) else None
         if path is not None:
             out.print(f"reusing {path} (manifest and sha256 match; opset {args.opset})")
         else:
@@ -168,11 +191,42 @@ def export_one(args: argparse.Namespace) -> int:
                                       name=args.name, on_step=lambda msg: status.update(f"{args.model}: {msg}"))
             _print_result(result)
             path = result.onnx_path
+        if wants_variant:
+            path = _variant(args, args.name or path.parent.name)
     if args.render:
         _render(path)
     if args.view:
         view(path, port=args.port, open_browser=not args.no_browser, announce=out.print)
     return 0
+
+
+def _variant(args: argparse.Namespace, name: str) -> Path:
+    """Build the --precision / --optimize-for variant of an exported model and print its figures."""
+    from .variants import build_variant
+
+    reduce = {"auto": None, "on": True, "off": False}[args.reduce_range]
+    with err.status(f"building the {args.precision} variant of {name}"):
+        v = build_variant(name, precision=args.precision, optimize_for=args.optimize_for,
+                          output_dir=args.output_dir, calibration_dir=args.calibration_dir,
+                          calibration_method=args.calibration_method, fp16_io=args.fp16_io, reduce_range=reduce)
+    rec = v.record
+    out.print(f"[bold green]variant[/] {v.key} -> {v.path} ({rec['size_bytes'] / 1e6:.1f} MB, {rec['nodes']} nodes, "
+              f"{rec['identity_nodes_removed']} identity nodes removed, {v.seconds:.1f}s)")
+    if "quantization" in rec:
+        q = rec["quantization"]
+        out.print(f"  int8    QDQ, per-channel {q['per_channel']}, reduce_range {q['reduce_range']}, "
+                  f"{q['calibration_method']} on {q['calibration_images']} images ({rec['calibration_source']})")
+    if "optimization" in rec:
+        o = rec["optimization"]
+        out.print(f"  offline onnxruntime level '{o['level']}' for {o['target']} ({', '.join(o['providers'])})")
+    parity = rec["parity"]
+    for r in parity["results"]:
+        out.print(f"  parity  batch {r['batch_size']} ({parity['inputs']} inputs): max abs {r['max_abs_err']:.2e}, "
+                  f"cosine {r['cosine_min']:.6f}, top-1 {r['top1_agreement']:.0%}")
+    if parity.get("accuracy"):
+        a = parity["accuracy"]
+        out.print(f"  accuracy {a['dataset']}: PyTorch fp32 {a['pytorch_fp32']:.2%}, {v.key} {a['onnx']:.2%}")
+    return v.path
 
 
 def export_all(args: argparse.Namespace) -> int:
@@ -190,6 +244,14 @@ def export_all(args: argparse.Namespace) -> int:
             try:
                 r = export_model(name, opset=args.opset, output_dir=args.output_dir,
                                  simplify=not args.no_simplify, seed=args.seed)
+                if args.precision != "fp32" or args.optimize_for:
+                    from .variants import build_variant
+
+                    progress.update(task, description=f"{name}: {args.precision} variant")
+                    build_variant(name, precision=args.precision, optimize_for=args.optimize_for,
+                                  output_dir=args.output_dir, calibration_dir=args.calibration_dir,
+                                  calibration_method=args.calibration_method, fp16_io=args.fp16_io,
+                                  reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range])
                 if args.render:
                     from .render import render_graph
 

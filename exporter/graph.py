@@ -84,3 +84,25 @@ def io_spec(model: onnx.ModelProto) -> dict[str, list[dict[str, object]]]:
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     """How many nodes of each operator type the top-level graph holds."""
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
+
+
+def topological_sort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Reorder top-level nodes so each comes after the producers of its inputs (stable otherwise).
+
+    Some converters (onnxruntime's float16 one) append nodes such as input Casts at the end.
+    """
+    graph = model.graph
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            raise ExportFailed(f"graph has a cycle or a dangling input near node {pending[0].name!r}")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model

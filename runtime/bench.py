@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto prefers CUDA, falls back to CPU")
     p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    p.add_argument("--precisions", nargs="+", default=["fp32"],
+                   help="onnxruntime graphs to time: fp32, fp16, int8 (built if missing), optionally .opt-cpu/.opt-cuda")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--iterations", type=int, help="timed iterations per measurement")
     g.add_argument("--min-seconds", type=float, default=1.0, help="time each measurement at least this long (default 1)")
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations, min_seconds=args.min_seconds, warmup=args.warmup, threads=args.threads,
         io_binding=not args.no_io_binding, cudnn_conv_algo_search=args.cudnn_search, cuda_graph=args.cuda_graph,
         tf32=not args.no_tf32, output_dir=args.output, artifacts_dir=args.artifacts_dir, onnx=args.onnx,
-        parity=not args.no_parity,
+        parity=not args.no_parity, precisions=tuple(args.precisions),
     )
     try:
         config.validate()
@@ -89,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold yellow]NOTE: running on CPU[/] — {result.device_reason}", soft_wrap=True)
     else:
         err.print(f"[bold green]running on CUDA[/] — {result.environment.get('gpu_name')}")
-    for name, p in result.parity.items():
+    for key, p in result.parity.items():
         status = "[green]pass[/]" if p["passed"] else "[red]FAIL (not timed)[/]"
-        err.print(f"parity {name}: {status}, max abs err {p['max_abs_err']:.1e}"
+        acc = p.get("accuracy")
+        acc_text = f", digits accuracy {acc['onnx']:.2%} (PyTorch fp32 {acc['pytorch_fp32']:.2%})" if acc else ""
+        err.print(f"parity {key}: {status}, max abs err {p['max_abs_err']:.1e}{acc_text}"
                   + ("" if p["passed"] else f" — {'; '.join(p['failures'][:2])}"), soft_wrap=True)
     print_table(result, out)
     paths = write_outputs(result, config.output_dir)

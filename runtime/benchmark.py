@@ -15,12 +15,12 @@ from typing import Callable
 import torch
 
 from exporter import artifacts
-from exporter.errors import UserError
+from exporter.errors import ExportFailed, UserError
 from exporter.pipeline import random_input
 from exporter.zoo import get_spec
 
 from .engines import prepare_onnxruntime, prepare_pytorch, time_engine
-from .parity import _rebuild_reference, check, ensure_artifact
+from .parity import _rebuild_reference, check, ensure_variant
 from .sessions import SessionConfig, create_session
 from .stats import summarize
 
@@ -47,14 +47,19 @@ class BenchConfig:
     artifacts_dir: Path = artifacts.DEFAULT_OUTPUT_DIR
     onnx: Path | None = None
     parity: bool = True
+    precisions: tuple[str, ...] = ("fp32",)
 
     def validate(self) -> None:
         if not self.models:
             raise UserError("no models to benchmark")
         for name in self.models:
             get_spec(name)
-        if self.onnx is not None and len(self.models) != 1:
-            raise UserError("--onnx goes with exactly one model")
+        if self.onnx is not None and (len(self.models) != 1 or len(self.precisions) != 1):
+            raise UserError("--onnx goes with exactly one model and one precision")
+        for prec in self.precisions:
+            base, _, opt = prec.partition(".opt-")
+            if base not in ("fp32", "fp16", "int8") or opt not in ("", "cpu", "cuda"):
+                raise UserError(f"unknown precision {prec!r}: use fp32, fp16, int8, optionally with .opt-cpu/.opt-cuda")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise UserError(f"batch sizes must be at least 1, got {list(self.batch_sizes)}")
         bad = [e for e in self.engines if e not in ENGINES]
@@ -118,7 +123,8 @@ def environment(device: str, providers: list[str], threads: int) -> dict[str, ob
 
 
 def plan_size(config: BenchConfig) -> int:
-    return len(config.models) * len(config.batch_sizes) * len(config.engines)
+    per_batch = (len(config.precisions) if "onnxruntime" in config.engines else 0) + ("pytorch" in config.engines)
+    return len(config.models) * len(config.batch_sizes) * per_batch
 
 
 def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None = None) -> BenchResult:
@@ -137,50 +143,60 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
     try:
         for name in config.models:
             progress(f"{name}: preparing")
-            if config.onnx is not None:
-                path, manifest = Path(config.onnx), artifacts.read_manifest(name, config.artifacts_dir)
-                create_session(path, SessionConfig(device="cpu"))  # readable graph or a clear error
-            else:
-                path, manifest = ensure_artifact(name, config.artifacts_dir)
-            if probe_graph is None:  # resolve the device once, so both engines use the same one
-                probe_graph = path
-                _, info = create_session(path, sess_config)
-                device, reason, providers = info.device, info.reason, info.providers
             spec = get_spec(name)
-            timed_ok = True
+            graphs: dict[str, Path] = {}
+            blocked: dict[str, str] = {}
+            for prec in config.precisions if "onnxruntime" in config.engines else ("fp32",):
+                try:
+                    if config.onnx is not None:
+                        graphs[prec] = Path(config.onnx)
+                        create_session(graphs[prec], SessionConfig(device="cpu"))  # readable, or a clear error
+                    else:
+                        graphs[prec] = ensure_variant(name, prec, config.artifacts_dir)
+                except ExportFailed as exc:  # a variant that cannot be built is reported, not timed
+                    blocked[prec] = f"variant-failed: {exc}"
+            manifest = artifacts.read_manifest(name, config.artifacts_dir)
+            if probe_graph is None and graphs:  # resolve the device once, so both engines use the same one
+                probe_graph = next(iter(graphs.values()))
+                _, info = create_session(probe_graph, sess_config)
+                device, reason, providers = info.device, info.reason, info.providers
             if config.parity and "onnxruntime" in config.engines:
-                progress(f"{name}: parity check")
-                report = check(name, onnx_path=path, batch_sizes=(1, max(config.batch_sizes)),
-                               device=config.device, output_dir=config.artifacts_dir)
-                device, reason, providers = report.device, report.session.reason, report.session.providers
-                worst = max(r.max_abs_err for r in report.results)
-                parity_summary[name] = {"passed": report.passed, "max_abs_err": worst,
-                                        "failures": report.failures()}
-                timed_ok = report.passed
+                for prec, path in graphs.items():
+                    progress(f"{name}: parity check ({prec})")
+                    report = check(name, onnx_path=path, batch_sizes=(1, max(config.batch_sizes)), device=config.device,
+                                   precision=prec, output_dir=config.artifacts_dir, manifest=manifest)
+                    device, reason, providers = report.device, report.session.reason, report.session.providers
+                    parity_summary[f"{name}:{prec}"] = {
+                        "passed": report.passed, "max_abs_err": max(r.max_abs_err for r in report.results),
+                        "failures": report.failures(), "accuracy": report.accuracy}
+                    if not report.passed:
+                        blocked[prec] = "parity-failed"
             model = _rebuild_reference(name, manifest, None)
             for batch in config.batch_sizes:
                 x = random_input(spec.input_shape, batch, seed=batch).numpy()
                 for engine in config.engines:
-                    progress(f"{name} batch {batch}: {engine}")
-                    row: dict[str, object] = {"model": name, "engine": engine, "batch_size": batch,
-                                              "threads": threads}
-                    if engine == "onnxruntime":
-                        if not timed_ok:
-                            row.update(device=device, status="parity-failed")
-                            rows.append(row)
-                            continue
-                        prepared, info = prepare_onnxruntime(path, x, sess_config)
-                        device, reason, providers = info.device, info.reason, info.providers
-                    else:
-                        prepared = prepare_pytorch(model, x, device)
-                    times = time_engine(prepared, config.warmup, config.iterations, config.min_seconds)
-                    stats = summarize(times, batch)
-                    row.update(device=prepared.device, status="ok", **stats.to_dict(),
-                               tf32=prepared.details.get("tf32"), io_binding=prepared.details.get("io_binding"),
-                               cudnn_conv_algo_search=prepared.details.get("cudnn_conv_algo_search"),
-                               cuda_graph=prepared.details.get("cuda_graph"))
-                    rows.append(row)
-                    progress("measured")
+                    for prec in (config.precisions if engine == "onnxruntime" else ("fp32",)):
+                        progress(f"{name} batch {batch}: {engine} {prec}")
+                        row: dict[str, object] = {"model": name, "engine": engine, "precision": prec,
+                                                  "batch_size": batch, "threads": threads}
+                        if engine == "onnxruntime":
+                            if prec in blocked:
+                                row.update(device=device, status=blocked[prec])
+                                rows.append(row)
+                                progress("measured")
+                                continue
+                            prepared, info = prepare_onnxruntime(graphs[prec], x, sess_config)
+                            device, reason, providers = info.device, info.reason, info.providers
+                        else:
+                            prepared = prepare_pytorch(model, x, device)
+                        times = time_engine(prepared, config.warmup, config.iterations, config.min_seconds)
+                        stats = summarize(times, batch)
+                        row.update(device=prepared.device, status="ok", **stats.to_dict(),
+                                   tf32=prepared.details.get("tf32"), io_binding=prepared.details.get("io_binding"),
+                                   cudnn_conv_algo_search=prepared.details.get("cudnn_conv_algo_search"),
+                                   cuda_graph=prepared.details.get("cuda_graph"))
+                        rows.append(row)
+                        progress("measured")
             model.to("cpu")
     except KeyboardInterrupt:
         result.interrupted = True
@@ -192,12 +208,15 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
 
 
 def _add_speedups(rows: list[dict[str, object]]) -> None:
-    """onnxruntime's speedup over PyTorch (ratio of medians) for rows measured in this run."""
-    medians = {(r["model"], r["device"], r["batch_size"], r["engine"]): r.get("median_ms")
+    """Ratios of medians measured in this run: each onnxruntime graph over PyTorch, and over onnxruntime fp32."""
+    medians = {(r["model"], r["device"], r["batch_size"], r["engine"], r.get("precision", "fp32")): r.get("median_ms")
                for r in rows if r.get("status") == "ok"}
     for r in rows:
-        if r.get("status") != "ok":
+        if r.get("status") != "ok" or r["engine"] != "onnxruntime":
             continue
-        ort_ms = medians.get((r["model"], r["device"], r["batch_size"], "onnxruntime"))
-        pt_ms = medians.get((r["model"], r["device"], r["batch_size"], "pytorch"))
-        r["speedup_vs_pytorch"] = (pt_ms / ort_ms) if (r["engine"] == "onnxruntime" and ort_ms and pt_ms) else None
+        key = (r["model"], r["device"], r["batch_size"])
+        mine = r.get("median_ms")
+        pt_ms = medians.get((*key, "pytorch", "fp32"))
+        fp32_ms = medians.get((*key, "onnxruntime", "fp32"))
+        r["speedup_vs_pytorch"] = (pt_ms / mine) if (mine and pt_ms) else None
+        r["speedup_vs_fp32"] = (fp32_ms / mine) if (mine and fp32_ms and r.get("precision") != "fp32") else None

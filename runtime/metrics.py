@@ -37,8 +37,16 @@ DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerance] = {
 
 
 def default_tolerance(device: str, precision: str = "fp32") -> Tolerance:
-    """The named default for a provider ('cpu'/'cuda') and precision ('fp32'/'fp16'/'int8')."""
-    return DEFAULT_TOLERANCES[(device, precision)]
+    """The named default for a provider ('cpu'/'cuda') and precision ('fp32'/'fp16'/'int8').
+
+    Variant keys such as ``int8.opt-cpu`` use their precision's tolerance.
+    """
+    base = precision.split(".")[0]
+    if (device, base) not in DEFAULT_TOLERANCES:
+        from exporter.errors import UserError
+
+        raise UserError(f"no default tolerance for {device}/{precision}: precision must be fp32, fp16 or int8")
+    return DEFAULT_TOLERANCES[(device, base)]
 
 
 @dataclass

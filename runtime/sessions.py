@@ -7,6 +7,8 @@ then fails loudly, and ``device="auto"`` reports where it ended up and why.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,9 +82,10 @@ def preload_cuda_libraries() -> None:
         pass
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
-        try:
-            preload(cuda=True, cudnn=True, msvc=False)
-        except Exception:  # preloading is best effort; session creation says what is missing
+        try:  # best effort and chatty on failure; session creation says what is missing
+            with contextlib.redirect_stdout(io.StringIO()):
+                preload(cuda=True, cudnn=True, msvc=False)
+        except Exception:
             pass
 
 

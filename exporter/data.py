@@ -1,0 +1,98 @@
+"""Real images without a download: scikit-learn's handwritten digits, and users' own folders.
+
+The digits set (1,797 grey 8x8 images, 10 classes) ships inside scikit-learn. Images are
+upsampled to a model's input size and replicated over its channels, scaled to [-1, 1]
+(the same range the toolkit's random test inputs use). A fixed stratified split keeps
+a held-out set that training never sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, C, H, W) float32 in [-1, 1]
+    y: torch.Tensor  # (N,) int64
+
+
+def _fit(x: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Resize (N, C, H, W) to the input's height/width and match its channel count."""
+    channels, height, width = input_shape
+    if x.shape[-2:] != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    if x.shape[1] != channels:
+        x = x.mean(dim=1, keepdim=True)
+        if channels != 1:
+            x = x.expand(-1, channels, -1, -1)
+    return x
+
+
+def to_model_input(images: np.ndarray, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, H, W) or (N, C, H, W) images with values in [0, 1] -> (N, *input_shape) in [-1, 1]."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if x.ndim == 3:
+        x = x[:, None]
+    return (_fit(x, input_shape) * 2 - 1).contiguous()
+
+
+def digits(input_shape: tuple[int, ...]) -> tuple[Split, Split]:
+    """(train, held-out) splits of scikit-learn's digits, shaped for ``input_shape``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32) / 16.0
+    x_tr, x_te, y_tr, y_te = train_test_split(images, bunch.target, test_size=TEST_FRACTION,
+                                              random_state=SPLIT_SEED, stratify=bunch.target)
+    return (Split(to_model_input(x_tr, input_shape), torch.as_tensor(y_tr, dtype=torch.int64)),
+            Split(to_model_input(x_te, input_shape), torch.as_tensor(y_te, dtype=torch.int64)))
+
+
+def load_calibration_dir(path: str | Path, input_shape: tuple[int, ...], limit: int = 512) -> torch.Tensor:
+    """Calibration images from a folder: PNG/JPEG (scaled to [0, 1]) or ``.npy`` arrays.
+
+    ``.npy`` files hold one image (C,H,W or H,W) or a batch (N,C,H,W) already in the
+    model's input range; images are resized and converted to the model's channel count.
+    """
+    from PIL import Image
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"calibration directory not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | {".npy"})
+    if not files:
+        raise UserError(f"no PNG/JPEG/.npy files in {root}")
+    batches: list[torch.Tensor] = []
+    for f in files[:limit]:
+        try:
+            if f.suffix.lower() == ".npy":
+                arr = np.load(f).astype(np.float32)
+                arr = arr[None] if arr.ndim in (2, 3) else arr
+                t = torch.as_tensor(arr)
+                batches.append(_fit(t[:, None] if t.ndim == 3 else t, input_shape))
+            else:
+                mode = "L" if input_shape[0] == 1 else "RGB"
+                img = np.asarray(Image.open(f).convert(mode), dtype=np.float32) / 255.0
+                img = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+                batches.append(to_model_input(img[None], input_shape))
+        except Exception as exc:
+            raise UserError(f"cannot read calibration file {f}: {exc}") from exc
+    return torch.cat(batches)[:limit].contiguous()
+
+
+def accuracy(logits: np.ndarray | torch.Tensor, labels: torch.Tensor) -> float:
+    pred = np.asarray(logits).argmax(axis=1)
+    return float((pred == labels.numpy()).mean())

@@ -1,0 +1,165 @@
+"""``python -m exporter.train NAME``: give a small zoo model real weights on scikit-learn's digits.
+
+A short CPU run (Adam, cosine schedule) on the training split; the held-out accuracy is
+measured and stored with the checkpoint at ``artifacts/NAME/NAME.digits.pth``, which
+``python -m exporter NAME --weights ...`` exports like any other state_dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import artifacts
+from .data import accuracy, digits
+from .errors import UserError
+from .zoo import get_spec
+
+DIGITS_MODELS = ("lenet5", "alexnet_cifar", "vgg16_cifar", "googlenet_cifar", "resnet_cifar")
+# Per-model settings that converge in a short CPU run; plain deep nets (no BatchNorm) need a gentler rate.
+RECIPES: dict[str, dict[str, float]] = {
+    "lenet5": {"epochs": 30, "lr": 3e-3},
+    "alexnet_cifar": {"epochs": 12, "lr": 1e-3},
+    "vgg16_cifar": {"epochs": 25, "lr": 2e-4},
+    "googlenet_cifar": {"epochs": 25, "lr": 5e-4},
+    "resnet_cifar": {"epochs": 12, "lr": 1e-3},
+}
+
+
+@dataclass
+class TrainResult:
+    name: str
+    checkpoint: Path
+    test_accuracy: float
+    train_accuracy: float
+    epochs: int
+    seconds: float
+
+
+def checkpoint_path(name: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR) -> Path:
+    return artifacts.model_dir(name, output_dir) / f"{name}.digits.pth"
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    model.eval()
+    with torch.inference_mode():
+        logits = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return accuracy(logits.numpy(), y)
+
+
+def train(name: str, *, epochs: int | None = None, lr: float | None = None, batch_size: int = 64, seed: int = 0,
+          output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR, log=print) -> TrainResult:  # type: ignore[no-untyped-def]
+    """Train ``name`` on the digits training split and save its state_dict with the figures."""
+    spec = get_spec(name)
+    if spec.num_classes != 10:
+        raise UserError(f"{name} has {spec.num_classes} classes; digits training needs a 10-class model "
+                        f"({', '.join(DIGITS_MODELS)})")
+    recipe = RECIPES.get(name, {"epochs": 10, "lr": 1e-3})
+    epochs = int(epochs or recipe["epochs"])
+    lr = float(lr or recipe["lr"])
+    if epochs < 1 or lr <= 0 or batch_size < 1:
+        raise UserError("epochs and batch size must be at least 1 and the learning rate positive")
+    torch.manual_seed(seed)
+    train_set, test_set = digits(spec.input_shape)
+    model = spec.build()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(train_set.x), generator=gen)
+        total = 0.0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(train_set.x[idx]), train_set.y[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        log(f"{name} epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f}")
+    seconds = time.perf_counter() - started
+    test_acc = evaluate(model, test_set.x, test_set.y)
+    train_acc = evaluate(model, train_set.x, train_set.y)
+    path = checkpoint_path(name, output_dir)
+    meta = {"model": name, "dataset": "sklearn digits", "split_seed": 0, "test_accuracy": test_acc,
+            "train_accuracy": train_acc, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+            "seconds": round(seconds, 1), "train_size": len(train_set.x), "test_size": len(test_set.x)}
+    with artifacts.atomic_outputs(path.parent) as writer:
+        tmp = writer.path_for(path)
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+        writer.write_json(path.with_suffix(".json"), meta)
+    return TrainResult(name, path, test_acc, train_acc, epochs, seconds)
+
+
+def export_trained(name: str, checkpoint: Path, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
+                   precisions: tuple[str, ...] = ("fp16", "int8")) -> dict[str, float]:
+    """Export a trained model and its variants; return held-out digits accuracy per graph."""
+    from runtime.parity import check
+
+    from .pipeline import export_model
+    from .variants import build_variant
+
+    export_model(name, weights=checkpoint, output_dir=output_dir)
+    fp32 = check(name, batch_sizes=(1, 4), device="cpu", output_dir=output_dir, real_data=True)
+    assert fp32.accuracy is not None
+    scores = {"pytorch_fp32": float(fp32.accuracy["pytorch_fp32"]), "onnx_fp32": float(fp32.accuracy["onnx"])}  # type: ignore[arg-type]
+    for precision in precisions:
+        record = build_variant(name, precision=precision, output_dir=output_dir).record
+        scores[f"onnx_{precision}"] = float(record["parity"]["accuracy"]["onnx"])  # type: ignore[index]
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m exporter.train",
+                                description="Train small zoo models on scikit-learn's digits (no download).")
+    p.add_argument("models", nargs="*", default=list(DIGITS_MODELS), help=f"default: {' '.join(DIGITS_MODELS)}")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR)
+    p.add_argument("--export", action="store_true",
+                   help="then export each model with its weights, build fp16 and int8 variants, print accuracies")
+    args = p.parse_args(argv)
+    table: dict[str, dict[str, float]] = {}
+    try:
+        for name in args.models:
+            r = train(name, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                      output_dir=args.output_dir)
+            print(f"{name}: held-out accuracy {r.test_accuracy:.2%} (train {r.train_accuracy:.2%}), "
+                  f"{r.epochs} epochs in {r.seconds:.0f}s -> {r.checkpoint}")
+            if args.export:
+                table[name] = export_trained(name, r.checkpoint, args.output_dir)
+            else:
+                print(f"  export it: python -m exporter {name} --weights {r.checkpoint}")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: no checkpoint written for the model in progress", file=sys.stderr)
+        return 130
+    if table:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title="Held-out digits accuracy (n=360)")
+        for col in ("model", "PyTorch fp32", "ONNX fp32", "ONNX fp16", "ONNX int8", "int8 - fp32"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for name, sc in table.items():
+            t.add_row(name, f"{sc['pytorch_fp32']:.2%}", f"{sc['onnx_fp32']:.2%}", f"{sc['onnx_fp16']:.2%}",
+                      f"{sc['onnx_int8']:.2%}", f"{(sc['onnx_int8'] - sc['onnx_fp32']) * 100:+.2f} pp")
+        Console(highlight=False).print(t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
