@@ -188,7 +188,8 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
                             prepared, info = prepare_onnxruntime(graphs[prec], x, sess_config)
                             device, reason, providers = info.device, info.reason, info.providers
                         else:
-                            prepared = prepare_pytorch(model, x, device)
+                            prepared = prepare_pytorch(model, x, device,
+                                                       cudnn_benchmark=config.cudnn_conv_algo_search == "EXHAUSTIVE")
                         times = time_engine(prepared, config.warmup, config.iterations, config.min_seconds)
                         stats = summarize(times, batch)
                         row.update(device=prepared.device, status="ok", **stats.to_dict(),

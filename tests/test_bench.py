@@ -127,3 +127,42 @@ def test_missing_artifact_is_exported_first(tmp_path: Path) -> None:
                        "--output", str(tmp_path / "b"), "--artifacts-dir", str(arts)])
     assert code == 0
     assert (arts / "lenet5" / "lenet5.onnx").is_file() and (arts / "lenet5" / "manifest.json").is_file()
+
+
+def _cuda_ready() -> bool:
+    try:
+        import torch
+
+        from runtime.sessions import cuda_provider_built
+
+        return torch.cuda.is_available() and cuda_provider_built()
+    except ImportError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_cuda_bench_with_and_without_io_binding(arts: Path, tmp_path: Path, io_binding: bool) -> None:
+    out = tmp_path / "bench"
+    args = ["--models", "resnet_cifar", "--device", "cuda", "--batch-sizes", "1", "8", "--iterations", "20",
+            "--output", str(out), "--artifacts-dir", str(arts)]
+    assert bench.main(args + ([] if io_binding else ["--no-io-binding"])) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["device"] == "cuda" and doc["environment"]["gpu_name"]
+    ort_rows = [r for r in doc["results"] if r["engine"] == "onnxruntime"]
+    assert all(r["device"] == "cuda" and r["io_binding"] is io_binding for r in ort_rows)
+    assert all(r["cudnn_conv_algo_search"] == "EXHAUSTIVE" for r in ort_rows)
+    assert all(r["tf32"] is not None for r in doc["results"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")
+def test_cuda_fp16_variant_agrees_with_fp32(arts: Path) -> None:
+    from exporter.variants import build_variant
+    from runtime.parity import check
+
+    build_variant("resnet_cifar", precision="fp16", output_dir=arts)
+    report = check("resnet_cifar", precision="fp16", device="cuda", batch_sizes=(1, 16), output_dir=arts)
+    assert report.device == "cuda" and report.passed
+    assert all(r.top1_agreement >= 0.99 for r in report.results)
