@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import artifacts
-from .errors import UserError
+from .errors import UserError, run_guarded
 from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
 from .graph import load_onnx
 from .user_model import is_user_model_ref, parse_input_shape
@@ -277,37 +277,34 @@ def export_all(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.json and not args.list:
+        raise UserError("--json goes with --list")
+    if args.list:
+        return list_zoo(args.json)
+    if (args.port is not None or args.no_browser) and not args.view:
+        raise UserError("--port and --no-browser go with --view")
+    validate_opset(args.opset)
+    if args.all:
+        if args.model:
+            raise UserError("give either a model name or --all, not both")
+        if args.weights or args.input_shape or args.name or args.view:
+            raise UserError("--weights, --input-shape, --name and --view apply to one model, not --all")
+        if args.render:
+            from .render import render_available
+
+            reason = render_available()
+            if reason:
+                raise UserError(f"--render: {reason}")
+        return export_all(args)
+    if not args.model:
+        raise UserError("name a model (see --list), a file.py:Builder, or use --all")
+    return export_one(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.json and not args.list:
-            raise UserError("--json goes with --list")
-        if args.list:
-            return list_zoo(args.json)
-        if (args.port is not None or args.no_browser) and not args.view:
-            raise UserError("--port and --no-browser go with --view")
-        validate_opset(args.opset)
-        if args.all:
-            if args.model:
-                raise UserError("give either a model name or --all, not both")
-            if args.weights or args.input_shape or args.name or args.view:
-                raise UserError("--weights, --input-shape, --name and --view apply to one model, not --all")
-            if args.render:
-                from .render import render_available
-
-                reason = render_available()
-                if reason:
-                    raise UserError(f"--render: {reason}")
-            return export_all(args)
-        if not args.model:
-            raise UserError("name a model (see --list), a file.py:Builder, or use --all")
-        return export_one(args)
-    except UserError as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: nothing partial was written")
-        return 130
+    return run_guarded(lambda: _dispatch(args), interrupted="nothing partial was written")
 
 
 if __name__ == "__main__":

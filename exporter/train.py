@@ -18,7 +18,7 @@ from torch import nn
 
 from . import artifacts
 from .data import accuracy, digits
-from .errors import UserError
+from .errors import UserError, run_guarded
 from .zoo import get_spec
 
 DIGITS_MODELS = ("lenet5", "alexnet_cifar", "vgg16_cifar", "googlenet_cifar", "resnet_cifar")
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="then export each model with its weights, build fp16 and int8 variants, print accuracies")
     args = p.parse_args(argv)
     table: dict[str, dict[str, float]] = {}
-    try:
+    def run_all() -> int:
         for name in args.models:
             r = train(name, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                       output_dir=args.output_dir)
@@ -160,12 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                 table[name] = export_trained(name, r.checkpoint, args.output_dir)
             else:
                 print(f"  export it: python -m exporter {name} --weights {r.checkpoint}")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: no checkpoint written for the model in progress", file=sys.stderr)
-        return 130
+        return 0
+
+    code = run_guarded(run_all, interrupted="no checkpoint written for the model in progress")
+    if code:
+        return code
     if table:
         from rich.console import Console
         from rich.table import Table

@@ -146,12 +146,17 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, method: 
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
+    # A BatchNormalization that could not be folded into a convolution (one after a ReLU) has no
+    # int8 kernel; quantizing around it only adds Q/DQ pairs, so it stays float.
+    float_nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node
+                   if n.op_type == "BatchNormalization"]
     quantize_static(str(prepared), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     reduce_range=reduce, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=calib, extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                    calibrate_method=calib, nodes_to_exclude=float_nodes,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     return {"format": "QDQ", "activations": "uint8", "weights": "int8", "per_channel": per_channel,
             "reduce_range": reduce, "calibration_method": method, "calibration_images": int(len(calibration)),
-            "cpu_features": cpu_int8_features()}
+            "float_nodes": float_nodes, "cpu_features": cpu_int8_features()}
 
 
 def optimize_offline(in_path: Path, out_path: Path, target: str) -> dict[str, object]:

@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from exporter import artifacts
-from exporter.errors import UserError
+from exporter.errors import run_guarded
 from exporter.zoo import list_models
 
-from .benchmark import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, ENGINES, BenchConfig, plan_size, run_benchmark
+from .benchmark import (DEFAULT_BATCH_SIZES, DEFAULT_MODELS, ENGINES, BenchConfig, BenchResult, plan_size,
+                        run_benchmark)
 from .sessions import CUDNN_SEARCH, DEVICES
 
 
@@ -47,8 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .report import print_table, write_outputs
-
     args = build_parser().parse_args(argv)
     # Piped output (logs, CI) gets a table wide enough for every column rather than 80 columns.
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -61,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         tf32=not args.no_tf32, output_dir=args.output, artifacts_dir=args.artifacts_dir, onnx=args.onnx,
         parity=not args.no_parity, precisions=tuple(args.precisions),
     )
-    try:
+
+    def measure() -> BenchResult:
         config.validate()
         if args.no_tf32:
             import torch
@@ -79,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     progress.update(task, description=msg)
 
-            result = run_benchmark(config, on_progress)
-    except UserError as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/] before anything was measured")
-        return 130
+            return run_benchmark(config, on_progress)
+
+    return run_guarded(lambda: _report(measure(), config, out, err), interrupted="before anything was measured")
+
+
+def _report(result: BenchResult, config: BenchConfig, out: Console, err: Console) -> int:
+    """Say where it ran, print parity and the table, write the files; the exit code."""
+    from .report import print_table, write_outputs
 
     if result.device == "cpu":
         err.print(f"[bold yellow]NOTE: running on CPU[/] — {result.device_reason}", soft_wrap=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from exporter import artifacts
-from exporter.errors import UserError
+from exporter.errors import UserError, run_guarded
 from exporter.pipeline import prepare_model, random_input
 
 from .metrics import Comparison, Tolerance, compare, default_tolerance
@@ -253,16 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = check(args.model, onnx_path=args.onnx, batch_sizes=tuple(args.batch_sizes), device=args.device,
-                       precision=args.precision, atol=args.atol, rtol=args.rtol, weights=args.weights,
-                       output_dir=args.output_dir)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_guarded(lambda: _report(args), interrupted="no report")
+
+
+def _report(args: argparse.Namespace) -> int:
+    report = check(args.model, onnx_path=args.onnx, batch_sizes=tuple(args.batch_sizes), device=args.device,
+                   precision=args.precision, atol=args.atol, rtol=args.rtol, weights=args.weights,
+                   output_dir=args.output_dir)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

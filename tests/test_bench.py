@@ -43,7 +43,7 @@ def test_bench_writes_json_csv_and_plot(arts: Path, tmp_path: Path, capsys) -> N
     for key in ("cpu_model", "cpu_cores", "gpu_name", "torch", "onnxruntime", "onnx", "providers", "threads"):
         assert key in env
     assert doc["device"] == "cpu" and doc["interrupted"] is False
-    assert doc["parity"]["lenet5"]["passed"] is True
+    assert doc["parity"]["lenet5:fp32"]["passed"] is True
     rows = doc["results"]
     assert len(rows) == 2 * 2 * 2
     for r in rows:
