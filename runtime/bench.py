@@ -92,6 +92,8 @@ def _report(result: BenchResult, config: BenchConfig, out: Console, err: Console
         err.print(f"[bold yellow]NOTE: running on CPU[/] — {result.device_reason}", soft_wrap=True)
     else:
         err.print(f"[bold green]running on CUDA[/] — {result.environment.get('gpu_name')}")
+        tf32 = {str(r["engine"]): r.get("tf32") for r in result.rows if r.get("status") == "ok"}
+        err.print("TF32: " + ", ".join(f"{engine} {'on' if on else 'off'}" for engine, on in tf32.items()))
     for key, p in result.parity.items():
         status = "[green]pass[/]" if p["passed"] else "[red]FAIL (not timed)[/]"
         acc = p.get("accuracy")

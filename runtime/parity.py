@@ -61,7 +61,10 @@ class ParityReport:
 
 
 def ensure_artifact(name: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR) -> tuple[Path, dict]:
-    """Return the graph and manifest for a zoo model, exporting it first where missing or stale."""
+    """Return the graph and manifest for a zoo model, exporting it first where missing or stale.
+
+    A stale artifact is re-exported with the weights file its manifest names, where that file exists.
+    """
     from exporter.weights import sha256_file
 
     path = artifacts.onnx_path(name, output_dir)
@@ -69,7 +72,9 @@ def ensure_artifact(name: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT
     if manifest is None or not path.is_file() or sha256_file(path) != manifest.get("sha256"):
         from exporter.pipeline import export_model
 
-        result = export_model(name, output_dir=output_dir)
+        w = (manifest or {}).get("weights", {})
+        weights = w.get("path") if w.get("kind") == "file" and Path(w.get("path", "")).is_file() else None
+        result = export_model(name, output_dir=output_dir, weights=weights)
         return result.onnx_path, result.manifest
     return path, manifest
 
