@@ -160,18 +160,18 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
                 probe_graph = next(iter(graphs.values()))
                 _, info = create_session(probe_graph, sess_config)
                 device, reason, providers = info.device, info.reason, info.providers
+            model = _rebuild_reference(name, manifest, None)
             if config.parity and "onnxruntime" in config.engines:
                 for prec, path in graphs.items():
                     progress(f"{name}: parity check ({prec})")
                     report = check(name, onnx_path=path, batch_sizes=(1, max(config.batch_sizes)), device=config.device,
-                                   precision=prec, output_dir=config.artifacts_dir, manifest=manifest)
+                                   precision=prec, output_dir=config.artifacts_dir, manifest=manifest, reference=model)
                     device, reason, providers = report.device, report.session.reason, report.session.providers
                     parity_summary[f"{name}:{prec}"] = {
                         "passed": report.passed, "max_abs_err": max(r.max_abs_err for r in report.results),
                         "failures": report.failures(), "accuracy": report.accuracy}
                     if not report.passed:
                         blocked[prec] = "parity-failed"
-            model = _rebuild_reference(name, manifest, None)
             for batch in config.batch_sizes:
                 x = random_input(spec.input_shape, batch, seed=batch).numpy()
                 for engine in config.engines:
