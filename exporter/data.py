@@ -55,10 +55,13 @@ def digits(input_shape: tuple[int, ...]) -> tuple[Split, Split]:
 
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
-    x_tr, x_te, y_tr, y_te = train_test_split(images, bunch.target, test_size=TEST_FRACTION,
-                                              random_state=SPLIT_SEED, stratify=bunch.target)
-    return (Split(to_model_input(x_tr, input_shape), torch.as_tensor(y_tr, dtype=torch.int64)),
-            Split(to_model_input(x_te, input_shape), torch.as_tensor(y_te, dtype=torch.int64)))
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, bunch.target, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=bunch.target
+    )
+    return (
+        Split(to_model_input(x_tr, input_shape), torch.as_tensor(y_tr, dtype=torch.int64)),
+        Split(to_model_input(x_te, input_shape), torch.as_tensor(y_te, dtype=torch.int64)),
+    )
 
 
 def load_calibration_dir(path: str | Path, input_shape: tuple[int, ...], limit: int = 512) -> torch.Tensor:

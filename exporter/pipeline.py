@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -106,7 +105,9 @@ def prepare_model(
         digest = load_weights(model, weights, optional_prefixes=training_only)
         weight_info: dict[str, object] = {"kind": "file", "path": str(Path(weights).resolve()), "sha256": digest}
     else:
-        calibrated = calibrate_batchnorm(model, tuple(input_shape), seed) if not isinstance(target, nn.Module) else False
+        calibrated = (
+            calibrate_batchnorm(model, tuple(input_shape), seed) if not isinstance(target, nn.Module) else False
+        )
         weight_info = {"kind": "random", "seed": seed, "batchnorm_calibrated": calibrated}
     model.eval()
     return PreparedModel(

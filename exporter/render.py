@@ -21,8 +21,13 @@ from .viewer import GraphServer
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 INSTALL_HINT = (
     "install them with: pip install playwright && sudo apt-get install chromium "
@@ -111,8 +116,12 @@ def _export(page, kind: str, timeout_ms: int) -> bytes:  # type: ignore[no-untyp
     return Path(download.value.path()).read_bytes()
 
 
-def render_graph(onnx_path: str | Path, svg_path: str | Path | None = None, png_path: str | Path | None = None,
-                 timeout_s: float = 120.0) -> RenderResult:
+def render_graph(
+    onnx_path: str | Path,
+    svg_path: str | Path | None = None,
+    png_path: str | Path | None = None,
+    timeout_s: float = 120.0,
+) -> RenderResult:
     """Render ``onnx_path`` to SVG and PNG beside it (or where given); nothing is written on failure."""
     src = Path(onnx_path)
     reason = render_available()

@@ -66,17 +66,27 @@ def checkpoint_path(name: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
     model.eval()
     with torch.inference_mode():
-        logits = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+        logits = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
     return accuracy(logits.numpy(), y)
 
 
-def train(name: str, *, epochs: int | None = None, lr: float | None = None, batch_size: int = 64, seed: int = 0,
-          output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR, log=print) -> TrainResult:  # type: ignore[no-untyped-def]
+def train(
+    name: str,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
+    log=print,
+) -> TrainResult:  # type: ignore[no-untyped-def]
     """Train ``name`` on the digits training split and save its state_dict with the figures."""
     spec = get_spec(name)
     if spec.num_classes != 10:
-        raise UserError(f"{name} has {spec.num_classes} classes; digits training needs a 10-class model "
-                        f"({', '.join(DIGITS_MODELS)})")
+        raise UserError(
+            f"{name} has {spec.num_classes} classes; digits training needs a 10-class model "
+            f"({', '.join(DIGITS_MODELS)})"
+        )
     recipe = RECIPES.get(name, {"epochs": 10, "lr": 1e-3})
     epochs = int(epochs or recipe["epochs"])
     lr = float(lr or recipe["lr"])
@@ -97,7 +107,7 @@ def train(name: str, *, epochs: int | None = None, lr: float | None = None, batc
         order = torch.randperm(len(train_set.x), generator=gen)
         total = 0.0
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             opt.zero_grad()
             loss = loss_fn(model(train_set.x[idx]), train_set.y[idx])
             loss.backward()
@@ -109,9 +119,20 @@ def train(name: str, *, epochs: int | None = None, lr: float | None = None, batc
     test_acc = evaluate(model, test_set.x, test_set.y)
     train_acc = evaluate(model, train_set.x, train_set.y)
     path = checkpoint_path(name, output_dir)
-    meta = {"model": name, "dataset": "sklearn digits", "split_seed": 0, "test_accuracy": test_acc,
-            "train_accuracy": train_acc, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-            "seconds": round(seconds, 1), "train_size": len(train_set.x), "test_size": len(test_set.x)}
+    meta = {
+        "model": name,
+        "dataset": "sklearn digits",
+        "split_seed": 0,
+        "test_accuracy": test_acc,
+        "train_accuracy": train_acc,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "seconds": round(seconds, 1),
+        "train_size": len(train_set.x),
+        "test_size": len(test_set.x),
+    }
     with artifacts.atomic_outputs(path.parent) as writer:
         tmp = writer.path_for(path)
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
@@ -119,8 +140,12 @@ def train(name: str, *, epochs: int | None = None, lr: float | None = None, batc
     return TrainResult(name, path, test_acc, train_acc, epochs, seconds)
 
 
-def export_trained(name: str, checkpoint: Path, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
-                   precisions: tuple[str, ...] = ("fp16", "int8")) -> dict[str, float]:
+def export_trained(
+    name: str,
+    checkpoint: Path,
+    output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
+    precisions: tuple[str, ...] = ("fp16", "int8"),
+) -> dict[str, float]:
     """Export a trained model and its variants; return held-out digits accuracy per graph."""
     from runtime.parity import check
 
@@ -138,24 +163,37 @@ def export_trained(name: str, checkpoint: Path, output_dir: str | Path = artifac
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m exporter.train",
-                                description="Train small zoo models on scikit-learn's digits (no download).")
+    p = argparse.ArgumentParser(
+        prog="python -m exporter.train", description="Train small zoo models on scikit-learn's digits (no download)."
+    )
     p.add_argument("models", nargs="*", default=list(DIGITS_MODELS), help=f"default: {' '.join(DIGITS_MODELS)}")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR)
-    p.add_argument("--export", action="store_true",
-                   help="then export each model with its weights, build fp16 and int8 variants, print accuracies")
+    p.add_argument(
+        "--export",
+        action="store_true",
+        help="then export each model with its weights, build fp16 and int8 variants, print accuracies",
+    )
     args = p.parse_args(argv)
     table: dict[str, dict[str, float]] = {}
+
     def run_all() -> int:
         for name in args.models:
-            r = train(name, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                      output_dir=args.output_dir)
-            print(f"{name}: held-out accuracy {r.test_accuracy:.2%} (train {r.train_accuracy:.2%}), "
-                  f"{r.epochs} epochs in {r.seconds:.0f}s -> {r.checkpoint}")
+            r = train(
+                name,
+                epochs=args.epochs,
+                lr=args.lr,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                output_dir=args.output_dir,
+            )
+            print(
+                f"{name}: held-out accuracy {r.test_accuracy:.2%} (train {r.train_accuracy:.2%}), "
+                f"{r.epochs} epochs in {r.seconds:.0f}s -> {r.checkpoint}"
+            )
             if args.export:
                 table[name] = export_trained(name, r.checkpoint, args.output_dir)
             else:
@@ -173,8 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         for col in ("model", "PyTorch fp32", "ONNX fp32", "ONNX fp16", "ONNX int8", "int8 - fp32"):
             t.add_column(col, justify="left" if col == "model" else "right")
         for name, sc in table.items():
-            t.add_row(name, f"{sc['pytorch_fp32']:.2%}", f"{sc['onnx_fp32']:.2%}", f"{sc['onnx_fp16']:.2%}",
-                      f"{sc['onnx_int8']:.2%}", f"{(sc['onnx_int8'] - sc['onnx_fp32']) * 100:+.2f} pp")
+            t.add_row(
+                name,
+                f"{sc['pytorch_fp32']:.2%}",
+                f"{sc['onnx_fp32']:.2%}",
+                f"{sc['onnx_fp16']:.2%}",
+                f"{sc['onnx_int8']:.2%}",
+                f"{(sc['onnx_int8'] - sc['onnx_fp32']) * 100:+.2f} pp",
+            )
         Console(highlight=False).print(t)
     return 0
 

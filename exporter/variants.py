@@ -34,8 +34,9 @@ def variant_key(precision: str, optimize_for: str | None) -> str:
     return precision + (f".opt-{optimize_for}" if optimize_for else "")
 
 
-def variant_path(name: str, precision: str, optimize_for: str | None,
-                 output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR) -> Path:
+def variant_path(
+    name: str, precision: str, optimize_for: str | None, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR
+) -> Path:
     suffix = ("" if precision == "fp32" else f".{precision}") + (f".opt-{optimize_for}" if optimize_for else "")
     return artifacts.onnx_path(name, output_dir, suffix)
 
@@ -80,12 +81,20 @@ def strip_identity_ops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return next((list(a.ints) for a in node.attribute if a.name == attr), [])
 
     for node in graph.node:
-        identity = node.op_type in ("Identity", "Dropout") and len(node.output) >= 1 and \
-            (len(node.output) == 1 or not node.output[1])
+        identity = (
+            node.op_type in ("Identity", "Dropout")
+            and len(node.output) >= 1
+            and (len(node.output) == 1 or not node.output[1])
+        )
         if node.op_type in ("AveragePool", "MaxPool") and len(node.output) == 1:
             kernel = ints(node, "kernel_shape")
-            identity = bool(kernel) and all(k == 1 for k in kernel) and all(s == 1 for s in ints(node, "strides") or [1]) \
-                and not any(ints(node, "pads")) and not any(ints(node, "dilations") and d != 1 for d in ints(node, "dilations"))
+            identity = (
+                bool(kernel)
+                and all(k == 1 for k in kernel)
+                and all(s == 1 for s in ints(node, "strides") or [1])
+                and not any(ints(node, "pads"))
+                and not any(ints(node, "dilations") and d != 1 for d in ints(node, "dilations"))
+            )
         if identity and node.output[0] not in outputs:
             src = node.input[0]
             rename[node.output[0]] = rename.get(src, src)
@@ -109,8 +118,9 @@ def to_fp16(model: onnx.ModelProto, keep_io_types: bool = True) -> onnx.ModelPro
     """Half-precision weights and compute; float32 inputs/outputs unless ``keep_io_types`` is False."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    half = convert_float_to_float16(model, keep_io_types=keep_io_types,
-                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP16_KEEP_FP32))
+    half = convert_float_to_float16(
+        model, keep_io_types=keep_io_types, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP16_KEEP_FP32)
+    )
     return topological_sort(half)
 
 
@@ -118,7 +128,7 @@ class _Reader:
     """onnxruntime CalibrationDataReader over a tensor of calibration images."""
 
     def __init__(self, images: torch.Tensor, input_name: str, batch: int = 16) -> None:
-        self._batches = [images[i:i + batch].numpy() for i in range(0, len(images), batch)]
+        self._batches = [images[i : i + batch].numpy() for i in range(0, len(images), batch)]
         self._input = input_name
         self._i = 0
 
@@ -132,10 +142,22 @@ class _Reader:
         self._i = 0
 
 
-def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, method: str = "minmax",
-            per_channel: bool = True, reduce_range: bool | None = None) -> dict[str, object]:
+def to_int8(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: torch.Tensor,
+    method: str = "minmax",
+    per_channel: bool = True,
+    reduce_range: bool | None = None,
+) -> dict[str, object]:
     """Static QDQ quantization (uint8 activations, int8 per-channel weights) calibrated on images."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
@@ -144,19 +166,42 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, method: 
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(calibration, "input")
     prepared = out_path.with_name(out_path.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-             "percentile": CalibrationMethod.Percentile}[method]
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
     # A BatchNormalization that could not be folded into a convolution (one after a ReLU) has no
     # int8 kernel; quantizing around it only adds Q/DQ pairs, so it stays float.
-    float_nodes = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node
-                   if n.op_type == "BatchNormalization"]
-    quantize_static(str(prepared), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    reduce_range=reduce, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=calib, nodes_to_exclude=float_nodes,
-                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-    return {"format": "QDQ", "activations": "uint8", "weights": "int8", "per_channel": per_channel,
-            "reduce_range": reduce, "calibration_method": method, "calibration_images": int(len(calibration)),
-            "float_nodes": float_nodes, "cpu_features": cpu_int8_features()}
+    float_nodes = [
+        n.name
+        for n in onnx.load(str(prepared), load_external_data=False).graph.node
+        if n.op_type == "BatchNormalization"
+    ]
+    quantize_static(
+        str(prepared),
+        str(out_path),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        reduce_range=reduce,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=calib,
+        nodes_to_exclude=float_nodes,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    )
+    return {
+        "format": "QDQ",
+        "activations": "uint8",
+        "weights": "int8",
+        "per_channel": per_channel,
+        "reduce_range": reduce,
+        "calibration_method": method,
+        "calibration_images": int(len(calibration)),
+        "float_nodes": float_nodes,
+        "cpu_features": cpu_int8_features(),
+    }
 
 
 def optimize_offline(in_path: Path, out_path: Path, target: str) -> dict[str, object]:
@@ -180,9 +225,11 @@ def optimize_offline(in_path: Path, out_path: Path, target: str) -> dict[str, ob
             level, providers = "extended", [CUDA_PROVIDER, "CPUExecutionProvider"]
         except UserError:
             level = "basic"
-    so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                   "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
+    so.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    }[level]
     ort.InferenceSession(str(in_path), sess_options=so, providers=providers)
     if not out_path.is_file():
         raise ExportFailed("onnxruntime did not write the optimized graph")
@@ -228,8 +275,12 @@ def build_variant(
     input_shape = tuple(manifest["input_shape"])
     key = variant_key(precision, optimize_for)
     final = variant_path(name, precision, optimize_for, output_dir)
-    record: dict[str, object] = {"precision": precision, "optimized_for": optimize_for, "file": final.name,
-                                 "base_sha256": manifest["sha256"]}
+    record: dict[str, object] = {
+        "precision": precision,
+        "optimized_for": optimize_for,
+        "file": final.name,
+        "base_sha256": manifest["sha256"],
+    }
     with tempfile.TemporaryDirectory(prefix=f"{name}-{key}-") as tmp_dir:
         tmp = Path(tmp_dir)
         model = onnx.load(str(base))
@@ -263,8 +314,15 @@ def build_variant(
         record["nodes"] = len(graph.graph.node)
         record["op_counts"] = op_counts(graph)
         record["io"] = {k: v for k, v in shapes.items()}
-        report = check(name, onnx_path=stage, batch_sizes=(1, 3), device="cpu", precision=precision,
-                       output_dir=output_dir, manifest=manifest)
+        report = check(
+            name,
+            onnx_path=stage,
+            batch_sizes=(1, 3),
+            device="cpu",
+            precision=precision,
+            output_dir=output_dir,
+            manifest=manifest,
+        )
         record["parity"] = report.to_dict()
         if not report.passed:
             raise ExportFailed(f"{name} {key} failed verification: {'; '.join(report.failures()[:3])}")

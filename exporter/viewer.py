@@ -39,7 +39,9 @@ def pick_port(host: str, port: int | None) -> int:
         if not 0 <= port <= 65535:
             raise UserError(f"--port {port} is not a valid port (0-65535)")
         if port and not _port_free(host, port):
-            raise UserError(f"port {port} is busy on {host}: choose another --port, or omit it to use the next free one")
+            raise UserError(
+                f"port {port} is busy on {host}: choose another --port, or omit it to use the next free one"
+            )
         return port
     for candidate in range(DEFAULT_PORT, DEFAULT_PORT + PORT_SEARCH):
         if _port_free(host, candidate):
@@ -103,8 +105,13 @@ def browser_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def view(path: str | Path, port: int | None = None, open_browser: bool = True,
-         announce=print, until: threading.Event | None = None) -> None:  # type: ignore[no-untyped-def]
+def view(
+    path: str | Path,
+    port: int | None = None,
+    open_browser: bool = True,
+    announce=print,
+    until: threading.Event | None = None,
+) -> None:  # type: ignore[no-untyped-def]
     """Serve ``path`` until Ctrl-C (or until ``until`` is set), opening a browser when one exists."""
     with GraphServer(path, port=port) as server:
         announce(f"Serving {server.path.name} with netron at {server.url}  (Ctrl-C to stop)")

@@ -62,7 +62,7 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
         )
     state = {str(k): v for k, v in obj.items()}
     if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 

@@ -13,8 +13,7 @@ from exporter import artifacts
 from exporter.errors import run_guarded
 from exporter.zoo import list_models
 
-from .benchmark import (DEFAULT_BATCH_SIZES, DEFAULT_MODELS, ENGINES, BenchConfig, BenchResult, plan_size,
-                        run_benchmark)
+from .benchmark import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, ENGINES, BenchConfig, BenchResult, plan_size, run_benchmark
 from .sessions import CUDNN_SEARCH, DEVICES
 
 
@@ -27,22 +26,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto prefers CUDA, falls back to CPU")
     p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
-    p.add_argument("--precisions", nargs="+", default=["fp32"],
-                   help="onnxruntime graphs to time: fp32, fp16, int8 (built if missing), optionally .opt-cpu/.opt-cuda")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        help="onnxruntime graphs to time: fp32, fp16, int8 (built if missing), optionally .opt-cpu/.opt-cuda",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--iterations", type=int, help="timed iterations per measurement")
-    g.add_argument("--min-seconds", type=float, default=1.0, help="time each measurement at least this long (default 1)")
+    g.add_argument(
+        "--min-seconds", type=float, default=1.0, help="time each measurement at least this long (default 1)"
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
     p.add_argument("--threads", type=int, help="intra-op threads for both engines (default: torch's default)")
     p.add_argument("--no-io-binding", action="store_true", help="CUDA: copy inputs/outputs host<->device every run")
-    p.add_argument("--cudnn-search", choices=CUDNN_SEARCH, default="EXHAUSTIVE",
-                   help="CUDA: cuDNN convolution algorithm search (default EXHAUSTIVE; warm-up absorbs it)")
+    p.add_argument(
+        "--cudnn-search",
+        choices=CUDNN_SEARCH,
+        default="EXHAUSTIVE",
+        help="CUDA: cuDNN convolution algorithm search (default EXHAUSTIVE; warm-up absorbs it)",
+    )
     p.add_argument("--cuda-graph", action="store_true", help="CUDA: capture a CUDA graph (fixed shapes, IO binding)")
     p.add_argument("--no-tf32", action="store_true", help="CUDA: disable TF32 in onnxruntime and PyTorch")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check before timing")
     p.add_argument("--onnx", type=Path, help="benchmark this graph (with exactly one --models entry)")
-    p.add_argument("--output", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR / "bench",
-                   help="folder for results.json, results.csv, latency.png (default artifacts/bench)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=artifacts.DEFAULT_OUTPUT_DIR / "bench",
+        help="folder for results.json, results.csv, latency.png (default artifacts/bench)",
+    )
     p.add_argument("--artifacts-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR)
     return p
 
@@ -54,11 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False)
     models = tuple(list_models()) if args.models == ["all"] else tuple(args.models)
     config = BenchConfig(
-        models=models, batch_sizes=tuple(args.batch_sizes), engines=tuple(args.engines), device=args.device,
-        iterations=args.iterations, min_seconds=args.min_seconds, warmup=args.warmup, threads=args.threads,
-        io_binding=not args.no_io_binding, cudnn_conv_algo_search=args.cudnn_search, cuda_graph=args.cuda_graph,
-        tf32=not args.no_tf32, output_dir=args.output, artifacts_dir=args.artifacts_dir, onnx=args.onnx,
-        parity=not args.no_parity, precisions=tuple(args.precisions),
+        models=models,
+        batch_sizes=tuple(args.batch_sizes),
+        engines=tuple(args.engines),
+        device=args.device,
+        iterations=args.iterations,
+        min_seconds=args.min_seconds,
+        warmup=args.warmup,
+        threads=args.threads,
+        io_binding=not args.no_io_binding,
+        cudnn_conv_algo_search=args.cudnn_search,
+        cuda_graph=args.cuda_graph,
+        tf32=not args.no_tf32,
+        output_dir=args.output,
+        artifacts_dir=args.artifacts_dir,
+        onnx=args.onnx,
+        parity=not args.no_parity,
+        precisions=tuple(args.precisions),
     )
 
     def measure() -> BenchResult:
@@ -68,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=err, transient=True)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         with progress:
             task = progress.add_task("benchmark", total=plan_size(config))
 
@@ -98,8 +129,11 @@ def _report(result: BenchResult, config: BenchConfig, out: Console, err: Console
         status = "[green]pass[/]" if p["passed"] else "[red]FAIL (not timed)[/]"
         acc = p.get("accuracy")
         acc_text = f", digits accuracy {acc['onnx']:.2%} (PyTorch fp32 {acc['pytorch_fp32']:.2%})" if acc else ""
-        err.print(f"parity {key}: {status}, max abs err {p['max_abs_err']:.1e}{acc_text}"
-                  + ("" if p["passed"] else f" — {'; '.join(p['failures'][:2])}"), soft_wrap=True)
+        err.print(
+            f"parity {key}: {status}, max abs err {p['max_abs_err']:.1e}{acc_text}"
+            + ("" if p["passed"] else f" — {'; '.join(p['failures'][:2])}"),
+            soft_wrap=True,
+        )
     print_table(result, out)
     paths = write_outputs(result, config.output_dir)
     out.print("wrote " + ", ".join(str(p) for p in paths.values()))

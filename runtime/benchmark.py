@@ -73,9 +73,14 @@ class BenchConfig:
             raise UserError("--threads must be at least 1")
 
     def session_config(self) -> SessionConfig:
-        return SessionConfig(device=self.device, threads=self.threads, io_binding=self.io_binding,
-                             cudnn_conv_algo_search=self.cudnn_conv_algo_search, cuda_graph=self.cuda_graph,
-                             tf32=self.tf32)
+        return SessionConfig(
+            device=self.device,
+            threads=self.threads,
+            io_binding=self.io_binding,
+            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
+            cuda_graph=self.cuda_graph,
+            tf32=self.tf32,
+        )
 
 
 @dataclass
@@ -164,21 +169,37 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
             if config.parity and "onnxruntime" in config.engines:
                 for prec, path in graphs.items():
                     progress(f"{name}: parity check ({prec})")
-                    report = check(name, onnx_path=path, batch_sizes=(1, max(config.batch_sizes)), device=config.device,
-                                   precision=prec, output_dir=config.artifacts_dir, manifest=manifest, reference=model)
+                    report = check(
+                        name,
+                        onnx_path=path,
+                        batch_sizes=(1, max(config.batch_sizes)),
+                        device=config.device,
+                        precision=prec,
+                        output_dir=config.artifacts_dir,
+                        manifest=manifest,
+                        reference=model,
+                    )
                     device, reason, providers = report.device, report.session.reason, report.session.providers
                     parity_summary[f"{name}:{prec}"] = {
-                        "passed": report.passed, "max_abs_err": max(r.max_abs_err for r in report.results),
-                        "failures": report.failures(), "accuracy": report.accuracy}
+                        "passed": report.passed,
+                        "max_abs_err": max(r.max_abs_err for r in report.results),
+                        "failures": report.failures(),
+                        "accuracy": report.accuracy,
+                    }
                     if not report.passed:
                         blocked[prec] = "parity-failed"
             for batch in config.batch_sizes:
                 x = random_input(spec.input_shape, batch, seed=batch).numpy()
                 for engine in config.engines:
-                    for prec in (config.precisions if engine == "onnxruntime" else ("fp32",)):
+                    for prec in config.precisions if engine == "onnxruntime" else ("fp32",):
                         progress(f"{name} batch {batch}: {engine} {prec}")
-                        row: dict[str, object] = {"model": name, "engine": engine, "precision": prec,
-                                                  "batch_size": batch, "threads": threads}
+                        row: dict[str, object] = {
+                            "model": name,
+                            "engine": engine,
+                            "precision": prec,
+                            "batch_size": batch,
+                            "threads": threads,
+                        }
                         if engine == "onnxruntime":
                             if prec in blocked:
                                 row.update(device=device, status=blocked[prec])
@@ -188,14 +209,20 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
                             prepared, info = prepare_onnxruntime(graphs[prec], x, sess_config)
                             device, reason, providers = info.device, info.reason, info.providers
                         else:
-                            prepared = prepare_pytorch(model, x, device,
-                                                       cudnn_benchmark=config.cudnn_conv_algo_search == "EXHAUSTIVE")
+                            prepared = prepare_pytorch(
+                                model, x, device, cudnn_benchmark=config.cudnn_conv_algo_search == "EXHAUSTIVE"
+                            )
                         times = time_engine(prepared, config.warmup, config.iterations, config.min_seconds)
                         stats = summarize(times, batch)
-                        row.update(device=prepared.device, status="ok", **stats.to_dict(),
-                                   tf32=prepared.details.get("tf32"), io_binding=prepared.details.get("io_binding"),
-                                   cudnn_conv_algo_search=prepared.details.get("cudnn_conv_algo_search"),
-                                   cuda_graph=prepared.details.get("cuda_graph"))
+                        row.update(
+                            device=prepared.device,
+                            status="ok",
+                            **stats.to_dict(),
+                            tf32=prepared.details.get("tf32"),
+                            io_binding=prepared.details.get("io_binding"),
+                            cudnn_conv_algo_search=prepared.details.get("cudnn_conv_algo_search"),
+                            cuda_graph=prepared.details.get("cuda_graph"),
+                        )
                         rows.append(row)
                         progress("measured")
             model.to("cpu")
@@ -210,8 +237,11 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
 
 def _add_speedups(rows: list[dict[str, object]]) -> None:
     """Ratios of medians measured in this run: each onnxruntime graph over PyTorch, and over onnxruntime fp32."""
-    medians = {(r["model"], r["device"], r["batch_size"], r["engine"], r.get("precision", "fp32")): r.get("median_ms")
-               for r in rows if r.get("status") == "ok"}
+    medians = {
+        (r["model"], r["device"], r["batch_size"], r["engine"], r.get("precision", "fp32")): r.get("median_ms")
+        for r in rows
+        if r.get("status") == "ok"
+    }
     for r in rows:
         if r.get("status") != "ok" or r["engine"] != "onnxruntime":
             continue

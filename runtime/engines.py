@@ -55,8 +55,12 @@ def prepare_onnxruntime(onnx_path: Path, x: np.ndarray, config: SessionConfig) -
     if info.device == "cuda":
         import onnxruntime as ort
 
-        details.update(io_binding=config.io_binding, cudnn_conv_algo_search=config.cudnn_conv_algo_search,
-                       cuda_graph=config.cuda_graph, tf32=config.tf32)
+        details.update(
+            io_binding=config.io_binding,
+            cudnn_conv_algo_search=config.cudnn_conv_algo_search,
+            cuda_graph=config.cuda_graph,
+            tf32=config.tf32,
+        )
         if config.io_binding or config.cuda_graph:
             # Input and outputs live on the GPU at fixed addresses (CUDA graph replay needs that),
             # so timed runs move no data between host and device.
@@ -118,8 +122,9 @@ def prepare_pytorch(model: torch.nn.Module, x: np.ndarray, device: str, cudnn_be
     return Prepared("pytorch", dev.type, step, timer, details)
 
 
-def time_engine(prepared: Prepared, warmup: int, iterations: int | None, min_seconds: float | None,
-                max_seconds: float = 120.0) -> list[float]:
+def time_engine(
+    prepared: Prepared, warmup: int, iterations: int | None, min_seconds: float | None, max_seconds: float = 120.0
+) -> list[float]:
     """Warm up (absorbing cuDNN algorithm search and allocator growth), then time iterations.
 
     Runs ``iterations`` timed steps, or as many as fit in ``min_seconds`` (at least 5),

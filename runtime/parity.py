@@ -121,7 +121,9 @@ def has_digits_weights(manifest: dict | None) -> bool:
     return w.get("kind") == "file" and str(w.get("path", "")).endswith(".digits.pth")
 
 
-def resolve_graph(name: str, onnx_path: str | Path | None, precision: str, output_dir: str | Path) -> tuple[Path, dict | None]:
+def resolve_graph(
+    name: str, onnx_path: str | Path | None, precision: str, output_dir: str | Path
+) -> tuple[Path, dict | None]:
     """The graph to check: an explicit file, a recorded variant, or the fp32 artifact (exported if missing)."""
     if onnx_path is not None:
         path = Path(onnx_path)
@@ -176,8 +178,12 @@ def check(
     sess, info = create_session(path, SessionConfig(device=device))
     tol = default_tolerance(info.device, precision)
     if atol is not None or rtol is not None:
-        tol = Tolerance(atol=tol.atol if atol is None else atol, rtol=tol.rtol if rtol is None else rtol,
-                        min_cosine=tol.min_cosine, min_top1=tol.min_top1)
+        tol = Tolerance(
+            atol=tol.atol if atol is None else atol,
+            rtol=tol.rtol if rtol is None else rtol,
+            min_cosine=tol.min_cosine,
+            min_top1=tol.min_top1,
+        )
     model = reference.eval() if reference is not None else _rebuild_reference(name, manifest, weights)
     shape = tuple(manifest["input_shape"]) if manifest else tuple(d for d in sess.get_inputs()[0].shape[1:])
     if not all(isinstance(d, int) for d in shape):
@@ -188,11 +194,18 @@ def check(
         from exporter.data import digits
 
         held_out = digits(shape)[1]
-    report = ParityReport(name, str(path), info.device, info, precision, tol,
-                          inputs="digits held-out" if held_out is not None else "random")
+    report = ParityReport(
+        name,
+        str(path),
+        info.device,
+        info,
+        precision,
+        tol,
+        inputs="digits held-out" if held_out is not None else "random",
+    )
     for i, batch in enumerate(batch_sizes):
         if held_out is not None and batch <= len(held_out.x):
-            x = held_out.x[i * 7 % (len(held_out.x) - batch + 1):][:batch]
+            x = held_out.x[i * 7 % (len(held_out.x) - batch + 1) :][:batch]
         else:
             x = random_input(shape, int(batch), seed=seed + i)
         with torch.inference_mode():
@@ -203,12 +216,17 @@ def check(
         from exporter.data import accuracy
 
         with torch.inference_mode():
-            ref_logits = torch.cat([model(held_out.x[j:j + 128]) for j in range(0, len(held_out.x), 128)]).numpy()
-        got_logits = np.concatenate([_run_graph(sess, held_out.x[j:j + 128].numpy())
-                                     for j in range(0, len(held_out.x), 128)])
-        report.accuracy = {"dataset": "sklearn digits held-out", "n": int(len(held_out.x)),
-                           "pytorch_fp32": accuracy(ref_logits, held_out.y), "onnx": accuracy(got_logits, held_out.y),
-                           "top1_agreement": float((ref_logits.argmax(1) == got_logits.argmax(1)).mean())}
+            ref_logits = torch.cat([model(held_out.x[j : j + 128]) for j in range(0, len(held_out.x), 128)]).numpy()
+        got_logits = np.concatenate(
+            [_run_graph(sess, held_out.x[j : j + 128].numpy()) for j in range(0, len(held_out.x), 128)]
+        )
+        report.accuracy = {
+            "dataset": "sklearn digits held-out",
+            "n": int(len(held_out.x)),
+            "pytorch_fp32": accuracy(ref_logits, held_out.y),
+            "onnx": accuracy(got_logits, held_out.y),
+            "top1_agreement": float((ref_logits.argmax(1) == got_logits.argmax(1)).mean()),
+        }
     return report
 
 
@@ -217,31 +235,55 @@ def _print_report(report: ParityReport) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"{report.model} [{report.precision}, {report.inputs} inputs]: {report.onnx_path} on "
-                  f"{report.device} ({report.session.reason}); "
-                  f"tolerance atol={report.tolerance.atol:g} rtol={report.tolerance.rtol:g} "
-                  f"cosine>={report.tolerance.min_cosine:g}")
+    console.print(
+        f"{report.model} [{report.precision}, {report.inputs} inputs]: {report.onnx_path} on "
+        f"{report.device} ({report.session.reason}); "
+        f"tolerance atol={report.tolerance.atol:g} rtol={report.tolerance.rtol:g} "
+        f"cosine>={report.tolerance.min_cosine:g}"
+    )
     table = Table()
-    for col in ("batch", "max abs err", "max rel err", "mean abs err", "cosine", "top-1", "top-5",
-                "needed atol", "needed rtol", "result"):
+    for col in (
+        "batch",
+        "max abs err",
+        "max rel err",
+        "mean abs err",
+        "cosine",
+        "top-1",
+        "top-5",
+        "needed atol",
+        "needed rtol",
+        "result",
+    ):
         table.add_column(col, justify="right")
     for r in report.results:
-        table.add_row(str(r.batch_size), f"{r.max_abs_err:.2e}", f"{r.max_rel_err:.2e}", f"{r.mean_abs_err:.2e}",
-                      f"{r.cosine_min:.7f}", f"{r.top1_agreement:.1%}", f"{r.top5_agreement:.1%}",
-                      f"{r.needed_atol:.1e}", f"{r.needed_rtol:.1e}",
-                      "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+        table.add_row(
+            str(r.batch_size),
+            f"{r.max_abs_err:.2e}",
+            f"{r.max_rel_err:.2e}",
+            f"{r.mean_abs_err:.2e}",
+            f"{r.cosine_min:.7f}",
+            f"{r.top1_agreement:.1%}",
+            f"{r.top5_agreement:.1%}",
+            f"{r.needed_atol:.1e}",
+            f"{r.needed_rtol:.1e}",
+            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+        )
     console.print(table)
     if report.accuracy:
         a = report.accuracy
-        console.print(f"accuracy on {a['dataset']} (n={a['n']}): PyTorch fp32 {a['pytorch_fp32']:.2%}, "
-                      f"ONNX {report.precision} {a['onnx']:.2%}, top-1 agreement {a['top1_agreement']:.2%}")
+        console.print(
+            f"accuracy on {a['dataset']} (n={a['n']}): PyTorch fp32 {a['pytorch_fp32']:.2%}, "
+            f"ONNX {report.precision} {a['onnx']:.2%}, top-1 agreement {a['top1_agreement']:.2%}"
+        )
     for f in report.failures():
         console.print(f"[red]FAIL[/] {f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.parity",
-                                description="Check an exported graph against PyTorch on random inputs at several batch sizes.")
+    p = argparse.ArgumentParser(
+        prog="python -m runtime.parity",
+        description="Check an exported graph against PyTorch on random inputs at several batch sizes.",
+    )
     p.add_argument("model", help="zoo name (or the artifact name of your own model)")
     p.add_argument("--onnx", type=Path, help="graph to check (default: artifacts/NAME/NAME.onnx, exported if missing)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
@@ -249,8 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, help="override the default absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the default relative tolerance")
     p.add_argument("--weights", type=Path, help="state_dict the graph was exported with")
-    p.add_argument("--precision", default="fp32",
-                   help="variant to check: fp32 (default), fp16, int8, or e.g. int8.opt-cpu; sets the default tolerances")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="variant to check: fp32 (default), fp16, int8, or e.g. int8.opt-cpu; sets the default tolerances",
+    )
     p.add_argument("--output-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
@@ -262,9 +307,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    report = check(args.model, onnx_path=args.onnx, batch_sizes=tuple(args.batch_sizes), device=args.device,
-                   precision=args.precision, atol=args.atol, rtol=args.rtol, weights=args.weights,
-                   output_dir=args.output_dir)
+    report = check(
+        args.model,
+        onnx_path=args.onnx,
+        batch_sizes=tuple(args.batch_sizes),
+        device=args.device,
+        precision=args.precision,
+        atol=args.atol,
+        rtol=args.rtol,
+        weights=args.weights,
+        output_dir=args.output_dir,
+    )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

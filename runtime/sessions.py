@@ -147,7 +147,9 @@ def _create(model: str | Path | bytes, config: SessionConfig, providers: list) -
         ort.set_default_logger_severity(previous)
 
 
-def create_session(model: str | Path | bytes, config: SessionConfig | None = None) -> tuple[ort.InferenceSession, SessionInfo]:
+def create_session(
+    model: str | Path | bytes, config: SessionConfig | None = None
+) -> tuple[ort.InferenceSession, SessionInfo]:
     """Create a session on the configured device and read back what it really runs on."""
     config = config or SessionConfig()
     if isinstance(model, (str, Path)) and not Path(model).is_file():
@@ -168,7 +170,9 @@ def create_session(model: str | Path | bytes, config: SessionConfig | None = Non
     sess = _create(model, config, [(CUDA_PROVIDER, options), CPU_PROVIDER])
     actual = sess.get_providers()
     if CUDA_PROVIDER in actual:
-        return sess, SessionInfo("cuda", actual, "CUDA execution provider active", {CUDA_PROVIDER: options}, config.threads)
+        return sess, SessionInfo(
+            "cuda", actual, "CUDA execution provider active", {CUDA_PROVIDER: options}, config.threads
+        )
     why = skip or "onnxruntime could not create the CUDA execution provider (CUDA/cuDNN libraries missing or no GPU)"
     if config.device == "cuda":
         raise CudaUnavailable(f"--device cuda: {why}; the session silently fell back to {', '.join(actual)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,11 +38,11 @@ def exported(artifacts_dir: Path) -> _Exports:
     return _Exports(artifacts_dir)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
-            env: dict[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` as a user would, capturing output; ``env`` overrides variables."""
-    import subprocess
-
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200", **(env or {}))
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )

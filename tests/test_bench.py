@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import run_cli
 from onnx import numpy_helper
 
 import runtime.benchmark as benchmark
-from conftest import run_cli
 from runtime import bench
 
 
@@ -27,8 +27,27 @@ def arts(exported, tmp_path: Path) -> Path:
 
 
 def _run(arts: Path, out: Path, *extra: str) -> int:
-    return bench.main(["--models", "lenet5", "resnet_cifar", "--batch-sizes", "1", "3", "--iterations", "4",
-                       "--warmup", "1", "--threads", "1", "--output", str(out), "--artifacts-dir", str(arts), *extra])
+    return bench.main(
+        [
+            "--models",
+            "lenet5",
+            "resnet_cifar",
+            "--batch-sizes",
+            "1",
+            "3",
+            "--iterations",
+            "4",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--output",
+            str(out),
+            "--artifacts-dir",
+            str(arts),
+            *extra,
+        ]
+    )
 
 
 def test_bench_writes_json_csv_and_plot(arts: Path, tmp_path: Path, capsys) -> None:
@@ -52,15 +71,32 @@ def test_bench_writes_json_csv_and_plot(arts: Path, tmp_path: Path, capsys) -> N
         assert r["throughput_ips"] == pytest.approx(r["batch_size"] / r["median_ms"] * 1e3)
     ort_rows = [r for r in rows if r["engine"] == "onnxruntime"]
     for r in ort_rows:
-        pt = next(p for p in rows if p["engine"] == "pytorch" and p["model"] == r["model"]
-                  and p["batch_size"] == r["batch_size"])
+        pt = next(
+            p
+            for p in rows
+            if p["engine"] == "pytorch" and p["model"] == r["model"] and p["batch_size"] == r["batch_size"]
+        )
         assert r["speedup_vs_pytorch"] == pytest.approx(pt["median_ms"] / r["median_ms"])
 
     with open(out / "results.csv", newline="") as fh:
         csv_rows = list(csv.DictReader(fh))
     assert len(csv_rows) == len(rows)
-    assert {"model", "engine", "device", "batch_size", "median_ms", "p90_ms", "p99_ms", "std_ms", "throughput_ips",
-            "speedup_vs_pytorch", "env_cpu_model", "env_torch", "env_onnxruntime", "env_providers"} <= set(csv_rows[0])
+    assert {
+        "model",
+        "engine",
+        "device",
+        "batch_size",
+        "median_ms",
+        "p90_ms",
+        "p99_ms",
+        "std_ms",
+        "throughput_ips",
+        "speedup_vs_pytorch",
+        "env_cpu_model",
+        "env_torch",
+        "env_onnxruntime",
+        "env_providers",
+    } <= set(csv_rows[0])
 
     png = (out / "latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -78,8 +114,22 @@ def test_graph_failing_parity_is_reported_not_timed(arts: Path, tmp_path: Path) 
     tampered = tmp_path / "tampered.onnx"
     onnx.save(model, str(tampered))
     out = tmp_path / "bench"
-    code = bench.main(["--models", "lenet5", "--onnx", str(tampered), "--batch-sizes", "2", "--iterations", "2",
-                       "--output", str(out), "--artifacts-dir", str(arts)])
+    code = bench.main(
+        [
+            "--models",
+            "lenet5",
+            "--onnx",
+            str(tampered),
+            "--batch-sizes",
+            "2",
+            "--iterations",
+            "2",
+            "--output",
+            str(out),
+            "--artifacts-dir",
+            str(arts),
+        ]
+    )
     assert code == 1
     rows = json.loads((out / "results.json").read_text())["results"]
     assert [r["status"] for r in rows if r["engine"] == "onnxruntime"] == ["parity-failed"]
@@ -123,8 +173,22 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str, arts: Path, 
 
 def test_missing_artifact_is_exported_first(tmp_path: Path) -> None:
     arts = tmp_path / "artifacts"
-    code = bench.main(["--models", "lenet5", "--batch-sizes", "1", "--iterations", "2", "--engines", "onnxruntime",
-                       "--output", str(tmp_path / "b"), "--artifacts-dir", str(arts)])
+    code = bench.main(
+        [
+            "--models",
+            "lenet5",
+            "--batch-sizes",
+            "1",
+            "--iterations",
+            "2",
+            "--engines",
+            "onnxruntime",
+            "--output",
+            str(tmp_path / "b"),
+            "--artifacts-dir",
+            str(arts),
+        ]
+    )
     assert code == 0
     assert (arts / "lenet5" / "lenet5.onnx").is_file() and (arts / "lenet5" / "manifest.json").is_file()
 
@@ -145,8 +209,21 @@ def _cuda_ready() -> bool:
 @pytest.mark.parametrize("io_binding", [True, False])
 def test_cuda_bench_with_and_without_io_binding(arts: Path, tmp_path: Path, io_binding: bool) -> None:
     out = tmp_path / "bench"
-    args = ["--models", "resnet_cifar", "--device", "cuda", "--batch-sizes", "1", "8", "--iterations", "20",
-            "--output", str(out), "--artifacts-dir", str(arts)]
+    args = [
+        "--models",
+        "resnet_cifar",
+        "--device",
+        "cuda",
+        "--batch-sizes",
+        "1",
+        "8",
+        "--iterations",
+        "20",
+        "--output",
+        str(out),
+        "--artifacts-dir",
+        str(arts),
+    ]
     assert bench.main(args + ([] if io_binding else ["--no-io-binding"])) == 0
     doc = json.loads((out / "results.json").read_text())
     assert doc["device"] == "cuda" and doc["environment"]["gpu_name"]

@@ -11,8 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
 from conftest import run_cli
+
 from exporter import artifacts
 from exporter.errors import ExportFailed, UserError
 from exporter.pipeline import export_model, prepare_model, random_input
@@ -45,8 +45,9 @@ def test_zoo_model_exports_with_symbolic_batch_and_parity(name: str, exported) -
     assert {"torch", "onnx", "onnxsim"} <= set(m["versions"])
     assert [r["batch_size"] for r in m["parity"]["results"]] == [1, 3]
     # Independent parity run at batch 1 and two other sizes, on fresh inputs.
-    report = check(name, onnx_path=result.onnx_path, batch_sizes=(1, 4, 7), device="cpu",
-                   output_dir=result.onnx_path.parent.parent)
+    report = check(
+        name, onnx_path=result.onnx_path, batch_sizes=(1, 4, 7), device="cpu", output_dir=result.onnx_path.parent.parent
+    )
     assert report.passed, report.failures()
     assert [r.batch_size for r in report.results] == [1, 4, 7]
     assert all(r.top1_agreement == 1.0 for r in report.results)
@@ -130,7 +131,7 @@ def test_weights_with_wrong_keys_or_shapes_name_them(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "lenet5").exists()
 
 
-USER_MODEL = '''
+USER_MODEL = """
 import torch
 from torch import nn
 
@@ -147,15 +148,16 @@ def make_tiny():
     return TinyNet()
 
 NOT_A_MODEL = 3
-'''
+"""
 
 
 @pytest.mark.parametrize("builder", ["TinyNet", "make_tiny"])
 def test_user_model_file_exports_like_a_zoo_model(builder: str, tmp_path: Path) -> None:
     (tmp_path / "tiny.py").write_text(USER_MODEL)
     out = tmp_path / "art"
-    proc = run_cli("exporter", f"{tmp_path / 'tiny.py'}:{builder}", "--input-shape", "3x20x20",
-                   "--output-dir", str(out))
+    proc = run_cli(
+        "exporter", f"{tmp_path / 'tiny.py'}:{builder}", "--input-shape", "3x20x20", "--output-dir", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     path = out / builder.lower() / f"{builder.lower()}.onnx"
     model = onnx.load(str(path))
@@ -166,7 +168,9 @@ def test_user_model_file_exports_like_a_zoo_model(builder: str, tmp_path: Path) 
 
 
 def test_nn_module_exports_through_the_api(tmp_path: Path) -> None:
-    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
+    )
     result = export_model(module, input_shape=(1, 8, 8), name="mine", output_dir=tmp_path)
     assert result.manifest["outputs"][0]["shape"] == ["batch", 3]
 
@@ -198,6 +202,7 @@ def test_failed_write_keeps_previous_artifact_intact(tmp_path: Path, monkeypatch
 
 
 # --- the command line: one clear line, non-zero exit, no traceback, nothing written ------------------
+
 
 @pytest.mark.parametrize(
     "args, message",

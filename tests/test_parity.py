@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import run_cli
 from onnx import numpy_helper
 
-from conftest import run_cli
 from exporter.errors import UserError
 from runtime.metrics import Tolerance, compare, default_tolerance
 from runtime.parity import check
@@ -51,21 +51,40 @@ def test_tampered_weights_fail_parity(resnet_cifar_copy: Path) -> None:
 
 def test_cli_tampered_graph_exits_nonzero_naming_batch_and_metric(resnet_cifar_copy: Path) -> None:
     _tamper(resnet_cifar_copy, resnet_cifar_copy)
-    proc = run_cli("runtime.parity", "resnet_cifar", "--onnx", str(resnet_cifar_copy), "--device", "cpu",
-                   "--batch-sizes", "2", "5")
+    proc = run_cli(
+        "runtime.parity", "resnet_cifar", "--onnx", str(resnet_cifar_copy), "--device", "cpu", "--batch-sizes", "2", "5"
+    )
     assert proc.returncode == 1
     assert "FAIL batch 2:" in proc.stdout and "max_abs_err" in proc.stdout
 
 
 def test_cli_json_report(resnet_cifar_copy: Path) -> None:
-    proc = run_cli("runtime.parity", "resnet_cifar", "--onnx", str(resnet_cifar_copy), "--device", "cpu",
-                   "--batch-sizes", "1", "3", "--json")
+    proc = run_cli(
+        "runtime.parity",
+        "resnet_cifar",
+        "--onnx",
+        str(resnet_cifar_copy),
+        "--device",
+        "cpu",
+        "--batch-sizes",
+        "1",
+        "3",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["passed"] is True and doc["device"] == "cpu"
     assert [r["batch_size"] for r in doc["results"]] == [1, 3]
-    for key in ("max_abs_err", "max_rel_err", "mean_abs_err", "cosine_min", "top1_agreement", "top5_agreement",
-                "needed_atol", "needed_rtol"):
+    for key in (
+        "max_abs_err",
+        "max_rel_err",
+        "mean_abs_err",
+        "cosine_min",
+        "top1_agreement",
+        "top5_agreement",
+        "needed_atol",
+        "needed_rtol",
+    ):
         assert key in doc["results"][0]
 
 

@@ -11,9 +11,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import run_cli
 from onnx import numpy_helper
 
-from conftest import run_cli
 from exporter.data import digits
 from exporter.errors import UserError
 from exporter.pipeline import export_model
@@ -47,8 +47,13 @@ def _io_types(path: Path) -> list[int]:
 
 
 def test_identity_pool_is_removed_and_output_unchanged(tmp_path: Path) -> None:
-    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d((8, 8)),
-                                 torch.nn.Flatten(), torch.nn.Linear(4 * 64, 5))
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d((8, 8)),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 64, 5),
+    )
     result = export_model(module, input_shape=(3, 8, 8), name="pooled", output_dir=tmp_path)
     model = onnx.load(str(result.onnx_path))
     assert "AveragePool" in [n.op_type for n in model.graph.node]
@@ -57,7 +62,9 @@ def test_identity_pool_is_removed_and_output_unchanged(tmp_path: Path) -> None:
     onnx.checker.check_model(stripped)
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
     a = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    b = ort.InferenceSession(stripped.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    b = ort.InferenceSession(stripped.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[
+        0
+    ]
     np.testing.assert_array_equal(a, b)
 
 
@@ -84,8 +91,14 @@ def test_int8_variant_is_qdq_per_channel(lenet_dir: Path) -> None:
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    conv_w = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
-                  and inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim == 4)
+    conv_w = next(
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and inits.get(n.input[0]) is not None
+        and inits[n.input[0]].dtype == np.int8
+        and inits[n.input[0]].ndim == 4
+    )
     assert inits[conv_w.input[1]].shape == (inits[conv_w.input[0]].shape[0],), "weights are not per-channel"
     q = v.record["quantization"]
     assert q["format"] == "QDQ" and q["per_channel"] is True
@@ -119,8 +132,9 @@ def test_trained_int8_keeps_accuracy_within_one_point(trained: Path) -> None:
 
 def test_parity_cli_with_precision_reports_accuracy(trained: Path) -> None:
     build_variant("lenet5", precision="fp16", output_dir=trained)
-    proc = run_cli("runtime.parity", "lenet5", "--precision", "fp16", "--device", "cpu", "--json",
-                   "--output-dir", str(trained))
+    proc = run_cli(
+        "runtime.parity", "lenet5", "--precision", "fp16", "--device", "cpu", "--json", "--output-dir", str(trained)
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["precision"] == "fp16" and doc["onnx"].endswith("lenet5.fp16.onnx")
@@ -137,16 +151,25 @@ def test_calibration_dir_of_pngs_and_npy(lenet_dir: Path, tmp_path: Path) -> Non
         img = ((train_set.x[i].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
         Image.fromarray(img).save(calib / f"d{i}.png")
     np.save(calib / "batch.npy", train_set.x[6:12].numpy())
-    v = build_variant("lenet5", precision="int8", output_dir=lenet_dir, calibration_dir=calib,
-                      calibration_method="percentile")
+    v = build_variant(
+        "lenet5", precision="int8", output_dir=lenet_dir, calibration_dir=calib, calibration_method="percentile"
+    )
     assert v.record["calibration_source"] == str(calib)
     assert v.record["quantization"]["calibration_images"] == 12
     assert v.record["quantization"]["calibration_method"] == "percentile"
 
 
 def test_missing_calibration_dir_is_a_clear_cli_error(lenet_dir: Path, tmp_path: Path) -> None:
-    proc = run_cli("exporter", "lenet5", "--precision", "int8", "--calibration-dir", str(tmp_path / "nope"),
-                   "--output-dir", str(lenet_dir))
+    proc = run_cli(
+        "exporter",
+        "lenet5",
+        "--precision",
+        "int8",
+        "--calibration-dir",
+        str(tmp_path / "nope"),
+        "--output-dir",
+        str(lenet_dir),
+    )
     assert proc.returncode == 2 and "calibration directory not found" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (lenet_dir / "lenet5" / "lenet5.int8.onnx").exists()
@@ -154,8 +177,26 @@ def test_missing_calibration_dir_is_a_clear_cli_error(lenet_dir: Path, tmp_path:
 
 def test_bench_times_precisions_side_by_side(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    code = bench.main(["--models", "lenet5", "--precisions", "fp32", "int8", "--batch-sizes", "1", "4",
-                       "--iterations", "3", "--warmup", "1", "--output", str(out), "--artifacts-dir", str(trained)])
+    code = bench.main(
+        [
+            "--models",
+            "lenet5",
+            "--precisions",
+            "fp32",
+            "int8",
+            "--batch-sizes",
+            "1",
+            "4",
+            "--iterations",
+            "3",
+            "--warmup",
+            "1",
+            "--output",
+            str(out),
+            "--artifacts-dir",
+            str(trained),
+        ]
+    )
     assert code == 0
     doc = json.loads((out / "results.json").read_text())
     rows = doc["results"]
@@ -163,7 +204,8 @@ def test_bench_times_precisions_side_by_side(trained: Path, tmp_path: Path) -> N
     assert set(ort_rows) == {("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)}
     for b in (1, 4):
         assert ort_rows[("int8", b)]["speedup_vs_fp32"] == pytest.approx(
-            ort_rows[("fp32", b)]["median_ms"] / ort_rows[("int8", b)]["median_ms"])
+            ort_rows[("fp32", b)]["median_ms"] / ort_rows[("int8", b)]["median_ms"]
+        )
     assert doc["parity"]["lenet5:int8"]["accuracy"]["n"] == 360
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from conftest import run_cli
+
 from exporter.errors import UserError
 from exporter.render import render_available, render_graph
 from exporter.viewer import GraphServer, pick_port, view
@@ -59,8 +59,11 @@ def test_busy_port_is_a_clear_error_and_default_moves_on() -> None:
 def test_view_serves_until_stopped(exported) -> None:
     stop = threading.Event()
     lines: list[str] = []
-    t = threading.Thread(target=view, args=(exported("lenet5").onnx_path,),
-                         kwargs={"port": 0, "open_browser": False, "announce": lines.append, "until": stop})
+    t = threading.Thread(
+        target=view,
+        args=(exported("lenet5").onnx_path,),
+        kwargs={"port": 0, "open_browser": False, "announce": lines.append, "until": stop},
+    )
     t.start()
     for _ in range(50):
         if lines:
@@ -146,8 +149,14 @@ def test_cli_render_without_browser_fails_before_exporting(tmp_path: Path) -> No
     import os
 
     env_path = os.environ.get("PATH", "")
-    proc = run_cli("exporter", "lenet5", "--render", "--output-dir", str(tmp_path), env={"PATH": "/nonexistent",
-                                                                                            "CHROMIUM_PATH": ""})
+    proc = run_cli(
+        "exporter",
+        "lenet5",
+        "--render",
+        "--output-dir",
+        str(tmp_path),
+        env={"PATH": "/nonexistent", "CHROMIUM_PATH": ""},
+    )
     assert proc.returncode == 2, proc.stderr
     assert "apt-get install chromium" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "lenet5").exists()

@@ -28,8 +28,9 @@ class Inception(nn.Module):
     (kept for checkpoint compatibility and the stated 6,624,904 parameters).
     """
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int,
-                 ch5x5red: int, ch5x5: int, pool_proj: int) -> None:
+    def __init__(
+        self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int, pool_proj: int
+    ) -> None:
         super().__init__()
         self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1)
         self.branch2 = nn.Sequential(
@@ -68,8 +69,14 @@ class InceptionAux(nn.Module):
 class GoogLeNet(nn.Module):
     """torchvision's GoogLeNet. In eval mode (and so in every exported graph) it has one output."""
 
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = True,
-                 transform_input: bool = False, dropout: float = 0.2, dropout_aux: float = 0.7) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        aux_logits: bool = True,
+        transform_input: bool = False,
+        dropout: float = 0.2,
+        dropout_aux: float = 0.7,
+    ) -> None:
         super().__init__()
         self.aux_logits = aux_logits
         self.transform_input = transform_input
@@ -142,8 +149,9 @@ class ConvReLU(nn.Module):
 class InceptionSeed(nn.Module):
     """Seed 001's Inception block (true 5x5 branch, no BatchNorm)."""
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3rd: int, ch3x3: int,
-                 ch5x5rd: int, ch5x5: int, poolproj: int) -> None:
+    def __init__(
+        self, in_channels: int, ch1x1: int, ch3x3rd: int, ch3x3: int, ch5x5rd: int, ch5x5: int, poolproj: int
+    ) -> None:
         super().__init__()
         self.branch1 = ConvReLU(in_channels, ch1x1, kernel_size=1)
         self.branch2 = nn.Sequential(

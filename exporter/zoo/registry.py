@@ -93,8 +93,7 @@ def get_spec(name: str) -> ModelSpec:
     close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UserError(
-        f"unknown model {name!r}.{hint} Run 'python -m exporter --list' to see all "
-        f"{len(_REGISTRY)} models."
+        f"unknown model {name!r}.{hint} Run 'python -m exporter --list' to see all {len(_REGISTRY)} models."
     )
 
 
