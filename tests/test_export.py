@@ -272,3 +272,15 @@ def test_cli_all_continues_past_a_failure(tmp_path: Path, monkeypatch: pytest.Mo
     assert "FAILED" in printed and "simulated failure" in printed and "2/3" in printed
     assert (tmp_path / "resnet_cifar" / "resnet_cifar.onnx").is_file()
     assert not (tmp_path / "alexnet_cifar").exists()
+
+
+def test_even_sized_lrn_keeps_pytorch_numerics(tmp_path: Path) -> None:
+    """ONNX centres an even LRN window differently from PyTorch, so even sizes stay decomposed."""
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.LocalResponseNorm(4, k=2.0))
+    result = export_model(module, input_shape=(3, 10, 10), name="even_lrn", output_dir=tmp_path)
+    ops = [n.op_type for n in onnx.load(str(result.onnx_path)).graph.node]
+    assert "LRN" not in ops
+    x = random_input((3, 10, 10), 4, seed=3)
+    with torch.inference_mode():
+        ref = module.eval()(x).numpy()
+    np.testing.assert_allclose(_ort(result.onnx_path, x.numpy()), ref, rtol=1e-4, atol=1e-6)

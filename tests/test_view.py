@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -161,3 +162,13 @@ def test_cli_render_without_browser_fails_before_exporting(tmp_path: Path) -> No
     assert "apt-get install chromium" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "lenet5").exists()
     assert env_path  # the test process's PATH is untouched
+
+
+@browser
+@pytest.mark.browser
+def test_cli_render_of_any_onnx_file(exported, tmp_path: Path) -> None:
+    src = tmp_path / "copy.onnx"
+    shutil.copy(exported("resnet_cifar").onnx_path, src)
+    proc = run_cli("exporter", str(src), "--render")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "copy.svg").is_file() and (tmp_path / "copy.png").is_file()
