@@ -281,3 +281,9 @@ def test_unknown_model_suggests_close_names() -> None:
         get_spec("resnet19")
     with pytest.raises(UserError, match="--list"):
         get_spec("transformer")
+
+
+def test_listing_follows_history_not_import_order() -> None:
+    families = [get_spec(n).family for n in list_models()]
+    assert families == sorted(families, key=["lenet", "alexnet", "vgg", "googlenet", "resnet"].index)
+    assert list_models()[0] == "lenet5" and list_models()[-1] == "resnet_cifar"

@@ -1,7 +1,7 @@
 """The model zoo: every architecture of the seed articles, registered under a stable name.
 
-Importing the family modules registers their builders; the order below is the order
-``list_models()`` reports (LeNet, AlexNet, VGG, GoogLeNet, ResNet).
+Importing the family modules registers their builders; ``list_models()`` reports them in
+historical order (LeNet, AlexNet, VGG, GoogLeNet, ResNet) whatever the import order.
 """
 
 from . import (

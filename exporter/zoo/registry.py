@@ -79,9 +79,14 @@ def register_model(
     return wrap
 
 
+#: Families in historical order, which is how listings present them.
+FAMILY_ORDER = ("lenet", "alexnet", "vgg", "googlenet", "resnet")
+
+
 def list_models() -> list[str]:
-    """Names of all registered models, in registration order (families grouped)."""
-    return list(_REGISTRY)
+    """Names of all registered models: families in historical order, each in registration order."""
+    rank = {family: i for i, family in enumerate(FAMILY_ORDER)}
+    return sorted(_REGISTRY, key=lambda n: rank.get(_REGISTRY[n].family, len(rank)))
 
 
 def get_spec(name: str) -> ModelSpec:
