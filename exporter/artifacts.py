@@ -9,6 +9,7 @@ tell a complete pair from a stale one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -107,3 +108,20 @@ def read_manifest(name: str, output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> dic
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def current_graph(name: str, output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> tuple[Path, dict] | None:
+    """The fp32 graph and its manifest when both exist and the graph's sha256 is the recorded one."""
+    path = onnx_path(name, output_dir)
+    manifest = read_manifest(name, output_dir)
+    if manifest is None or not path.is_file() or sha256_file(path) != manifest.get("sha256"):
+        return None
+    return path, manifest

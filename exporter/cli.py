@@ -196,21 +196,13 @@ def _reusable_artifact(args: argparse.Namespace) -> Path | None:
     """
     if args.input_shape or args.no_simplify or args.seed != 0 or is_user_model_ref(args.model):
         return None
-    from .weights import sha256_file
-
-    name = args.name or args.model
-    manifest = artifacts.read_manifest(name, args.output_dir)
-    path = artifacts.onnx_path(name, args.output_dir)
-    if not (
-        manifest
-        and manifest.get("opset") == args.opset
-        and path.is_file()
-        and sha256_file(path) == manifest.get("sha256")
-    ):
+    current = artifacts.current_graph(args.name or args.model, args.output_dir)
+    if current is None or current[1].get("opset") != args.opset:
         return None
+    path, manifest = current
     weights = manifest.get("weights", {})
     if args.weights:
-        if not args.weights.is_file() or weights.get("sha256") != sha256_file(args.weights):
+        if not args.weights.is_file() or weights.get("sha256") != artifacts.sha256_file(args.weights):
             return None
     elif weights.get("kind") != "random":
         return None
@@ -276,22 +268,25 @@ def export_one(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variant_options(args: argparse.Namespace) -> dict[str, object]:
+    """build_variant's keyword arguments from the command line."""
+    return {
+        "precision": args.precision,
+        "optimize_for": args.optimize_for,
+        "output_dir": args.output_dir,
+        "calibration_dir": args.calibration_dir,
+        "calibration_method": args.calibration_method,
+        "fp16_io": args.fp16_io,
+        "reduce_range": {"auto": None, "on": True, "off": False}[args.reduce_range],
+    }
+
+
 def _variant(args: argparse.Namespace, name: str) -> Path:
     """Build the --precision / --optimize-for variant of an exported model and print its figures."""
     from .variants import build_variant
 
-    reduce = {"auto": None, "on": True, "off": False}[args.reduce_range]
     with err.status(f"building the {args.precision} variant of {name}"):
-        v = build_variant(
-            name,
-            precision=args.precision,
-            optimize_for=args.optimize_for,
-            output_dir=args.output_dir,
-            calibration_dir=args.calibration_dir,
-            calibration_method=args.calibration_method,
-            fp16_io=args.fp16_io,
-            reduce_range=reduce,
-        )
+        v = build_variant(name, **_variant_options(args))
     rec = v.record
     out.print(
         f"[bold green]variant[/] {v.key} -> {v.path} ({rec['size_bytes'] / 1e6:.1f} MB, {rec['nodes']} nodes, "
@@ -339,16 +334,7 @@ def export_all(args: argparse.Namespace) -> int:
                     from .variants import build_variant
 
                     progress.update(task, description=f"{name}: {args.precision} variant")
-                    build_variant(
-                        name,
-                        precision=args.precision,
-                        optimize_for=args.optimize_for,
-                        output_dir=args.output_dir,
-                        calibration_dir=args.calibration_dir,
-                        calibration_method=args.calibration_method,
-                        fp16_io=args.fp16_io,
-                        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
-                    )
+                    build_variant(name, **_variant_options(args))
                 if args.render:
                     from .render import render_graph
 

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .artifacts import sha256_file
 from .errors import UserError
 
 DEFAULT_SEED = 0
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def calibrate_batchnorm(model: nn.Module, input_shape: tuple[int, ...], seed: int, batch: int = 8) -> bool:

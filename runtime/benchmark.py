@@ -72,10 +72,10 @@ class BenchConfig:
         if self.threads is not None and self.threads < 1:
             raise UserError("--threads must be at least 1")
 
-    def session_config(self) -> SessionConfig:
+    def session_config(self, threads: int | None = None) -> SessionConfig:
         return SessionConfig(
             device=self.device,
-            threads=self.threads,
+            threads=threads or self.threads,
             io_binding=self.io_binding,
             cudnn_conv_algo_search=self.cudnn_conv_algo_search,
             cuda_graph=self.cuda_graph,
@@ -138,7 +138,7 @@ def run_benchmark(config: BenchConfig, on_progress: Callable[[str], None] | None
     progress = on_progress or (lambda _msg: None)
     threads = config.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    sess_config = SessionConfig(**{**config.session_config().__dict__, "threads": threads})
+    sess_config = config.session_config(threads)
 
     rows: list[dict[str, object]] = []
     parity_summary: dict[str, dict[str, object]] = {}

@@ -65,24 +65,20 @@ def ensure_artifact(name: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT
 
     A stale artifact is re-exported with the weights file its manifest names, where that file exists.
     """
-    from exporter.weights import sha256_file
-
-    path = artifacts.onnx_path(name, output_dir)
-    manifest = artifacts.read_manifest(name, output_dir)
-    if manifest is None or not path.is_file() or sha256_file(path) != manifest.get("sha256"):
+    current = artifacts.current_graph(name, output_dir)
+    if current is None:
         from exporter.pipeline import export_model
 
-        w = (manifest or {}).get("weights", {})
+        w = (artifacts.read_manifest(name, output_dir) or {}).get("weights", {})
         weights = w.get("path") if w.get("kind") == "file" and Path(w.get("path", "")).is_file() else None
         result = export_model(name, output_dir=output_dir, weights=weights)
         return result.onnx_path, result.manifest
-    return path, manifest
+    return current
 
 
 def ensure_variant(name: str, precision: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR) -> Path:
     """The graph of a precision variant (``fp16``, ``int8``, ``int8.opt-cpu``...), built first if missing."""
     from exporter.variants import build_variant
-    from exporter.weights import sha256_file
 
     path, manifest = ensure_artifact(name, output_dir)
     if precision == "fp32":
@@ -90,7 +86,11 @@ def ensure_variant(name: str, precision: str, output_dir: str | Path = artifacts
     record = (manifest.get("variants") or {}).get(precision)
     if record:
         file = artifacts.model_dir(name, output_dir) / record["file"]
-        if file.is_file() and record.get("base_sha256") == manifest["sha256"] and sha256_file(file) == record["sha256"]:
+        if (
+            file.is_file()
+            and record.get("base_sha256") == manifest["sha256"]
+            and artifacts.sha256_file(file) == record["sha256"]
+        ):
             return file
     base, _, opt = precision.partition(".opt-")
     return build_variant(name, precision=base, optimize_for=opt or None, output_dir=output_dir).path
