@@ -146,33 +146,80 @@ class ResNetCifar(nn.Module):
         return self.outlayer(torch.flatten(self.model(x), 1))
 
 
-def _register_resnet(name: str, block: type[BasicBlock] | type[Bottleneck], layers: list[int], params: int) -> None:
-    def builder(num_classes: int = 1000) -> ResNet:
-        return ResNet(block, layers, num_classes=num_classes)
-
-    builder.__name__ = name
-    builder.__doc__ = f"ResNet-{name[6:]} ({block.__name__} x {layers}), torchvision layout."
-    register_model(
-        family="resnet",
-        input_shape=(3, 224, 224),
-        num_classes=1000,
-        description=f"ResNet-{name[6:]}, {block.__name__} {layers} (torchvision layout)",
-        source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
-        torchvision_name=name,
-        stated_params=params,
-        name=name,
-    )(builder)
+def _resnet(block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int) -> ResNet:
+    """Shared body of the torchvision-layout builders: ``layers[i]`` blocks in stage ``i + 1``."""
+    return ResNet(block, layers, num_classes=num_classes)
 
 
-# Parameter counts as published in torchvision's model tables.
-for _name, _block, _layers, _params in [
-    ("resnet18", BasicBlock, [2, 2, 2, 2], 11_689_512),
-    ("resnet34", BasicBlock, [3, 4, 6, 3], 21_797_672),
-    ("resnet50", Bottleneck, [3, 4, 6, 3], 25_557_032),
-    ("resnet101", Bottleneck, [3, 4, 23, 3], 44_549_160),
-    ("resnet152", Bottleneck, [3, 8, 36, 3], 60_192_808),
-]:
-    _register_resnet(_name, _block, _layers, _params)
+# Parameter counts (stated_params) as published in torchvision's model tables.
+@register_model(
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-18, BasicBlock [2, 2, 2, 2] (torchvision layout)",
+    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
+    torchvision_name="resnet18",
+    stated_params=11_689_512,
+)
+def resnet18(num_classes: int = 1000) -> ResNet:
+    """ResNet-18 (BasicBlock x [2, 2, 2, 2]), torchvision layout."""
+    return _resnet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+
+
+@register_model(
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-34, BasicBlock [3, 4, 6, 3] (torchvision layout)",
+    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
+    torchvision_name="resnet34",
+    stated_params=21_797_672,
+)
+def resnet34(num_classes: int = 1000) -> ResNet:
+    """ResNet-34 (BasicBlock x [3, 4, 6, 3]), torchvision layout."""
+    return _resnet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes)
+
+
+@register_model(
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-50, Bottleneck [3, 4, 6, 3] (torchvision layout)",
+    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
+    torchvision_name="resnet50",
+    stated_params=25_557_032,
+)
+def resnet50(num_classes: int = 1000) -> ResNet:
+    """ResNet-50 (Bottleneck x [3, 4, 6, 3]), torchvision layout."""
+    return _resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
+
+
+@register_model(
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-101, Bottleneck [3, 4, 23, 3] (torchvision layout)",
+    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
+    torchvision_name="resnet101",
+    stated_params=44_549_160,
+)
+def resnet101(num_classes: int = 1000) -> ResNet:
+    """ResNet-101 (Bottleneck x [3, 4, 23, 3]), torchvision layout."""
+    return _resnet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes)
+
+
+@register_model(
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-152, Bottleneck [3, 8, 36, 3] (torchvision layout)",
+    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
+    torchvision_name="resnet152",
+    stated_params=60_192_808,
+)
+def resnet152(num_classes: int = 1000) -> ResNet:
+    """ResNet-152 (Bottleneck x [3, 8, 36, 3]), torchvision layout."""
+    return _resnet(Bottleneck, [3, 8, 36, 3], num_classes=num_classes)
 
 
 @register_model(
@@ -183,4 +230,5 @@ for _name, _block, _layers, _params in [
     source="seed 001",
 )
 def resnet_cifar(num_classes: int = 10) -> ResNetCifar:
+    """Seed 001's compact residual network for 32x32 inputs (four stride-2 ResBlocks)."""
     return ResNetCifar(num_classes=num_classes)
