@@ -11,8 +11,8 @@ from .zoo import get_model, get_spec, list_models
 
 
 def export_model(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Export a zoo model, a ``file.py:Builder`` or an ``nn.Module``; see :func:`exporter.pipeline.export_model`."""
-    from .pipeline import export_model as _export
+    """Export a zoo model, a ``file.py:Builder`` or an ``nn.Module``; see :func:`exporter.export.export_model`."""
+    from .export import export_model as _export
 
     return _export(*args, **kwargs)
 

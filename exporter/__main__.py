@@ -1,7 +1,421 @@
-"""Entry point for ``python -m exporter``."""
+"""``python -m exporter``: parse arguments, call the exporter's library, print. Nothing else.
 
+The work is done by :mod:`exporter.export`, :mod:`exporter.variants`, :mod:`exporter.viewer`
+and :mod:`exporter.render`; this module only turns a command line into their calls and
+their typed results into lines and tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+from pathlib import Path
 
-from .cli import main
+from . import artifact as art
+from .console import Column, Console, fmt
+from .errors import UserError, first_line, run_guarded
+from .files import sha256_file
+from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
+from .user_model import is_user_model_ref, parse_input_shape
+from .zoo import get_spec, list_models, model_stats
 
-sys.exit(main())
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m exporter",
+        description="Export a classic CNN (or your own nn.Module) to a checked, simplified ONNX graph "
+        "with a dynamic batch dimension (and, with --dynamic-size, dynamic height and width).",
+        epilog="examples:\n"
+        "  python -m exporter alexnet --opset 17\n"
+        "  python -m exporter --list\n"
+        "  python -m exporter --all\n"
+        "  python -m exporter my_net.py:MyNet --input-shape 3x32x32\n"
+        "  python -m exporter resnet18 --weights resnet18-f37072fd.pth\n"
+        "  python -m exporter resnet18 --dynamic-size  # symbolic height and width\n"
+        "  python -m exporter lenet5 --view            # netron in your browser\n"
+        "  python -m exporter lenet5 --render          # artifacts/lenet5/lenet5.svg + .png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", nargs="?", help="zoo name (see --list) or path/to/file.py:Builder")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset to write, {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=art.DEFAULT_ARTIFACTS_DIR,
+        help="where NAME/NAME.onnx and NAME/manifest.json go (default artifacts/)",
+    )
+    p.add_argument("--weights", type=Path, help="state_dict .pth to load (plain, or under 'state_dict')")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim; write the graph as traced")
+    p.add_argument("--all", action="store_true", help="export every zoo model, continuing past failures")
+    p.add_argument("--list", action="store_true", help="list the zoo: name, input, classes, params, GFLOPs")
+    p.add_argument("--json", action="store_true", help="with --list: print JSON instead of a table")
+    p.add_argument("--input-shape", help="per-sample input shape such as 3x32x32 (required for your own model)")
+    p.add_argument(
+        "--dynamic-size", action="store_true", help="symbolic height and width too (models without a fixed-size layer)"
+    )
+    p.add_argument("--name", help="artifact name (default: the zoo name, or the builder's name lowercased)")
+    p.add_argument("--seed", type=int, default=0, help="seed for a zoo model's random weights (default 0)")
+    o = p.add_argument_group("optimized variants (written beside the fp32 graph)")
+    o.add_argument(
+        "--precision",
+        choices=art.PRECISIONS,
+        default="fp32",
+        help="fp16 (for CUDA) or int8 (for CPU) variant: NAME.fp16.onnx / NAME.int8.onnx",
+    )
+    o.add_argument(
+        "--optimize-for",
+        choices=art.TARGETS,
+        help="also save onnxruntime's offline-optimized graph for this provider (NAME[.prec].opt-TARGET.onnx)",
+    )
+    o.add_argument("--calibration-dir", type=Path, help="int8: calibrate on these PNG/JPEG/.npy images")
+    o.add_argument(
+        "--calibration-method",
+        choices=["minmax", "entropy", "percentile"],
+        default="minmax",
+        help="int8 calibration method (default minmax)",
+    )
+    o.add_argument(
+        "--reduce-range",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="int8: 7-bit weights; auto = on for AVX2 CPUs without VNNI",
+    )
+    o.add_argument("--fp16-io", action="store_true", help="fp16: make inputs/outputs half too (default float32)")
+    g = p.add_argument_group("viewing (netron)")
+    g.add_argument("--view", action="store_true", help="serve the graph with netron until Ctrl-C (FILE.onnx works too)")
+    g.add_argument("--port", type=int, help="port for --view (default 8080 or the next free one)")
+    g.add_argument("--no-browser", action="store_true", help="with --view: print the URL, do not open a browser")
+    g.add_argument("--render", action="store_true", help="write NAME.svg and NAME.png as netron draws the graph")
+    return p
+
+
+def list_zoo(out: Console, as_json: bool) -> int:
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        stats = model_stats(spec)
+        rows.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "input_shape": list(spec.input_shape),
+                "num_classes": spec.num_classes,
+                "num_params": stats["num_params"],
+                "gflops": round(float(stats["gflops"]), 3),
+                "torchvision_compatible": spec.torchvision_name is not None,
+                "source": spec.source,
+                "description": spec.description,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2), flush=True)
+        return 0
+    cols = [Column("name"), Column("input"), Column("classes", True), Column("params", True)]
+    cols += [Column("GFLOPs", True), Column("tv keys"), Column("description")]
+    out.table(
+        cols,
+        [
+            [
+                r["name"],
+                "x".join(map(str, r["input_shape"])),
+                str(r["num_classes"]),
+                f"{r['num_params']:,}",
+                f"{r['gflops']:.3f}",
+                "yes" if r["torchvision_compatible"] else "",
+                r["description"],
+            ]
+            for r in rows
+        ],
+        title=f"Model zoo ({len(rows)} models)",
+    )
+    out.print("GFLOPs: batch 1, 2 FLOPs per multiply-accumulate. tv keys: state_dict matches torchvision's.")
+    return 0
+
+
+def _shape(dims: list[int | str]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def print_export(out: Console, result) -> None:  # type: ignore[no-untyped-def]
+    m: art.Manifest = result.manifest
+    io = ", ".join(f"{i.name} {_shape(i.shape)}" for i in m.inputs) + " -> "
+    io += ", ".join(f"{o.name} {_shape(o.shape)}" for o in m.outputs)
+    simplified = f"{m.nodes_raw} raw -> {m.nodes} simplified" if m.settings.simplify else f"{m.nodes} (not simplified)"
+    w = m.weights
+    weights = {
+        "file": f"file {w.path}",
+        "random": f"random, seed {w.seed}" + (", BatchNorm calibrated" if w.batchnorm_calibrated else ""),
+        "as_given": "as your code built them (unchanged)",
+    }[w.kind]
+    out.print(
+        f"exported {m.name} -> {result.onnx_path} ({m.size_bytes / 1e6:.1f} MB, opset {m.settings.opset}, "
+        f"{result.seconds:.1f}s)",
+        style="bold green",
+    )
+    out.print(f"  graph    {io}")
+    if m.min_size:
+        out.print(f"  sizes    any height x width from {m.min_size[0]}x{m.min_size[1]}")
+    out.print(f"  nodes    {simplified}: " + ", ".join(f"{k} {v}" for k, v in m.op_counts.items()))
+    out.print(f"  params   {m.num_params:,}   weights: {weights}")
+    print_parity_summary(out, "onnxruntime CPU vs PyTorch", m.parity)
+    for line in result.messages:
+        out.print(f"  note     {line}")
+    out.print(f"  manifest {art.manifest_path(result.directory)}")
+
+
+def print_parity_summary(out: Console, what: str, parity: art.ParityRecord) -> None:
+    sizes = f" at {len(parity.sizes)} sizes" if parity.sizes else ""
+    batches = ", ".join(map(str, parity.batch_sizes))
+    out.print(
+        f"  parity   {what}, batches {batches}{sizes}, {len(parity.results)} comparisons ({parity.inputs}): "
+        f"max abs {fmt(parity.worst('max_abs_err'), '.2e', 'non-finite')}, "
+        f"min cosine {fmt(min((r.cosine_min or 0.0) for r in parity.results), '.7f')}"
+        + (
+            f", min SQNR {min(r.sqnr_db for r in parity.results if r.sqnr_db is not None):.1f} dB"
+            if any(r.sqnr_db is not None for r in parity.results) and parity.precision != "fp32"
+            else ""
+        )
+        + (" ok" if parity.passed else " FAILED")
+    )
+    if parity.accuracy:
+        a = parity.accuracy
+        out.print(f"  accuracy {a.dataset} (n={a.n}): PyTorch fp32 {a.pytorch_fp32:.2%}, ONNX {a.onnx:.2%}")
+
+
+def print_variant(out: Console, v) -> None:  # type: ignore[no-untyped-def]
+    rec: art.VariantRecord = v.record
+    out.print(
+        f"variant {v.key} -> {v.path} ({rec.size_bytes / 1e6:.1f} MB, {rec.nodes} nodes, "
+        f"{rec.identity_nodes_removed} identity nodes removed, {v.seconds:.1f}s)",
+        style="bold green",
+    )
+    if rec.quantization:
+        q = rec.quantization
+        out.print(
+            f"  int8     QDQ, per-channel {q.per_channel}, reduce_range {q.reduce_range}, "
+            f"{q.calibration_method} on {q.calibration_images} images ({q.calibration_source})"
+        )
+    if rec.optimization:
+        o = rec.optimization
+        out.print(f"  offline  onnxruntime level '{o.level}' for {o.target} ({', '.join(o.providers)})")
+    print_parity_summary(out, f"{v.key} vs PyTorch", rec.parity)
+
+
+def _reusable(args: argparse.Namespace, shape: tuple[int, ...] | None) -> Path | None:
+    """The artifact folder when it is current and was made exactly as this command asks."""
+    if is_user_model_ref(args.model):
+        return None
+    directory = art.artifact_dir(args.name or args.model, args.output_dir)
+    try:
+        artifact = art.open_artifact(directory)
+    except art.ArtifactError:
+        return None
+    m, s = artifact.manifest, artifact.manifest.settings
+    if artifact.stale_reason() or m.source.kind != "zoo" or m.source.model != args.model:
+        return None
+    asked_shape = list(shape) if shape else list(get_spec(args.model).input_shape)
+    same = (s.opset, s.simplify, s.dynamic_size, s.input_shape) == (
+        args.opset,
+        not args.no_simplify,
+        args.dynamic_size,
+        asked_shape,
+    )
+    if args.weights:
+        same = (
+            same
+            and m.weights.kind == "file"
+            and args.weights.is_file()
+            and sha256_file(args.weights) == m.weights.sha256
+        )
+    else:
+        same = same and m.weights.kind == "random" and s.seed == args.seed
+    return directory if same else None
+
+
+def _variant_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .variants import VariantOptions
+
+    return VariantOptions(
+        calibration_dir=args.calibration_dir,
+        calibration_method=args.calibration_method,
+        fp16_io=args.fp16_io,
+        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+    )
+
+
+def _check_render() -> None:
+    from .render import render_available
+
+    reason = render_available()
+    if reason:
+        raise UserError(f"--render: {reason}")
+
+
+def _render(out: Console, path: Path) -> None:
+    from .render import render_graph
+
+    Console(sys.stderr).print(f"rendering {path.name} in headless Chromium")
+    r = render_graph(path)
+    out.print(
+        f"rendered {r.svg_path} and {r.png_path}: {r.nodes_drawn} operator nodes drawn "
+        f"(graph has {r.nodes_in_graph}), {len(r.op_types_drawn)} op types, "
+        f"{r.batch_edge_labels} edges labelled with the symbolic batch",
+        style="bold green",
+    )
+
+
+def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .export import export_model
+    from .graph import load_onnx
+    from .variants import build_variant
+
+    if args.render:
+        _check_render()
+    if args.model.endswith(".onnx"):
+        if args.weights or args.input_shape or args.dynamic_size:
+            raise UserError("an .onnx file is served or rendered as it is: --weights and --input-shape do not apply")
+        if not (args.view or args.render):
+            raise UserError(f"{args.model} is already ONNX: add --view to serve it or --render to draw it")
+        path = Path(args.model)
+        load_onnx(path)
+    else:
+        shape = parse_input_shape(args.input_shape) if args.input_shape else None
+        key = art.VariantKey(args.precision, args.optimize_for)
+        directory = _reusable(args, shape) if (args.view or args.render or not key.is_base) else None
+        if directory is not None:
+            out.print(f"reusing {directory} (current, and made with these settings)")
+            path = art.open_artifact(directory).path()
+            prepared = None
+        else:
+            result = export_model(
+                args.model,
+                opset=args.opset,
+                output_dir=args.output_dir,
+                weights=args.weights,
+                simplify=not args.no_simplify,
+                input_shape=shape,
+                seed=args.seed,
+                name=args.name,
+                dynamic_size=args.dynamic_size,
+                on_step=lambda msg: err.print(f"{args.model}: {msg}"),
+            )
+            print_export(out, result)
+            directory, path = result.directory, result.onnx_path
+            prepared = None
+        if not key.is_base:
+            if is_user_model_ref(args.model):
+                from .reference import rebuild
+
+                prepared = rebuild(art.open_artifact(directory).manifest, args.model)
+            v = build_variant(
+                directory,
+                key,
+                options=_variant_options(args),
+                reference=prepared,
+                on_step=lambda msg: err.print(f"{args.model} {key}: {msg}"),
+            )
+            print_variant(out, v)
+            path = v.path
+    if args.render:
+        _render(out, path)
+    if args.view:
+        from .viewer import view
+
+        view(path, port=args.port, open_browser=not args.no_browser, announce=out.print)
+    return 0
+
+
+def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Export every zoo model; a failure of one (a user error or a fault such as a full disk) is
+    recorded and the rest still run; the summary names each failure."""
+    from .export import export_model
+    from .variants import build_variant
+
+    names = list_models()
+    rows: list[list[object]] = []
+    failures: list[tuple[str, str]] = []
+    key = art.VariantKey(args.precision, args.optimize_for)
+    with err.progress(len(names), "exporting the zoo") as progress:
+        for name in names:
+            progress.update(f"exporting {name}")
+            try:
+                r = export_model(
+                    name,
+                    opset=args.opset,
+                    output_dir=args.output_dir,
+                    simplify=not args.no_simplify,
+                    seed=args.seed,
+                    dynamic_size=args.dynamic_size,
+                )
+                if not key.is_base:
+                    progress.update(f"{name}: {key} variant")
+                    build_variant(r.directory, key, options=_variant_options(args))
+                if args.render:
+                    from .render import render_graph
+
+                    progress.update(f"rendering {name}")
+                    render_graph(r.onnx_path)
+                m = r.manifest
+                rows.append(
+                    [
+                        name,
+                        ("ok", "green"),
+                        f"{m.nodes_raw} -> {m.nodes}",
+                        f"{m.size_bytes / 1e6:.1f}",
+                        fmt(m.parity.worst("max_abs_err"), ".1e"),
+                        f"{r.seconds:.1f}",
+                    ]
+                )
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # one model's failure, user error or fault, must not stop the others
+                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc)}"
+                failures.append((name, message))
+                rows.append([name, ("FAILED", "red"), "", "", "", ""])
+            progress.advance()
+    cols = [Column("model"), Column("status"), Column("nodes raw -> simplified", True), Column("MB", True)]
+    cols += [Column("max abs err", True), Column("seconds", True)]
+    title = f"Exported {len(names) - len(failures)}/{len(names)} models to {args.output_dir} (opset {args.opset})"
+    out.table(cols, rows, title=title)  # type: ignore[arg-type]
+    for name, message in failures:
+        out.print(f"FAILED {name}: {message}", style="red")
+    return 1 if failures else 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    out, err = Console(sys.stdout), Console(sys.stderr)
+    if args.json and not args.list:
+        raise UserError("--json goes with --list")
+    if args.list:
+        return list_zoo(out, args.json)
+    if (args.port is not None or args.no_browser) and not args.view:
+        raise UserError("--port and --no-browser go with --view")
+    validate_opset(args.opset)
+    if args.name is not None:
+        art.validate_name(args.name)
+    if args.all:
+        if args.model:
+            raise UserError("give either a model name or --all, not both")
+        if args.weights or args.input_shape or args.name or args.view:
+            raise UserError("--weights, --input-shape, --name and --view apply to one model, not --all")
+        if args.render:
+            _check_render()
+        return export_all(args, out, err)
+    if not args.model:
+        raise UserError("name a model (see --list), a file.py:Builder, or use --all")
+    return export_one(args, out, err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: _dispatch(args), interrupted="nothing partial was written")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -96,6 +96,16 @@ def load_calibration_dir(path: str | Path, input_shape: tuple[int, ...], limit: 
     return torch.cat(batches)[:limit].contiguous()
 
 
+def random_input(input_shape: tuple[int, ...], batch: int, seed: int) -> torch.Tensor:
+    """Fresh random input uniform in [-1, 1) (never all zeros), reproducible from ``seed``.
+
+    The same range as the digits and calibration images, so every check and every
+    quantization calibration sees inputs from one distribution.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand((batch, *input_shape), generator=gen) * 2 - 1
+
+
 def accuracy(logits: np.ndarray | torch.Tensor, labels: torch.Tensor) -> float:
     pred = np.asarray(logits).argmax(axis=1)
     return float((pred == labels.numpy()).mean())

@@ -1,13 +1,24 @@
-"""Errors a user can cause. The CLIs print these as one line and exit non-zero."""
+"""Errors a user can cause or meet, and the one guard every command runs its body under.
+
+A user mistake (a bad name, file or option) or a fault of the machine (a full disk, memory
+exhausted, a killed run) is one line on stderr and a non-zero exit, never a traceback.
+Bugs in the toolkit still show their traceback.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
+
+#: errno values that mean "the disk cannot take this write", whatever the file.
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 
 
 class UserError(Exception):
-    """A problem with the user's input (name, file, option), not a bug in the toolkit."""
+    """A problem with the user's input (name, file, option) or machine, not a bug in the toolkit."""
 
     exit_code = 2
 
@@ -18,14 +29,59 @@ class ExportFailed(UserError):
     exit_code = 3
 
 
+class Terminated(BaseException):
+    """SIGTERM, handled like Ctrl-C so a stopped run keeps what it finished."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when it has none."""
+    for line in str(exc).strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def describe_os_error(exc: OSError, what: str) -> str:
+    """One line for a failed file operation: a full disk says so, others give the system's reason."""
+    if exc.errno in DISK_FULL:
+        return f"{what}: the disk is full ({exc.strerror or 'no space left'})"
+    return f"{what}: {exc.strerror or first_line(exc)}"
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def run_guarded(body: Callable[[], int], *, interrupted: str) -> int:
-    """Run a command's body; user errors become one ``error:`` line on stderr and their exit code,
-    Ctrl-C becomes one ``interrupted:`` line and exit 130. Bugs still show their traceback."""
+    """Run a command's body and turn everything a user can meet into one line and an exit code.
+
+    ``UserError`` -> ``error: ...`` and its exit code; Ctrl-C (130) and SIGTERM (143) ->
+    ``interrupted: <interrupted>``; a full disk, exhausted memory or a closed pipe
+    (``| head``) -> one line (or none, for the pipe). Other exceptions are bugs and keep
+    their traceback.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return body()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         print(f"interrupted: {interrupted}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep Python from complaining
+        # again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except MemoryError:
+        print("error: out of memory: use a smaller batch or model, or free memory", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            print(f"error: {describe_os_error(exc, exc.filename or 'writing')}", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -16,11 +16,12 @@ import onnx
 import torch
 from torch import nn
 
+from .artifact import BATCH_DIM, HEIGHT_DIM, WIDTH_DIM
 from .errors import ExportFailed, UserError
+from .pooling import dynamic_adaptive_pooling
 
 SUPPORTED_OPSETS = range(13, 21)
 DEFAULT_OPSET = 17
-BATCH_DIM = "batch"
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
@@ -76,21 +77,37 @@ def native_lrn(model: nn.Module) -> Iterator[int]:
             setattr(parent, child_name, child)
 
 
-def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def trace_to_onnx(
+    model: nn.Module, example: torch.Tensor, opset: int, *, dynamic_size: bool = False
+) -> onnx.ModelProto:
     """Export ``model`` (already in eval mode) traced on ``example``; batch axis named ``batch``.
 
     Inputs are named ``input``; outputs ``output`` (or ``output``, ``output_1``, ... when
     the model returns several tensors).
+
+    With ``dynamic_size`` the input's dims 2 and 3 are symbolic too (``height``, ``width``) and
+    adaptive pools are swapped for :class:`exporter.pooling.DynamicAdaptivePool2d` while
+    tracing, so they compute PyTorch's bins from the runtime size. Outputs keep ``batch``;
+    any spatial output dims keep the names the exporter derives. This does not check that the
+    model accepts other sizes: see :func:`exporter.pooling.find_size_limits`.
     """
     validate_opset(opset)
+    if dynamic_size and example.dim() != 4:
+        raise UserError(
+            f"--dynamic-size needs a 4-D (batch, channels, height, width) input; the example has shape "
+            f"{tuple(example.shape)}"
+        )
     with torch.inference_mode():
         probe = model(example)
     n_out = len(probe) if isinstance(probe, (tuple, list)) else 1
     output_names = [OUTPUT_NAME] + [f"{OUTPUT_NAME}_{i}" for i in range(1, n_out)]
     dynamic_axes = {name: {0: BATCH_DIM} for name in [INPUT_NAME, *output_names]}
+    if dynamic_size:
+        dynamic_axes[INPUT_NAME] = {0: BATCH_DIM, 2: HEIGHT_DIM, 3: WIDTH_DIM}
+    pooling = dynamic_adaptive_pooling(model) if dynamic_size else contextlib.nullcontext()
     buf = io.BytesIO()
     try:
-        with native_lrn(model), warnings.catch_warnings():
+        with native_lrn(model), pooling, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
@@ -103,6 +120,8 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
+    except UserError:  # a refusal from the pooling swap is already one clear line
+        raise
     except Exception as exc:  # torch raises many types; the user needs the first line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportFailed(f"torch.onnx.export failed at opset {opset}: {first}") from exc

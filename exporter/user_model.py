@@ -69,3 +69,14 @@ def build_user_model(ref: str) -> tuple[str, nn.Module]:
     if not isinstance(model, nn.Module):
         raise UserError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
     return name, model
+
+
+def parse_input_sizes(texts: list[str]) -> list[tuple[int, int]]:
+    """Parse ``--input-size`` values such as ``224x224 256x300`` into (height, width) pairs."""
+    sizes = []
+    for text in texts:
+        parts = text.lower().replace(" ", "").split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise UserError(f"bad --input-size {text!r}: expected HEIGHTxWIDTH with positive integers, e.g. 256x300")
+        sizes.append((int(parts[0]), int(parts[1])))
+    return sizes

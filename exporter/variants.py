@@ -1,16 +1,18 @@
 """Faster variants of an exported fp32 graph: fp16 (CUDA), int8 (CPU), offline-optimized graphs.
 
-Every variant is built in a temporary folder, verified against PyTorch (and, for models
-with a labelled set, scored for accuracy), and only then written beside the fp32 graph
-as ``NAME.fp16.onnx``, ``NAME.int8.onnx``, ``NAME[.precision].opt-TARGET.onnx`` and
-recorded in ``manifest.json`` under ``variants``.
+One transform per function (Polygraphy's "one loader per transform"): :func:`strip_identity_ops`,
+:func:`to_fp16`, :func:`to_int8`, and offline optimization through the session factory. A
+variant is built from the artifact's current fp32 graph in a temporary folder, verified
+against PyTorch with :func:`runtime.parity.check` (the same check ``runtime.parity`` runs
+later, so both give the same verdict), and only then written beside the fp32 graph and
+recorded in the manifest, all under the artifact's lock.
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,27 +20,18 @@ import numpy as np
 import onnx
 import torch
 
-from . import artifacts
+from . import artifact as art
 from .errors import ExportFailed, UserError
-from .graph import io_shapes, op_counts, topological_sort
-from .trace import BATCH_DIM
+from .files import atomic_outputs, remove_stale_partials, require_free_space, sha256_bytes
+from .graph import io_shapes, io_spec, op_counts, topological_sort
+from .reference import Prepared, rebuild
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TARGETS = ("cpu", "cuda")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATION_IMAGES = 256
+#: Seed of the random calibration batch: the same distribution as the parity inputs, other samples.
+CALIBRATION_SEED = 4242
 #: Kept in float32 in fp16 graphs: LRN sums squares of activations, which can overflow half precision.
 FP16_KEEP_FP32 = ("LRN",)
-
-
-def variant_key(precision: str, optimize_for: str | None) -> str:
-    return precision + (f".opt-{optimize_for}" if optimize_for else "")
-
-
-def variant_path(
-    name: str, precision: str, optimize_for: str | None, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR
-) -> Path:
-    suffix = ("" if precision == "fp32" else f".{precision}") + (f".opt-{optimize_for}" if optimize_for else "")
-    return artifacts.onnx_path(name, output_dir, suffix)
 
 
 def cpu_int8_features() -> dict[str, bool]:
@@ -162,6 +155,8 @@ def to_int8(
 
     if method not in CALIBRATION_METHODS:
         raise UserError(f"unknown calibration method {method!r}: choose {', '.join(CALIBRATION_METHODS)}")
+    if not torch.isfinite(calibration).all():
+        raise UserError("the calibration images contain NaN or Inf values")
     reduce = default_reduce_range() if reduce_range is None else reduce_range
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(calibration, "input")
     prepared = out_path.with_name(out_path.stem + ".pre.onnx")
@@ -204,133 +199,180 @@ def to_int8(
     }
 
 
-def optimize_offline(in_path: Path, out_path: Path, target: str) -> dict[str, object]:
+def calibration_images(reference: Prepared, calibration_dir: str | Path | None) -> tuple[torch.Tensor, str]:
+    """Images to calibrate int8 on, from the distribution the parity check feeds.
+
+    The user's folder where given; the digits training split for digits-trained weights;
+    otherwise seeded random inputs in [-1, 1), the distribution the check of a model with
+    random weights uses (calibrating on one distribution and checking on another makes
+    every activation range wrong).
+    """
+    from .data import digits, load_calibration_dir, random_input
+
+    if calibration_dir is not None:
+        return load_calibration_dir(calibration_dir, reference.input_shape), str(calibration_dir)
+    if reference.trained_on == "sklearn digits":
+        return digits(reference.input_shape)[0].x[:CALIBRATION_IMAGES], "sklearn digits (training split)"
+    return (
+        random_input(reference.input_shape, CALIBRATION_IMAGES, seed=CALIBRATION_SEED),
+        f"random uniform [-1, 1), seed {CALIBRATION_SEED}",
+    )
+
+
+def optimize_offline(in_path: Path, out_path: Path, target: str) -> art.OptimizationRecord:
     """Save onnxruntime's optimized graph for ``target`` so sessions start without re-optimizing.
 
     CPU: all levels (including CPU-only layouts; the file then runs on CPU only). CUDA: the
     extended level with the CUDA provider where one works, otherwise only the
     provider-independent basic level (correct on any provider), recorded as such.
     """
-    import onnxruntime as ort
+    from runtime.sessions import SessionConfig, cuda_usable, save_optimized
 
-    from runtime.sessions import CUDA_PROVIDER, SessionConfig, create_session
-
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(out_path)
-    so.log_severity_level = 3
-    level, providers = "all", ["CPUExecutionProvider"]
-    if target == "cuda":
-        try:
-            _, info = create_session(in_path, SessionConfig(device="cuda"))
-            level, providers = "extended", [CUDA_PROVIDER, "CPUExecutionProvider"]
-        except UserError:
-            level = "basic"
-    so.graph_optimization_level = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    }[level]
-    ort.InferenceSession(str(in_path), sess_options=so, providers=providers)
+    if target == "cpu":
+        level, device = "all", "cpu"
+    elif cuda_usable():
+        level, device = "extended", "cuda"
+    else:
+        level, device = "basic", "cpu"
+    providers = save_optimized(in_path, out_path, SessionConfig(device=device, graph_optimization=level))
     if not out_path.is_file():
         raise ExportFailed("onnxruntime did not write the optimized graph")
-    return {"target": target, "level": level, "providers": providers}
+    return art.OptimizationRecord(target=target, level=level, providers=providers)
+
+
+@dataclass
+class VariantOptions:
+    """How to build a variant; recorded in its manifest entry so it can be rebuilt exactly."""
+
+    calibration_dir: str | Path | None = None
+    calibration_method: str = "minmax"
+    fp16_io: bool = False
+    reduce_range: bool | None = None
 
 
 @dataclass
 class VariantResult:
     name: str
-    key: str
+    key: art.VariantKey
     path: Path
-    record: dict[str, object]
+    record: art.VariantRecord
     seconds: float
 
 
-def build_variant(
-    name: str,
-    *,
-    precision: str = "fp32",
-    optimize_for: str | None = None,
-    output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
-    calibration_dir: str | Path | None = None,
-    calibration_method: str = "minmax",
-    fp16_io: bool = False,
-    reduce_range: bool | None = None,
-) -> VariantResult:
-    """Build, verify and record one variant of the exported model ``name`` (its fp32 artifact must exist)."""
-    from runtime.parity import check
-
-    from .data import digits, load_calibration_dir
-
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
-    if optimize_for not in (None, *TARGETS):
-        raise UserError(f"--optimize-for must be one of {', '.join(TARGETS)}")
-    if precision == "fp32" and optimize_for is None:
-        raise UserError("fp32 without --optimize-for is the plain export")
-    started = time.perf_counter()
-    base = artifacts.onnx_path(name, output_dir)
-    manifest = artifacts.read_manifest(name, output_dir)
-    if manifest is None or not base.is_file():
-        raise UserError(f"no fp32 export of {name} in {output_dir}: run 'python -m exporter {name}' first")
-    input_shape = tuple(manifest["input_shape"])
-    key = variant_key(precision, optimize_for)
-    final = variant_path(name, precision, optimize_for, output_dir)
-    record: dict[str, object] = {
-        "precision": precision,
-        "optimized_for": optimize_for,
-        "file": final.name,
-        "base_sha256": manifest["sha256"],
-    }
-    with tempfile.TemporaryDirectory(prefix=f"{name}-{key}-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        model = onnx.load(str(base))
-        model, removed = strip_identity_ops(model)
-        record["identity_nodes_removed"] = removed
-        stage = tmp / "stage.onnx"
-        if precision == "fp16":
-            model = to_fp16(model, keep_io_types=not fp16_io)
-            record["io_dtype"] = "float16" if fp16_io else "float32"
-            record["kept_fp32_ops"] = list(FP16_KEEP_FP32)
-        onnx.save(model, str(stage))
-        if precision == "int8":
-            if calibration_dir is not None:
-                images, source = load_calibration_dir(calibration_dir, input_shape), str(calibration_dir)
-            else:
-                images, source = digits(input_shape)[0].x[:256], "sklearn digits (training split)"
-            quantized = tmp / "int8.onnx"
-            record["quantization"] = to_int8(stage, quantized, images, calibration_method, reduce_range=reduce_range)
-            record["calibration_source"] = source
-            stage = quantized
-        if optimize_for:
-            optimized = tmp / "opt.onnx"
-            record["optimization"] = optimize_offline(stage, optimized, optimize_for)
-            stage = optimized
-        graph = onnx.load(str(stage))
-        shapes = io_shapes(graph)
-        if any(not dims or dims[0] != BATCH_DIM for dims in shapes.values()):
-            raise ExportFailed(f"the {key} graph lost the symbolic batch: {shapes}")
-        if not (optimize_for and record["optimization"]["level"] == "all"):  # type: ignore[index]
-            onnx.checker.check_model(graph)
-        record["nodes"] = len(graph.graph.node)
-        record["op_counts"] = op_counts(graph)
-        record["io"] = {k: v for k, v in shapes.items()}
-        report = check(
-            name,
-            onnx_path=stage,
-            batch_sizes=(1, 3),
-            device="cpu",
-            precision=precision,
-            output_dir=output_dir,
-            manifest=manifest,
+def _build(
+    base: Path, tmp: Path, key: art.VariantKey, reference: Prepared, options: VariantOptions
+) -> tuple[Path, dict[str, object]]:
+    """Apply the transforms of ``key`` to the fp32 graph at ``base``; return the staged file and its facts."""
+    facts: dict[str, object] = {"kept_fp32_ops": [], "io_dtype": "float32"}
+    model, facts["identity_nodes_removed"] = strip_identity_ops(onnx.load(str(base)))
+    stage = tmp / "stage.onnx"
+    if key.precision == "fp16":
+        model = to_fp16(model, keep_io_types=not options.fp16_io)
+        facts["io_dtype"] = "float16" if options.fp16_io else "float32"
+        facts["kept_fp32_ops"] = list(FP16_KEEP_FP32)
+    onnx.save(model, str(stage))
+    if key.precision == "int8":
+        images, source = calibration_images(reference, options.calibration_dir)
+        quantized = tmp / "int8.onnx"
+        q = to_int8(stage, quantized, images, options.calibration_method, reduce_range=options.reduce_range)
+        facts["quantization"] = art.QuantizationRecord(
+            **q,  # type: ignore[arg-type]
+            calibration_source=source,
+            calibration_dir=str(options.calibration_dir) if options.calibration_dir else None,
         )
-        record["parity"] = report.to_dict()
-        if not report.passed:
-            raise ExportFailed(f"{name} {key} failed verification: {'; '.join(report.failures()[:3])}")
-        data = stage.read_bytes()
-    record["sha256"] = hashlib.sha256(data).hexdigest()
-    record["size_bytes"] = len(data)
-    manifest.setdefault("variants", {})[key] = record
-    with artifacts.atomic_outputs(final.parent) as writer:
-        writer.write_bytes(final, data)
-        writer.write_json(artifacts.manifest_path(name, output_dir), manifest)
-    return VariantResult(name, key, final, record, time.perf_counter() - started)
+        stage = quantized
+    if key.optimize_for:
+        optimized = tmp / "opt.onnx"
+        facts["optimization"] = optimize_offline(stage, optimized, key.optimize_for)
+        stage = optimized
+    return stage, facts
+
+
+def build_variant(
+    directory: Path,
+    key: art.VariantKey,
+    *,
+    options: VariantOptions | None = None,
+    reference: Prepared | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> VariantResult:
+    """Build, verify and record the ``key`` variant of the artifact in ``directory``.
+
+    The fp32 graph must be current (as its manifest records). ``reference`` is the PyTorch
+    model to verify against; by default it is rebuilt from the manifest (zoo models only).
+    """
+    from runtime.parity import check
+    from runtime.sessions import SessionConfig, cuda_usable
+
+    step = on_step or (lambda _msg: None)
+    options = options or VariantOptions()
+    if key.is_base:
+        raise UserError("fp32 without --optimize-for is the exported graph itself")
+    started = time.perf_counter()
+    with art.artifact_lock(directory, on_wait=step):
+        artifact = art.open_artifact(directory)
+        stale = artifact.stale_reason()
+        if stale:
+            raise art.ArtifactError(f"cannot build the {key} variant: {stale}; export {artifact.name} again first")
+        manifest = artifact.manifest
+        if reference is None:
+            step("rebuilding the PyTorch reference")
+            reference = rebuild(manifest)
+        final = artifact.path(key)
+        with tempfile.TemporaryDirectory(prefix=f"{artifact.name}-{key}-") as tmp_dir:
+            step(f"building the {key} graph")
+            stage, facts = _build(artifact.path(), Path(tmp_dir), key, reference, options)
+            graph = onnx.load(str(stage))
+            shapes = io_shapes(graph)
+            if any(not dims or dims[0] != art.BATCH_DIM for dims in shapes.values()):
+                raise ExportFailed(f"the {key} graph lost the symbolic batch: {shapes}")
+            if manifest.dynamic_size and any(
+                dims[2:4] != [art.HEIGHT_DIM, art.WIDTH_DIM] for dims in [shapes[i.name] for i in manifest.inputs]
+            ):
+                raise ExportFailed(f"the {key} graph lost the symbolic height/width: {shapes}")
+            optimization = facts.get("optimization")
+            if not (isinstance(optimization, art.OptimizationRecord) and optimization.level == "all"):
+                onnx.checker.check_model(graph)  # level "all" writes onnxruntime-only operators
+            data = stage.read_bytes()
+        on_cuda = key.optimize_for == "cuda" and cuda_usable()
+        step(f"verifying the {key} graph against PyTorch")
+        parity = check(
+            data,
+            reference,
+            precision=key.precision,
+            sizes=_sizes(manifest),
+            session=SessionConfig(device="cuda" if on_cuda else "cpu"),
+            on_step=step,
+        )
+        if not parity.passed:
+            raise ExportFailed(f"{artifact.name} {key} failed verification: {'; '.join(parity.failures()[:3])}")
+        spec = io_spec(graph)
+        record = art.VariantRecord(
+            key=str(key),
+            file=final.name,
+            sha256=sha256_bytes(data),
+            size_bytes=len(data),
+            base_sha256=manifest.sha256,
+            created=art.now(),
+            nodes=len(graph.graph.node),
+            op_counts=op_counts(graph),
+            inputs=spec["inputs"],  # type: ignore[arg-type]
+            outputs=spec["outputs"],  # type: ignore[arg-type]
+            parity=parity,
+            **facts,  # type: ignore[arg-type]
+        )
+        remove_stale_partials(directory)
+        require_free_space(directory, len(data), final.name)
+        with atomic_outputs(directory) as writer:
+            writer.write_bytes(final, data)
+            art.write_manifest(writer, directory, manifest.with_variant(record))
+    return VariantResult(artifact.name, key, final, record, time.perf_counter() - started)
+
+
+def _sizes(manifest: art.Manifest) -> list[tuple[int, int]]:
+    from runtime.parity import check_sizes
+
+    if not manifest.dynamic_size:
+        return []
+    _, h, w = manifest.input_shape
+    return check_sizes((h, w), manifest.min_size)

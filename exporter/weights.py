@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .artifacts import sha256_file
-from .errors import UserError
+from .errors import UserError, first_line
+from .files import sha256_file
 
 DEFAULT_SEED = 0
 
@@ -48,6 +50,8 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
+    if isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if k != "meta"}
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(
             f"{path} holds no state_dict: expected a dict of tensors, or a checkpoint dict with one under 'state_dict'"
@@ -63,19 +67,33 @@ def _preview(names: list[str], limit: int = 5) -> str:
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[str, ...] = ()) -> str:
+@dataclass(frozen=True)
+class LoadedWeights:
+    """Which file was loaded (its sha256) and the ``meta`` a checkpoint carried, if any."""
+
+    sha256: str
+    meta: dict[str, object] | None
+
+
+def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[str, ...] = ()) -> LoadedWeights:
     """Load a ``.pth`` state_dict into ``model`` strictly; mismatches name the offending keys.
 
     Keys under ``optional_prefixes`` (training-only heads) may be absent from the file.
-    Returns the file's sha256 so the manifest can record exactly which weights were used.
+    Returns the file's sha256 (the manifest records exactly which weights were used) and
+    the checkpoint's ``meta`` (``python -m exporter.train`` records its dataset there).
     """
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"weights file {p} is a folder, not a .pth file")
     if not p.is_file():
         raise UserError(f"weights file not found: {p}")
+    if p.stat().st_size == 0:
+        raise UserError(f"weights file {p} is empty")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"cannot read weights file {p}: {str(exc).strip().splitlines()[0]}") from exc
+        raise UserError(f"cannot read weights file {p}: {first_line(exc)}") from exc
+    meta = obj.get("meta") if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) else None
     state = _extract_state_dict(obj, p)
     expected = model.state_dict()
 
@@ -99,4 +117,18 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
     if problems:
         raise UserError(f"weights in {p} do not fit the model: " + "; ".join(problems))
     model.load_state_dict(state, strict=False)
-    return sha256_file(p)
+    return LoadedWeights(sha256_file(p), meta)
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    """sha256 over every state_dict entry (name, dtype, shape, bytes): the weights' identity.
+
+    Recorded at export and checked when a reference model is rebuilt, so a parity check
+    can never compare a graph against different weights without saying so.
+    """
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,18 +1,12 @@
-"""Shared fixtures: one export per model per test session, in a temporary artifacts folder."""
+"""Shared fixtures: one export per zoo model per test session, in a temporary artifacts folder."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from exporter.pipeline import ExportResult, export_model  # noqa: E402
+from exporter.export import ExportResult, export_model
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +30,3 @@ class _Exports:
 @pytest.fixture(scope="session")
 def exported(artifacts_dir: Path) -> _Exports:
     return _Exports(artifacts_dir)
-
-
-def run_cli(
-    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <args>`` as a user would, capturing output; ``env`` overrides variables."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200", **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )

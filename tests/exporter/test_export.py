@@ -11,13 +11,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import run_cli
 
-from exporter import artifacts
+from exporter import artifact as art
+from exporter.data import random_input
 from exporter.errors import ExportFailed, UserError
-from exporter.pipeline import export_model, prepare_model, random_input
+from exporter.export import export_model
+from exporter.files import AtomicWriter
+from exporter.reference import prepare, rebuild
 from exporter.zoo import get_spec, list_models
 from runtime.parity import check
+from tests.helpers import run_cli
 
 ALL = list_models()
 SMALL = ["lenet5", "alexnet_cifar", "resnet_cifar", "googlenet_cifar"]
@@ -37,20 +40,20 @@ def test_zoo_model_exports_with_symbolic_batch_and_parity(name: str, exported) -
     assert result.onnx_path.name == f"{name}.onnx"
     assert _batch_dims(model) == ["batch", "batch"], "symbolic batch lost"
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
-    m = json.loads(result.manifest_path.read_text())
-    assert m["sha256"] == hashlib.sha256(result.onnx_path.read_bytes()).hexdigest()
-    assert m["inputs"][0]["shape"] == ["batch", *get_spec(name).input_shape]
-    assert m["outputs"][0]["shape"] == ["batch", get_spec(name).num_classes]
-    assert m["nodes"]["simplified"] == len(model.graph.node) <= m["nodes"]["raw"]
-    assert {"torch", "onnx", "onnxsim"} <= set(m["versions"])
-    assert [r["batch_size"] for r in m["parity"]["results"]] == [1, 3]
-    # Independent parity run at batch 1 and two other sizes, on fresh inputs.
-    report = check(
-        name, onnx_path=result.onnx_path, batch_sizes=(1, 4, 7), device="cpu", output_dir=result.onnx_path.parent.parent
-    )
-    assert report.passed, report.failures()
-    assert [r.batch_size for r in report.results] == [1, 4, 7]
-    assert all(r.top1_agreement == 1.0 for r in report.results)
+    m = art.open_artifact(result.directory).manifest
+    assert m == result.manifest
+    assert m.sha256 == hashlib.sha256(result.onnx_path.read_bytes()).hexdigest()
+    assert m.inputs[0].shape == ["batch", *get_spec(name).input_shape]
+    assert m.outputs[0].shape == ["batch", get_spec(name).num_classes]
+    assert m.nodes == len(model.graph.node) <= m.nodes_raw
+    assert {"torch", "onnx", "onnxsim"} <= set(m.versions)
+    assert [r.batch_size for r in m.parity.results] == [1, 3, 5]
+    # Independent parity run at other batch sizes, on fresh inputs, against a reference rebuilt
+    # from the manifest alone.
+    record = check(result.onnx_path, rebuild(m), batch_sizes=(1, 4, 7), seed=99)
+    assert record.passed, record.failures()
+    assert [r.batch_size for r in record.results] == [1, 4, 7]
+    assert all(r.top1_agreement == 1.0 for r in record.results)
 
 
 def test_lrn_exports_as_one_native_node(exported) -> None:
@@ -65,7 +68,7 @@ def test_every_supported_opset_is_written_exactly(opset: int, tmp_path: Path) ->
     result = export_model("alexnet_cifar", opset=opset, output_dir=tmp_path)
     model = onnx.load(str(result.onnx_path))
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [opset]
-    assert result.manifest["opset"] == opset
+    assert result.manifest.settings.opset == opset
     assert _batch_dims(model) == ["batch", "batch"]
 
 
@@ -81,9 +84,9 @@ def test_reexport_is_byte_identical(name: str, tmp_path: Path) -> None:
     a = export_model(name, output_dir=tmp_path / "a")
     b = export_model(name, output_dir=tmp_path / "b")
     assert a.onnx_path.read_bytes() == b.onnx_path.read_bytes()
-    assert a.manifest["sha256"] == b.manifest["sha256"]
+    assert a.manifest.sha256 == b.manifest.sha256
     c = export_model(name, output_dir=tmp_path / "c", seed=7)
-    assert c.manifest["sha256"] != a.manifest["sha256"], "seed must change the weights"
+    assert c.manifest.sha256 != a.manifest.sha256, "seed must change the weights"
 
 
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
@@ -93,12 +96,13 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("wrap", ["plain", "checkpoint"])
 def test_weights_round_trip(wrap: str, tmp_path: Path) -> None:
-    source = prepare_model("resnet_cifar", seed=42).model
+    source = prepare("resnet_cifar", seed=42).model
     state = source.state_dict()
     weights = tmp_path / "w.pth"
     torch.save(state if wrap == "plain" else {"state_dict": state, "epoch": 3}, weights)
     result = export_model("resnet_cifar", weights=weights, output_dir=tmp_path / "out")
-    assert result.manifest["weights"]["kind"] == "file"
+    assert result.manifest.weights.kind == "file"
+    assert not result.manifest.weights.batchnorm_calibrated
     for batch in (1, 5):
         x = random_input((3, 32, 32), batch, seed=batch)
         with torch.inference_mode():
@@ -111,14 +115,14 @@ def test_weights_round_trip(wrap: str, tmp_path: Path) -> None:
 
 
 def test_torchvision_style_checkpoint_loads_into_googlenet_without_aux(tmp_path: Path) -> None:
-    state = {k: v for k, v in prepare_model("googlenet").model.state_dict().items() if not k.startswith("aux")}
+    state = {k: v for k, v in prepare("googlenet").model.state_dict().items() if not k.startswith("aux")}
     torch.save(state, tmp_path / "g.pth")
-    model = prepare_model("googlenet", weights=tmp_path / "g.pth").model
+    model = prepare("googlenet", weights=tmp_path / "g.pth").model
     assert torch.equal(model.state_dict()["fc.weight"], state["fc.weight"])
 
 
 def test_weights_with_wrong_keys_or_shapes_name_them(tmp_path: Path) -> None:
-    state = prepare_model("lenet5").model.state_dict()
+    state = prepare("lenet5").model.state_dict()
     bad = dict(state)
     bad["conv_layer.0.weight"] = torch.zeros(7, 3, 5, 5)
     bad["extra.bias"] = torch.zeros(3)
@@ -145,6 +149,7 @@ class TinyNet(nn.Module):
         return self.body(x)
 
 def make_tiny():
+    torch.manual_seed(3)  # a deterministic builder: calling it again gives the same weights
     return TinyNet()
 
 NOT_A_MODEL = 3
@@ -163,8 +168,17 @@ def test_user_model_file_exports_like_a_zoo_model(builder: str, tmp_path: Path) 
     model = onnx.load(str(path))
     assert _batch_dims(model) == ["batch", "batch"]
     assert "LRN" in [n.op_type for n in model.graph.node]
-    report = check(builder.lower(), onnx_path=path, batch_sizes=(1, 6), device="cpu", output_dir=out)
-    assert report.passed and report.results[1].batch_size == 6
+    manifest = art.open_artifact(path.parent).manifest
+    ref = f"{tmp_path / 'tiny.py'}:{builder}"
+    assert manifest.weights.kind == "as_given" and manifest.source.ref == ref
+    if builder == "make_tiny":
+        record = check(path, rebuild(manifest, ref), batch_sizes=(1, 6))
+        assert record.passed and record.results[1].batch_size == 6
+    else:
+        # An unseeded class builds other random weights each call: the fingerprint catches it
+        # instead of reporting a parity failure (or, worse, a pass against other weights).
+        with pytest.raises(UserError, match="not deterministic"):
+            rebuild(manifest, ref)
 
 
 def test_nn_module_exports_through_the_api(tmp_path: Path) -> None:
@@ -172,16 +186,17 @@ def test_nn_module_exports_through_the_api(tmp_path: Path) -> None:
         torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
     )
     result = export_model(module, input_shape=(1, 8, 8), name="mine", output_dir=tmp_path)
-    assert result.manifest["outputs"][0]["shape"] == ["batch", 3]
+    assert result.manifest.outputs[0].shape == ["batch", 3]
+    assert result.manifest.source.kind == "module" and result.manifest.weights.kind == "as_given"
 
 
 def test_failure_mid_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import exporter.pipeline as pipeline
+    import exporter.export as export
 
     def boom(*_a, **_k):
         raise ExportFailed("simulated mismatch")
 
-    monkeypatch.setattr(pipeline, "_verify", boom)
+    monkeypatch.setattr(export, "simplify_graph", boom)
     with pytest.raises(ExportFailed):
         export_model("lenet5", output_dir=tmp_path)
     assert list(tmp_path.rglob("*")) == []
@@ -191,11 +206,11 @@ def test_failed_write_keeps_previous_artifact_intact(tmp_path: Path, monkeypatch
     first = export_model("lenet5", output_dir=tmp_path)
     before = first.onnx_path.read_bytes()
 
-    def fail_json(self, final, obj):
-        raise OSError("disk full")
+    def fail_text(self, final, text):
+        raise UserError("cannot write manifest.json: the disk is full")
 
-    monkeypatch.setattr(artifacts.AtomicWriter, "write_json", fail_json)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(AtomicWriter, "write_text", fail_text)
+    with pytest.raises(UserError):
         export_model("lenet5", output_dir=tmp_path, seed=5)
     assert first.onnx_path.read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "lenet5").iterdir()) == ["lenet5.onnx", "manifest.json"]
@@ -216,7 +231,7 @@ def test_failed_write_keeps_previous_artifact_intact(tmp_path: Path, monkeypatch
         (["tiny.py:NOT_A_MODEL", "--input-shape", "3x8x8"], "not a class or function"),
         (["nothere.py:Net", "--input-shape", "3x8x8"], "model file not found"),
         (["lenet5", "--weights", "garbage.pth"], "cannot read weights file"),
-        (["lenet5", "--output-dir", "blocked/sub"], "cannot create output directory"),
+        (["lenet5", "--output-dir", "blocked/sub"], "cannot write in blocked/sub"),
         ([], "name a model"),
     ],
 )
@@ -236,7 +251,7 @@ def test_cli_export_prints_node_counts_and_parity(tmp_path: Path) -> None:
     proc = run_cli("exporter", "lenet5", "--opset", "17", "--output-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "raw ->" in proc.stdout and "simplified" in proc.stdout
-    assert "batch 1" in proc.stdout and "batch 3" in proc.stdout
+    assert "batches 1, 3, 5" in proc.stdout and "max abs" in proc.stdout
     assert (tmp_path / "lenet5" / "manifest.json").is_file()
 
 
@@ -254,10 +269,10 @@ def test_cli_list_table_and_json() -> None:
 
 
 def test_cli_all_continues_past_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import exporter.cli as cli
-    import exporter.pipeline as pipeline
+    import exporter.__main__ as cli
+    import exporter.export as export
 
-    real = pipeline.export_model
+    real = export.export_model
 
     def flaky(name, **kw):
         if name == "alexnet_cifar":
@@ -265,7 +280,7 @@ def test_cli_all_continues_past_a_failure(tmp_path: Path, monkeypatch: pytest.Mo
         return real(name, **kw)
 
     monkeypatch.setattr(cli, "list_models", lambda: ["lenet5", "alexnet_cifar", "resnet_cifar"])
-    monkeypatch.setattr(pipeline, "export_model", flaky)
+    monkeypatch.setattr(export, "export_model", flaky)
     code = cli.main(["--all", "--output-dir", str(tmp_path)])
     printed = capsys.readouterr().out
     assert code == 1

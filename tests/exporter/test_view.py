@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import run_cli
 
 from exporter.errors import UserError
 from exporter.render import render_available, render_graph
 from exporter.viewer import GraphServer, pick_port, view
+from tests.helpers import run_cli
 
 NO_RENDER = render_available()
 browser = pytest.mark.skipif(NO_RENDER is not None, reason=f"no browser: {NO_RENDER}")

@@ -1,14 +1,15 @@
-"""``python -m exporter.train NAME``: give a small zoo model real weights on scikit-learn's digits.
+"""Real weights for the small zoo models: a short training run on scikit-learn's digits.
 
 A short CPU run (Adam, cosine schedule) on the training split; the held-out accuracy is
-measured and stored with the checkpoint at ``artifacts/NAME/NAME.digits.pth``, which
-``python -m exporter NAME --weights ...`` exports like any other state_dict.
+measured and stored with the checkpoint at ``artifacts/NAME/NAME.digits.pth`` (its ``meta``
+names the dataset, which is how parity knows to feed held-out digits), and
+``python -m exporter NAME --weights ...`` exports it like any other state_dict. The
+command is ``python -m exporter.train`` (:mod:`exporter.train.__main__`).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifacts
-from .data import accuracy, digits
-from .errors import UserError, run_guarded
-from .zoo import get_spec
+from .. import artifact as art
+from ..data import accuracy, digits
+from ..errors import UserError
+from ..files import atomic_outputs
+from ..zoo import get_spec
 
 DIGITS_MODELS = ("lenet5", "alexnet_cifar", "vgg16_cifar", "googlenet_cifar", "resnet_cifar")
 # Per-model settings that converge in a short CPU run; plain deep nets (no BatchNorm) need a gentler rate.
@@ -59,8 +61,8 @@ class TrainResult:
     seconds: float
 
 
-def checkpoint_path(name: str, output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR) -> Path:
-    return artifacts.model_dir(name, output_dir) / f"{name}.digits.pth"
+def checkpoint_path(name: str, output_dir: str | Path = art.DEFAULT_ARTIFACTS_DIR) -> Path:
+    return art.artifact_dir(name, output_dir) / f"{name}.digits.pth"
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
@@ -77,7 +79,7 @@ def train(
     lr: float | None = None,
     batch_size: int = 64,
     seed: int = 0,
-    output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
+    output_dir: str | Path = art.DEFAULT_ARTIFACTS_DIR,
     log=print,
 ) -> TrainResult:  # type: ignore[no-untyped-def]
     """Train ``name`` on the digits training split and save its state_dict with the figures."""
@@ -90,8 +92,8 @@ def train(
     recipe = RECIPES.get(name, {"epochs": 10, "lr": 1e-3})
     epochs = int(epochs or recipe["epochs"])
     lr = float(lr or recipe["lr"])
-    if epochs < 1 or lr <= 0 or batch_size < 1:
-        raise UserError("epochs and batch size must be at least 1 and the learning rate positive")
+    if epochs < 1 or not (math.isfinite(lr) and lr > 0) or batch_size < 1:
+        raise UserError("epochs and batch size must be at least 1 and the learning rate a positive number")
     torch.manual_seed(seed)
     train_set, test_set = digits(spec.input_shape)
     model = spec.build()
@@ -133,7 +135,7 @@ def train(
         "train_size": len(train_set.x),
         "test_size": len(test_set.x),
     }
-    with artifacts.atomic_outputs(path.parent) as writer:
+    with atomic_outputs(path.parent) as writer:
         tmp = writer.path_for(path)
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
         writer.write_json(path.with_suffix(".json"), meta)
@@ -143,85 +145,22 @@ def train(
 def export_trained(
     name: str,
     checkpoint: Path,
-    output_dir: str | Path = artifacts.DEFAULT_OUTPUT_DIR,
+    output_dir: str | Path = art.DEFAULT_ARTIFACTS_DIR,
     precisions: tuple[str, ...] = ("fp16", "int8"),
 ) -> dict[str, float]:
-    """Export a trained model and its variants; return held-out digits accuracy per graph."""
-    from runtime.parity import check
+    """Export a trained model and its variants; return held-out digits accuracy per graph.
 
-    from .pipeline import export_model
-    from .variants import build_variant
+    Each figure is the one the graph's own verification measured (parity on held-out digits).
+    """
+    from ..export import export_model
+    from ..variants import build_variant
 
-    export_model(name, weights=checkpoint, output_dir=output_dir)
-    fp32 = check(name, batch_sizes=(1, 4), device="cpu", output_dir=output_dir, real_data=True)
-    assert fp32.accuracy is not None
-    scores = {"pytorch_fp32": float(fp32.accuracy["pytorch_fp32"]), "onnx_fp32": float(fp32.accuracy["onnx"])}  # type: ignore[arg-type]
+    result = export_model(name, weights=checkpoint, output_dir=output_dir)
+    acc = result.manifest.parity.accuracy
+    assert acc is not None, "digits-trained weights are verified on held-out digits"
+    scores = {"pytorch_fp32": acc.pytorch_fp32, "onnx_fp32": acc.onnx}
     for precision in precisions:
-        record = build_variant(name, precision=precision, output_dir=output_dir).record
-        scores[f"onnx_{precision}"] = float(record["parity"]["accuracy"]["onnx"])  # type: ignore[index]
+        record = build_variant(result.directory, art.VariantKey(precision)).record
+        assert record.parity.accuracy is not None
+        scores[f"onnx_{precision}"] = record.parity.accuracy.onnx
     return scores
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m exporter.train", description="Train small zoo models on scikit-learn's digits (no download)."
-    )
-    p.add_argument("models", nargs="*", default=list(DIGITS_MODELS), help=f"default: {' '.join(DIGITS_MODELS)}")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR)
-    p.add_argument(
-        "--export",
-        action="store_true",
-        help="then export each model with its weights, build fp16 and int8 variants, print accuracies",
-    )
-    args = p.parse_args(argv)
-    table: dict[str, dict[str, float]] = {}
-
-    def run_all() -> int:
-        for name in args.models:
-            r = train(
-                name,
-                epochs=args.epochs,
-                lr=args.lr,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                output_dir=args.output_dir,
-            )
-            print(
-                f"{name}: held-out accuracy {r.test_accuracy:.2%} (train {r.train_accuracy:.2%}), "
-                f"{r.epochs} epochs in {r.seconds:.0f}s -> {r.checkpoint}"
-            )
-            if args.export:
-                table[name] = export_trained(name, r.checkpoint, args.output_dir)
-            else:
-                print(f"  export it: python -m exporter {name} --weights {r.checkpoint}")
-        return 0
-
-    code = run_guarded(run_all, interrupted="no checkpoint written for the model in progress")
-    if code:
-        return code
-    if table:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title="Held-out digits accuracy (n=360)")
-        for col in ("model", "PyTorch fp32", "ONNX fp32", "ONNX fp16", "ONNX int8", "int8 - fp32"):
-            t.add_column(col, justify="left" if col == "model" else "right")
-        for name, sc in table.items():
-            t.add_row(
-                name,
-                f"{sc['pytorch_fp32']:.2%}",
-                f"{sc['onnx_fp32']:.2%}",
-                f"{sc['onnx_fp16']:.2%}",
-                f"{sc['onnx_int8']:.2%}",
-                f"{(sc['onnx_int8'] - sc['onnx_fp32']) * 100:+.2f} pp",
-            )
-        Console(highlight=False).print(t)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,482 @@
+"""The artifact contract: what an exported model is on disk, typed, versioned, read and written only here.
+
+An artifact is a folder ``<artifacts>/NAME/`` holding the fp32 graph ``NAME.onnx``, its
+variants (``NAME.fp16.onnx``, ``NAME.int8.opt-cpu.onnx``...) and ``manifest.json``, which
+records how the graph was made (source, weights, export settings), what it is (inputs,
+outputs, operators, sha256) and how well it agrees with PyTorch. :class:`Manifest` is that
+file's schema: it is validated on every read (a bad manifest is one error naming the
+field) and written as strict JSON (no NaN/Infinity). No other module reads manifest keys.
+
+Every read-modify-write of an artifact happens under its lock (:func:`artifact_lock`), so
+concurrent runs either both land or one waits for the other.
+
+The manifest never causes code to run: it records where a user model came from
+(``source.ref``) for the reader's information, but nothing here or elsewhere imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UserError
+from .files import AtomicWriter, sha256_file, strict_json
+
+SCHEMA_VERSION = 2
+MANIFEST_FILE = "manifest.json"
+DEFAULT_ARTIFACTS_DIR = Path("artifacts")
+PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("cpu", "cuda")
+BATCH_DIM = "batch"
+HEIGHT_DIM = "height"
+WIDTH_DIM = "width"
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+class ArtifactError(UserError):
+    """An artifact that is missing, stale or whose manifest does not follow the contract."""
+
+
+class _Record(BaseModel):
+    """Base of every manifest record: unknown keys and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+# --- numerical agreement, as recorded -------------------------------------------------------
+
+
+class Tolerance(_Record):
+    """Pass criteria for one output: elementwise ``|got - ref| <= atol + rtol*|ref|`` and summary floors.
+
+    ``atol=None`` turns the elementwise test off (int8 is judged by SQNR and cosine);
+    ``min_top1=None`` means top-1 agreement is reported, not enforced (it means nothing
+    on the near-constant logits of an untrained network).
+    """
+
+    atol: float | None
+    rtol: float
+    min_cosine: float
+    min_sqnr_db: float | None = None
+    min_top1: float | None = None
+    #: with a labelled held-out set: the graph's accuracy may trail PyTorch fp32's by at most this
+    max_accuracy_drop: float | None = None
+
+
+class OutputComparison(_Record):
+    """One output of one batch at one input size, compared with PyTorch, and the verdict.
+
+    Error figures are None where the graph's output was not finite; ``sqnr_db`` is None
+    where the outputs are identical (no quantization noise at all).
+    """
+
+    output: str
+    batch_size: int
+    height: int | None = None
+    width: int | None = None
+    max_abs_err: float | None
+    max_rel_err: float | None
+    mean_abs_err: float | None
+    ref_max_abs: float
+    cosine_min: float | None
+    sqnr_db: float | None
+    top1_agreement: float | None
+    top5_agreement: float | None
+    needed_atol: float | None
+    needed_rtol: float | None
+    passed: bool
+    failures: list[str]
+
+
+class Accuracy(_Record):
+    """Accuracy of both sides on a labelled held-out set (digits-trained models)."""
+
+    dataset: str
+    n: int
+    pytorch_fp32: float
+    onnx: float
+    top1_agreement: float
+    passed: bool = True
+    failure: str | None = None
+
+
+class ParityRecord(_Record):
+    """A parity run: where it ran, on what inputs, against which tolerance, every comparison."""
+
+    device: str
+    providers: list[str]
+    precision: str
+    inputs: str
+    seed: int
+    batch_sizes: list[int]
+    sizes: list[tuple[int, int]] = Field(default_factory=list)
+    tolerance: Tolerance
+    passed: bool
+    results: list[OutputComparison]
+    accuracy: Accuracy | None = None
+
+    def failures(self) -> list[str]:
+        out = []
+        for r in self.results:
+            where = f"batch {r.batch_size}" + (f" at {r.height}x{r.width}" if r.height else "")
+            out += [f"{where}, output '{r.output}': {f}" for f in r.failures]
+        if self.accuracy is not None and self.accuracy.failure:
+            out.append(self.accuracy.failure)
+        return out
+
+    def worst(self, figure: str) -> float | None:
+        """The largest value of an error figure over all comparisons (None if any is not finite)."""
+        values = [getattr(r, figure) for r in self.results]
+        return None if any(v is None for v in values) or not values else max(values)
+
+
+# --- what the graph is and how it was made ------------------------------------------------
+
+
+class TensorSpec(_Record):
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
+class Source(_Record):
+    """Where the model came from. ``ref`` is recorded for the reader; it is never imported."""
+
+    kind: Literal["zoo", "file", "module"]
+    model: str | None = None
+    ref: str | None = None
+    class_name: str | None = None
+
+
+class Weights(_Record):
+    """The exported weights. ``random``: a zoo model seeded with ``seed`` (BatchNorm statistics
+    calibrated when ``batchnorm_calibrated``); ``file``: loaded from ``path`` (``sha256``);
+    ``as_given``: the user's model exactly as their builder or code returned it.
+    ``state_sha256`` fingerprints the exported state_dict, whatever its origin."""
+
+    kind: Literal["random", "file", "as_given"]
+    seed: int | None = None
+    batchnorm_calibrated: bool = False
+    path: str | None = None
+    sha256: str | None = None
+    state_sha256: str
+
+
+class ExportSettings(_Record):
+    """Everything the exporter was asked for: exporting again with these gives the same graph."""
+
+    opset: int
+    seed: int
+    simplify: bool
+    dynamic_size: bool
+    input_shape: list[int]
+    weights: str | None = None
+
+
+class QuantizationRecord(_Record):
+    format: str
+    activations: str
+    weights: str
+    per_channel: bool
+    reduce_range: bool
+    calibration_method: str
+    calibration_images: int
+    calibration_source: str
+    calibration_dir: str | None = None
+    float_nodes: list[str]
+    cpu_features: dict[str, bool]
+
+
+class OptimizationRecord(_Record):
+    target: str
+    level: str
+    providers: list[str]
+
+
+class VariantRecord(_Record):
+    """One variant of the fp32 graph (``key`` such as ``int8`` or ``fp16.opt-cuda``)."""
+
+    key: str
+    file: str
+    sha256: str
+    size_bytes: int
+    base_sha256: str
+    created: str
+    nodes: int
+    op_counts: dict[str, int]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    identity_nodes_removed: int
+    io_dtype: str
+    kept_fp32_ops: list[str] = Field(default_factory=list)
+    quantization: QuantizationRecord | None = None
+    optimization: OptimizationRecord | None = None
+    parity: ParityRecord
+
+
+class Manifest(_Record):
+    """``manifest.json``: one exported model and its variants."""
+
+    schema_version: Literal[2]
+    name: str
+    created: str
+    file: str
+    sha256: str
+    size_bytes: int
+    source: Source
+    weights: Weights
+    settings: ExportSettings
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    min_size: tuple[int, int] | None = None
+    trace_batch: int
+    num_params: int
+    nodes_raw: int
+    nodes: int
+    op_counts: dict[str, int]
+    parity: ParityRecord
+    versions: dict[str, str]
+    variants: dict[str, VariantRecord] = Field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-sample input shape the graph was exported (and traced) at."""
+        return tuple(self.settings.input_shape)
+
+    @property
+    def dynamic_size(self) -> bool:
+        return self.settings.dynamic_size
+
+    def with_variant(self, record: VariantRecord) -> Manifest:
+        return self.model_copy(update={"variants": {**self.variants, record.key: record}})
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601, to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# --- variant keys --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantKey:
+    """A graph of an artifact: ``fp32`` (the exported graph), ``fp16``, ``int8``, each optionally
+    offline-optimized for a provider (``int8.opt-cpu``)."""
+
+    precision: str = "fp32"
+    optimize_for: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}: choose {', '.join(PRECISIONS)}")
+        if self.optimize_for not in (None, *TARGETS):
+            raise UserError(f"unknown optimization target {self.optimize_for!r}: choose {', '.join(TARGETS)}")
+
+    @classmethod
+    def parse(cls, text: str) -> VariantKey:
+        """``fp32``, ``fp16``, ``int8``, optionally followed by ``.opt-cpu`` or ``.opt-cuda``."""
+        precision, sep, target = text.strip().partition(".opt-")
+        if (sep and not target) or "." in precision:
+            raise UserError(f"bad variant {text!r}: use fp32, fp16 or int8, optionally with .opt-cpu or .opt-cuda")
+        return cls(precision, target or None)
+
+    def __str__(self) -> str:
+        return self.precision + (f".opt-{self.optimize_for}" if self.optimize_for else "")
+
+    @property
+    def is_base(self) -> bool:
+        """Whether this is the exported graph itself rather than a variant of it."""
+        return self.precision == "fp32" and self.optimize_for is None
+
+    def file_name(self, artifact: str) -> str:
+        middle = ("" if self.precision == "fp32" else f".{self.precision}") + (
+            f".opt-{self.optimize_for}" if self.optimize_for else ""
+        )
+        return f"{artifact}{middle}.onnx"
+
+
+BASE = VariantKey()
+
+
+# --- locations -----------------------------------------------------------------------------
+
+
+def validate_name(name: str) -> str:
+    """An artifact name is one plain folder name: it can never point outside the output folder."""
+    if not _NAME.match(name or "") or name in (".", ".."):
+        raise UserError(
+            f"bad artifact name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(it names one folder inside the output directory)"
+        )
+    return name
+
+
+def artifact_dir(name: str, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR) -> Path:
+    return Path(artifacts_dir) / validate_name(name)
+
+
+def manifest_path(directory: Path) -> Path:
+    return directory / MANIFEST_FILE
+
+
+@contextlib.contextmanager
+def artifact_lock(directory: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the artifact's lock (a file beside its folder) for a read-modify-write.
+
+    Another process holding it makes this one wait, saying so once through ``on_wait``.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(directory.parent / f".{directory.name}.lock"))
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(f"waiting for another process working on {directory} ...")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _field_errors(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        parts.append(f"field '{loc}': {e['msg']}")
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return "; ".join(parts) + more
+
+
+def parse_manifest(text: str, where: Path) -> Manifest:
+    """Validate a manifest's text; any departure from the contract is one error naming the field."""
+    import json
+
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ArtifactError(f"{where} is not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{where} does not hold a manifest (a JSON object)")
+    version = raw.get("schema_version", raw.get("manifest_version"))
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{where} has schema version {version!r}, this toolkit reads {SCHEMA_VERSION}: "
+            "export the model again to update it"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ArtifactError(f"{where} is not a valid manifest: {_field_errors(exc)}") from exc
+
+
+def read_manifest(directory: Path) -> Manifest | None:
+    """The artifact's manifest, None where the folder has none; invalid ones raise ArtifactError."""
+    path = manifest_path(directory)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"cannot read {path}: {exc}") from exc
+    return parse_manifest(text, path)
+
+
+def write_manifest(writer: AtomicWriter, directory: Path, manifest: Manifest) -> None:
+    """Stage ``manifest.json`` (strict JSON) in an atomic write; commit it last, after the graphs."""
+    writer.write_text(manifest_path(directory), strict_json(manifest.model_dump(mode="json")))
+
+
+# --- artifacts as runtime commands name them -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact folder with its validated manifest."""
+
+    directory: Path
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def path(self, key: VariantKey = BASE) -> Path:
+        return self.directory / (self.manifest.file if key.is_base else key.file_name(self.manifest.name))
+
+    def variant(self, key: VariantKey) -> VariantRecord | None:
+        return None if key.is_base else self.manifest.variants.get(str(key))
+
+    def stale_reason(self, key: VariantKey = BASE) -> str | None:
+        """Why the graph of ``key`` cannot be used as recorded, or None when it is current."""
+        path = self.path(key)
+        if key.is_base:
+            expected = self.manifest.sha256
+        else:
+            record = self.variant(key)
+            if record is None:
+                return f"no {key} variant is recorded in {manifest_path(self.directory)}"
+            if record.base_sha256 != self.manifest.sha256:
+                return f"the {key} variant was built from an earlier export of {self.name}"
+            expected = record.sha256
+        if not path.is_file():
+            return f"{path} is missing"
+        if sha256_file(path) != expected:
+            return f"{path} does not match its manifest (sha256 differs)"
+        return None
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a runtime command's artifact argument points: a folder, and a graph if it named one."""
+
+    directory: Path
+    name: str
+    key: VariantKey | None = None
+    zoo_default: bool = False
+
+
+def locate(ref: str, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR) -> Location:
+    """Resolve a zoo or artifact name (under ``artifacts_dir``), an artifact folder, or a ``.onnx``
+    file whose folder holds its manifest. Nothing is read beyond the manifest."""
+    path = Path(ref)
+    if ref.endswith(".onnx"):
+        directory = path.parent
+        manifest = read_manifest(directory)
+        if manifest is None:
+            raise ArtifactError(
+                f"{path} has no {MANIFEST_FILE} beside it: the runtime commands check graphs the exporter wrote "
+                "(python -m exporter ...); to look at any ONNX file use python -m exporter FILE.onnx --view"
+            )
+        if path.name == manifest.file:
+            return Location(directory, manifest.name, BASE)
+        for key_text, record in manifest.variants.items():
+            if record.file == path.name:
+                return Location(directory, manifest.name, VariantKey.parse(key_text))
+        raise ArtifactError(f"{path.name} is not recorded in {manifest_path(directory)}")
+    if path.is_dir() and manifest_path(path).is_file():
+        manifest = read_manifest(path)
+        assert manifest is not None
+        return Location(path, manifest.name)
+    if "/" in ref or "\\" in ref:
+        raise ArtifactError(f"{ref} is not an artifact folder (no {MANIFEST_FILE} in it)")
+    directory = artifact_dir(ref, artifacts_dir)
+    return Location(directory, ref, zoo_default=not manifest_path(directory).is_file())
+
+
+def open_artifact(directory: Path) -> Artifact:
+    """The artifact in ``directory``; ArtifactError where there is none."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise ArtifactError(f"no artifact in {directory} ({MANIFEST_FILE} missing)")
+    return Artifact(directory, manifest)

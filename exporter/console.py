@@ -1,0 +1,135 @@
+"""Terminal output for the commands: readable on a terminal, in a pipe, in CI and in a log.
+
+* Text is never parsed as markup: ``[fp32, random inputs]`` prints as written.
+* Tables never cut a number: on a terminal they are rich tables as wide as their content;
+  without one (piped, CI) they are plain Markdown tables, which also paste into docs.
+* Progress is a live bar on a terminal and plain ``[i/n] message`` lines otherwise, so a
+  long run without a terminal still says what it is doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from rich import box
+from rich.console import Console as RichConsole
+from rich.table import Table
+from rich.text import Text
+
+#: A table cell: plain text, or (text, rich style) for a coloured verdict such as ("FAIL", "red").
+Cell = str | tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    right: bool = False
+
+
+class Console:
+    """One output stream (stdout or stderr) with the toolkit's conventions."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._rich = RichConsole(
+            file=self.stream,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            soft_wrap=True,
+            width=None if self.tty else 100_000,
+            no_color=not self.tty,
+            force_terminal=self.tty,
+        )
+
+    def print(self, text: str = "", style: str | None = None) -> None:
+        """One line of plain text (styled on a terminal only); never interpreted as markup."""
+        if self.tty:
+            self._rich.print(Text(text, style=style or ""))
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def table(self, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], title: str | None = None) -> None:
+        """A table with every cell in full, whatever the terminal's width."""
+        table = Table(
+            title=Text(title) if title and self.tty else None,
+            box=box.HEAVY_HEAD if self.tty else box.MARKDOWN,
+        )
+        for col in columns:
+            table.add_column(Text(col.name), justify="right" if col.right else "left", no_wrap=True)
+        for row in rows:
+            table.add_row(
+                *[Text(c[0], style=c[1] if self.tty else "") if isinstance(c, tuple) else Text(c) for c in row]
+            )
+        if not self.tty:
+            if title:
+                print(title, file=self.stream)
+            with self._rich.capture() as cap:
+                self._rich.print(table)
+            print("\n".join(line.rstrip() for line in cap.get().splitlines() if line.strip()), file=self.stream)
+            print(file=self.stream, flush=True)
+            return
+        self._rich.print(table)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Progress]:
+        """Progress over ``total`` steps: a bar on a terminal, plain lines otherwise."""
+        p = Progress(self, total, label)
+        try:
+            yield p
+        finally:
+            p.close()
+
+
+class Progress:
+    """Reports steps of a long run; see :meth:`Console.progress`."""
+
+    def __init__(self, console: Console, total: int, label: str) -> None:
+        self.console, self.total, self.done = console, total, 0
+        self._started = time.monotonic()
+        self._bar = None
+        if console.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console._rich,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total)
+        else:
+            console.print(f"{label}: {total} steps")
+
+    def update(self, message: str) -> None:
+        """Say what is being done now."""
+        if self._bar is not None:
+            self._bar.update(self._task, description=message)
+        else:
+            elapsed = time.monotonic() - self._started
+            self.console.print(f"[{self.done}/{self.total} {elapsed:5.0f}s] {message}")
+
+    def advance(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def fmt(value: float | None, spec: str, missing: str = "-") -> str:
+    """``value`` formatted with ``spec``, or ``missing`` where there is no figure."""
+    return missing if value is None else format(value, spec)

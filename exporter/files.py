@@ -1,0 +1,166 @@
+"""Writing files so that nothing is ever half-written, and reading them back with one clear error.
+
+Every file the toolkit writes goes first to a hidden temporary name in its final folder
+(``.NAME.<random>.partial``) and is renamed into place only when the whole set is
+complete; a failure (a full disk, Ctrl-C, SIGTERM) removes the temporary files. A process
+killed outright (SIGKILL, power loss) can leave ``.partial`` files behind: the next write
+into that folder removes them (:func:`remove_stale_partials`), under the folder's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import UserError, describe_os_error
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def strict_json(obj: object) -> str:
+    """JSON that every parser accepts: NaN and Infinity are refused, not written."""
+    try:
+        return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    except ValueError as exc:
+        raise ValueError(f"refusing to write non-finite numbers as JSON: {exc}") from exc
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` where it is a finite number, else None (strict JSON has no NaN/Infinity)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and prove a file can be written in it, or fail with one line.
+
+    ``os.access`` says yes to root on a read-only mount; writing a probe file tells the truth.
+    """
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=PARTIAL_SUFFIX, dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(describe_os_error(exc, f"cannot write in {path}")) from exc
+
+
+def require_free_space(path: Path, nbytes: int, what: str) -> None:
+    """Refuse up front when the disk holding ``path`` has less than ``nbytes`` (plus a margin) free."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return
+    needed = int(nbytes * 1.05) + (16 << 20)
+    if free < needed:
+        raise UserError(
+            f"not enough disk space for {what} in {path}: needs about {needed / 1e6:,.0f} MB, {free / 1e6:,.0f} MB free"
+        )
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Remove ``.partial`` files a killed writer left in ``directory``; call it holding the folder's lock."""
+    removed = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if p.name.startswith(".") and p.name.endswith(PARTIAL_SUFFIX) and p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+class AtomicWriter:
+    """Collects files written to temporary names and renames them into place on commit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path_for(self, final: Path) -> Path:
+        """A temporary path beside ``final``; write there, it is renamed on commit."""
+        if final.is_dir():
+            raise UserError(f"cannot write {final}: a folder of that name is in the way")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=PARTIAL_SUFFIX, dir=final.parent)
+        except OSError as exc:
+            raise UserError(describe_os_error(exc, f"cannot write {final}")) from exc
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; published files get normal permissions
+        self._pending.append((Path(tmp), final))
+        return Path(tmp)
+
+    def write_bytes(self, final: Path, data: bytes) -> None:
+        tmp = self.path_for(final)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise UserError(describe_os_error(exc, f"cannot write {final}")) from exc
+
+    def write_text(self, final: Path, text: str) -> None:
+        self.write_bytes(final, text.encode())
+
+    def write_json(self, final: Path, obj: object) -> None:
+        self.write_text(final, strict_json(obj))
+
+    def commit(self) -> None:
+        try:
+            for tmp, final in self._pending:
+                os.replace(tmp, final)
+        except OSError as exc:
+            raise UserError(describe_os_error(exc, f"cannot move {final.name} into place")) from exc
+        self._pending.clear()
+
+    def abort(self) -> None:
+        for tmp, _ in self._pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending.clear()
+
+
+@contextlib.contextmanager
+def atomic_outputs(directory: Path) -> Iterator[AtomicWriter]:
+    """Yield a writer whose files appear only if the block finishes without an exception.
+
+    On failure (Ctrl-C and SIGTERM included) temporary files are removed, and so is
+    ``directory`` if this call created it and it is left empty.
+    """
+    existed = directory.exists()
+    ensure_writable_dir(directory)
+    writer = AtomicWriter(directory)
+    try:
+        yield writer
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        if not existed:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise

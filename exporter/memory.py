@@ -1,0 +1,75 @@
+"""How much memory a batch will take, estimated before anything is allocated.
+
+Running a model at a batch the machine cannot hold does not fail cleanly: the process grows
+until the kernel kills it. The estimate runs the model once on PyTorch's ``meta`` device
+(shapes only, no data, no weights copied) and records every activation's size; a batch is
+refused up front when its estimate exceeds the memory available now.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import psutil
+import torch
+from torch import nn
+
+from .errors import UserError
+
+#: Fraction of the available memory a run may plan to use.
+HEADROOM = 0.8
+
+
+def activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(largest single activation, sum of all activations) in bytes for ONE sample, float32.
+
+    Measured with forward hooks on a ``meta`` copy of the model, so it costs no compute.
+    """
+    sizes: list[int] = []
+
+    def hook(_m: nn.Module, _inp: object, out: object) -> None:
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                sizes.append(t.numel() * 4)
+
+    meta = copy.deepcopy(model).to("meta")
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            meta(torch.empty((1, *input_shape), device="meta"))
+    except Exception:
+        return 0, 0  # the forward fails at this size; the caller reports that where it happens
+    finally:
+        for h in handles:
+            h.remove()
+    return (max(sizes) if sizes else 0), sum(sizes)
+
+
+def estimate_run_bytes(
+    model: nn.Module, input_shape: tuple[int, ...], batch: int, engines: int = 2, weights_bytes: int | None = None
+) -> int:
+    """Peak memory to run ``batch`` samples through ``engines`` engines side by side.
+
+    Per engine: the input, the two largest live activations (a layer's input and output),
+    and the weights; PyTorch eager frees intermediates as it goes, onnxruntime plans its
+    buffers similarly. Deliberately an upper-middle estimate: it is there to refuse
+    batches that cannot fit, not to predict the exact peak.
+    """
+    largest, _total = activation_bytes(model, input_shape)
+    sample_in = 4
+    for d in input_shape:
+        sample_in *= d
+    weights = weights_bytes if weights_bytes is not None else sum(p.numel() * 4 for p in model.parameters())
+    per_engine = batch * (sample_in + 2 * largest) + weights
+    return engines * per_engine
+
+
+def check_fits(model: nn.Module, input_shape: tuple[int, ...], batch: int, what: str, engines: int = 2) -> None:
+    """Refuse a batch whose estimate exceeds what the machine has free, saying both figures."""
+    need = estimate_run_bytes(model, input_shape, batch, engines)
+    free = psutil.virtual_memory().available
+    if need > HEADROOM * free:
+        raise UserError(
+            f"{what} at batch {batch} needs about {need / 1e9:.1f} GB of memory (estimated), "
+            f"{free / 1e9:.1f} GB is available: use a smaller batch size"
+        )

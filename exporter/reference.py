@@ -1,0 +1,173 @@
+"""The PyTorch model behind an artifact: built for export, and rebuilt to check the graph against.
+
+Rules of trust:
+
+* A model the user gave (their ``file.py:Builder``, an ``nn.Module`` passed to the API, or
+  weights from ``--weights``) is exported exactly as given: no seeding before their builder
+  runs, no BatchNorm recalibration. Only zoo models with random weights are seeded and
+  calibrated, and the manifest says so (``weights.kind == "random"``).
+* A reference is rebuilt from the manifest only for zoo models. A user model's code is
+  imported only when the user names it on the command line (``--reference file.py:Builder``);
+  nothing in a manifest ever causes an import.
+* Every rebuilt reference is checked against the fingerprint of the exported weights
+  (``weights.state_sha256``), so a parity figure never silently compares other weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .artifact import Manifest, Source, Weights
+from .errors import ExportFailed, UserError, first_line
+from .user_model import build_user_model, is_user_model_ref
+from .weights import DEFAULT_SEED, calibrate_batchnorm, load_weights, state_fingerprint
+from .zoo import count_params, get_spec
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class Prepared:
+    """A PyTorch model in eval mode with the records that say exactly what it is."""
+
+    name: str
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    num_params: int
+    source: Source
+    weights: Weights
+    #: dataset the weights were trained on, where the checkpoint says (``sklearn digits``)
+    trained_on: str | None = None
+
+
+def validate_seed(seed: int) -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+    return seed
+
+
+def _zoo_model(name: str, seed: int) -> tuple[nn.Module, tuple[int, int, int], tuple[str, ...]]:
+    """Build a zoo model with the global RNG seeded, leaving the caller's RNG state as it was."""
+    spec = get_spec(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.build()
+    return model, spec.input_shape, spec.training_only
+
+
+def prepare(
+    target: str | nn.Module,
+    *,
+    weights: str | Path | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    seed: int = DEFAULT_SEED,
+    name: str | None = None,
+) -> Prepared:
+    """Build a zoo model, a ``file.py:Builder`` model, or take a given module, in eval mode.
+
+    Zoo models without ``weights`` are random but deterministic: built under ``seed`` and
+    their BatchNorm statistics calibrated on a seeded batch. Users' models are never
+    altered; ``weights`` are loaded strictly where given.
+    """
+    validate_seed(seed)
+    training_only: tuple[str, ...] = ()
+    if isinstance(target, nn.Module):
+        if input_shape is None:
+            raise UserError("an nn.Module needs input_shape (per sample, batch excluded)")
+        model, model_name = target, name or type(target).__name__.lower()
+        source = Source(kind="module", class_name=type(target).__qualname__)
+    elif is_user_model_ref(target):
+        if input_shape is None:
+            raise UserError(f"{target} is your own model: give its --input-shape, e.g. 3x32x32")
+        builder_name, model = build_user_model(target)
+        model_name = name or builder_name.lower()
+        source = Source(kind="file", ref=str(target))
+    else:
+        model, default_shape, training_only = _zoo_model(target, seed)
+        model_name = name or target
+        input_shape = input_shape or default_shape
+        source = Source(kind="zoo", model=target)
+    assert input_shape is not None
+
+    trained_on = None
+    if weights is not None:
+        loaded = load_weights(model, weights, optional_prefixes=training_only)
+        trained_on = str(loaded.meta.get("dataset")) if loaded.meta and loaded.meta.get("dataset") else None
+        record = dict(kind="file", path=str(Path(weights).resolve()), sha256=loaded.sha256)
+    elif source.kind == "zoo":
+        calibrated = calibrate_batchnorm(model, tuple(input_shape), seed)
+        record = dict(kind="random", seed=seed, batchnorm_calibrated=calibrated)
+    else:
+        record = dict(kind="as_given")
+    model.eval()
+    return Prepared(
+        name=model_name,
+        model=model,
+        input_shape=tuple(input_shape),
+        num_params=count_params(model, training_only),
+        source=source,
+        weights=Weights(**record, state_sha256=state_fingerprint(model)),  # type: ignore[arg-type]
+        trained_on=trained_on,
+    )
+
+
+def rebuild(manifest: Manifest, builder: str | nn.Module | None = None) -> Prepared:
+    """The PyTorch model an artifact was exported from, with the same weights.
+
+    Zoo models are rebuilt from the manifest (name, seed, or the weights file, whose sha256
+    must still be the recorded one). User models need ``builder``: a ``file.py:Builder``
+    the user named on the command line, or an ``nn.Module``; the manifest's own ``source.ref``
+    is never imported. The rebuilt weights must have the exported fingerprint.
+    """
+    src, w = manifest.source, manifest.weights
+    shape = manifest.input_shape
+    if builder is None and src.kind != "zoo":
+        origin = f" (exported from {src.ref})" if src.ref else f" (an in-memory {src.class_name})"
+        hint = f"--reference {src.ref}" if src.ref else "--reference FILE.py:Builder"
+        raise UserError(
+            f"{manifest.name} is your own model{origin}: name its code to compare against, e.g. {hint} "
+            "(code named in a manifest is never imported)"
+        )
+    weights_file: str | None = None
+    if w.kind == "file":
+        assert w.path is not None
+        weights_file = w.path
+        if not Path(weights_file).is_file():
+            raise UserError(f"the weights {manifest.name} was exported with are gone: {weights_file}")
+    target: str | nn.Module = builder if builder is not None else str(src.model)
+    seed = w.seed if w.seed is not None else DEFAULT_SEED
+    prepared = prepare(target, weights=weights_file, input_shape=shape, seed=seed, name=manifest.name)
+    if w.kind == "file" and prepared.weights.sha256 != w.sha256:
+        raise UserError(f"{weights_file} changed since {manifest.name} was exported (its sha256 differs)")
+    if prepared.weights.state_sha256 != w.state_sha256:
+        what = (
+            "the zoo's code for it" if builder is None else f"{builder if isinstance(builder, str) else 'the module'}"
+        )
+        raise UserError(
+            f"{what} does not give the weights {manifest.name} was exported with (state_dict fingerprint "
+            "differs): its builder is not deterministic or has changed; save its weights and export with --weights"
+        )
+    return prepared
+
+
+def forward_outputs(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.Tensor]:
+    """Run ``model`` on ``x``; one clear error when it fails or returns something not exportable."""
+    try:
+        with torch.inference_mode():
+            out = model(x)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        shape = "x".join(str(d) for d in x.shape)
+        raise ExportFailed(
+            f"{what}: the forward pass at input {shape} failed: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    if isinstance(out, dict) or not outs or not all(isinstance(t, torch.Tensor) for t in outs):
+        kind = type(out).__name__
+        raise ExportFailed(f"{what} returns a {kind}: export needs a tensor or a tuple/list of tensors")
+    return outs

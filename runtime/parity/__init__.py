@@ -1,0 +1,174 @@
+"""Parity of a graph with its PyTorch model: the one implementation the exporter and ``runtime.parity`` share.
+
+:func:`check` runs a graph (an artifact's, or bytes about to be written) in onnxruntime and
+its PyTorch model on the same fresh inputs, batch size by batch size (and input size by
+input size for dynamic-size graphs), compares every output, and returns a typed
+:class:`~exporter.artifact.ParityRecord`. The inputs are a pure function of the seed, so the
+exporter's own verification and a later ``python -m runtime.parity`` of the same file give
+the same figures. :func:`check_artifact` does the same for an artifact on disk, rebuilding
+its reference from the manifest (zoo models) or from a builder the user names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exporter.artifact import Accuracy, Artifact, ParityRecord, Tolerance, VariantKey
+from exporter.data import accuracy, digits, random_input
+from exporter.errors import UserError
+from exporter.memory import check_fits
+from exporter.reference import Prepared, forward_outputs
+
+from ..compare import compare, default_tolerance
+from ..sessions import SessionConfig, create_session, run
+
+DEFAULT_BATCH_SIZES = (1, 3, 5)
+DEFAULT_SEED = 1234
+DIGITS = "sklearn digits"
+#: Sizes a dynamic-size graph is checked at besides its export size and its minimum: square and
+#: non-square, and sizes the usual pooling outputs (6, 7) do not divide.
+EXTRA_SIZES = ((256, 300), (193, 211), (320, 320))
+
+
+def check_sizes(
+    export_hw: tuple[int, int], min_hw: tuple[int, int] | None, requested: Sequence[tuple[int, int]] = ()
+) -> list[tuple[int, int]]:
+    """The (height, width) pairs to check a dynamic-size graph at; refuses sizes below its minimum."""
+    if requested:
+        sizes = list(dict.fromkeys(requested))
+    else:
+        sizes = list(dict.fromkeys([export_hw, *EXTRA_SIZES, *([min_hw] if min_hw else [])]))
+    if min_hw:
+        small = [s for s in sizes if s[0] < min_hw[0] or s[1] < min_hw[1]]
+        if small:
+            raise UserError(
+                f"input size {small[0][0]}x{small[0][1]} is below the smallest this graph accepts, "
+                f"{min_hw[0]}x{min_hw[1]}"
+            )
+    return sizes
+
+
+def _feed_dtype(sess) -> np.dtype:  # type: ignore[no-untyped-def]
+    return np.dtype(np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32)
+
+
+def _run(sess, x: torch.Tensor) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    return [np.asarray(o, dtype=np.float32) for o in run(sess, x.numpy().astype(_feed_dtype(sess)))]
+
+
+def check(
+    graph: bytes | Path,
+    reference: Prepared,
+    *,
+    precision: str = "fp32",
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    sizes: Sequence[tuple[int, int]] = (),
+    session: SessionConfig | None = None,
+    tolerance: Tolerance | None = None,
+    inputs: str = "auto",
+    seed: int = DEFAULT_SEED,
+    on_step: Callable[[str], None] | None = None,
+) -> ParityRecord:
+    """Compare ``graph`` with ``reference.model`` on every output, at every batch size and input size.
+
+    ``sizes`` are (height, width) pairs for dynamic-size graphs (empty: the export size).
+    ``inputs``: ``random`` (uniform in [-1, 1), seeded), ``digits`` (held-out digits, with the
+    accuracy of both sides on all of them), or ``auto`` (digits where the weights were
+    trained on them). ``tolerance`` defaults to the provider's and precision's.
+    """
+    step = on_step or (lambda _msg: None)
+    batch_sizes = [int(b) for b in batch_sizes]
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise UserError(f"batch sizes must be at least 1, got {batch_sizes}")
+    if inputs not in ("auto", "random", "digits"):
+        raise UserError(f"inputs must be auto, random or digits, not {inputs!r}")
+    use_digits = inputs == "digits" or (inputs == "auto" and reference.trained_on == DIGITS)
+    channels, *export_hw = reference.input_shape
+    shapes = [(channels, h, w) for h, w in sizes] or [reference.input_shape]
+    for shape in shapes:
+        check_fits(reference.model, shape, max(batch_sizes), what=reference.name)
+
+    config = session or SessionConfig(device="cpu")
+    sess, info = create_session(graph, config)
+    tol = tolerance or default_tolerance(info.device, precision, tf32=config.tf32)
+    names = [o.name for o in sess.get_outputs()]
+    results = []
+    for j, shape in enumerate(shapes):
+        size = (shape[1], shape[2]) if sizes else None
+        held_out = digits(shape)[1] if use_digits else None
+        for i, batch in enumerate(batch_sizes):
+            step(f"parity batch {batch}" + (f" at {size[0]}x{size[1]}" if size else ""))
+            if held_out is not None and batch <= len(held_out.x):
+                start = (i * 37) % (len(held_out.x) - batch + 1)
+                x = held_out.x[start : start + batch]
+            else:
+                x = random_input(shape, batch, seed=seed + 97 * j + i)
+            refs = forward_outputs(reference.model, x, reference.name)
+            outs = _run(sess, x)
+            if len(outs) != len(refs):
+                raise UserError(f"the graph has {len(outs)} outputs, the PyTorch model returns {len(refs)}")
+            for name, r, o in zip(names, refs, outs):
+                results.append(compare(r.float().numpy(), o, tol, output=name, size=size))
+
+    acc = None
+    if use_digits:
+        held_out = digits(reference.input_shape)[1]
+        chunks = range(0, len(held_out.x), 128)
+        ref_logits = np.concatenate(
+            [forward_outputs(reference.model, held_out.x[k : k + 128], reference.name)[0].numpy() for k in chunks]
+        )
+        got_logits = np.concatenate([_run(sess, held_out.x[k : k + 128])[0] for k in chunks])
+        pt, ox = accuracy(ref_logits, held_out.y), accuracy(got_logits, held_out.y)
+        failure = None
+        if tol.max_accuracy_drop is not None and ox < pt - tol.max_accuracy_drop:
+            failure = (
+                f"held-out accuracy {ox:.2%} trails PyTorch fp32's {pt:.2%} by more than "
+                f"{tol.max_accuracy_drop * 100:g} points"
+            )
+        acc = Accuracy(
+            dataset=f"{DIGITS} held-out",
+            n=len(held_out.x),
+            pytorch_fp32=pt,
+            onnx=ox,
+            top1_agreement=float((ref_logits.argmax(1) == got_logits.argmax(1)).mean()),
+            passed=failure is None,
+            failure=failure,
+        )
+    return ParityRecord(
+        device=info.device,
+        providers=info.providers,
+        precision=precision,
+        inputs=f"{DIGITS} held-out" if use_digits else "random uniform [-1, 1)",
+        seed=seed,
+        batch_sizes=batch_sizes,
+        sizes=list(sizes),
+        tolerance=tol,
+        passed=all(r.passed for r in results) and (acc is None or acc.passed),
+        results=results,
+        accuracy=acc,
+    )
+
+
+def check_artifact(
+    artifact: Artifact,
+    key: VariantKey,
+    reference: Prepared,
+    graph: bytes,
+    *,
+    sizes: Sequence[tuple[int, int]] = (),
+    **options: object,
+) -> ParityRecord:
+    """:func:`check` for a graph of an artifact (its bytes, read and verified under the artifact's lock)."""
+    if sizes and not artifact.manifest.dynamic_size:
+        raise UserError(
+            f"{artifact.name} was exported at a fixed size {artifact.manifest.input_shape}: "
+            "--input-size applies to graphs exported with --dynamic-size"
+        )
+    if artifact.manifest.dynamic_size:
+        _, h, w = artifact.manifest.input_shape
+        sizes = check_sizes((h, w), artifact.manifest.min_size, sizes)
+    return check(graph, reference, precision=key.precision, sizes=sizes, **options)  # type: ignore[arg-type]

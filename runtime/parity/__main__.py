@@ -1,0 +1,155 @@
+"""``python -m runtime.parity``: check an artifact's graph against PyTorch and print the agreement.
+
+A command: it parses arguments, calls :mod:`runtime.parity` and :mod:`runtime.resolve`, prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from exporter import artifact as art
+from exporter.console import Column, Console, fmt
+from exporter.errors import UserError, run_guarded
+from exporter.files import strict_json
+from exporter.reference import rebuild
+from exporter.user_model import parse_input_sizes
+
+from ..resolve import resolve
+from ..sessions import DEVICES, SessionConfig
+from . import DEFAULT_BATCH_SIZES, check_artifact
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m runtime.parity",
+        description="Check an exported graph against its PyTorch model: every output, several batch sizes.",
+        epilog="examples:\n"
+        "  python -m runtime.parity resnet18\n"
+        "  python -m runtime.parity artifacts/lenet5/lenet5.int8.onnx\n"
+        "  python -m runtime.parity mynet --reference my_net.py:MyNet\n"
+        "  python -m runtime.parity resnet18_dyn --input-size 224x224 256x300",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("artifact", help="zoo or artifact name, artifact folder, or NAME[.variant].onnx beside its manifest")
+    p.add_argument("--precision", help="variant to check: fp32 (default), fp16, int8, or e.g. int8.opt-cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    p.add_argument(
+        "--input-size",
+        nargs="+",
+        action="extend",
+        metavar="HxW",
+        help="input sizes for a --dynamic-size artifact (default: its export size, 256x300, 193x211, 320x320, minimum)",
+    )
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--atol", type=float, help="override the default absolute tolerance")
+    p.add_argument("--rtol", type=float, help="override the default relative tolerance")
+    p.add_argument(
+        "--inputs",
+        choices=["auto", "random", "digits"],
+        default="auto",
+        help="what to feed (auto: digits for digits-trained weights)",
+    )
+    p.add_argument(
+        "--reference", metavar="FILE.py:Builder", help="your own model's code, to compare your artifact against"
+    )
+    p.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
+    p.add_argument("--no-rebuild", action="store_true", help="refuse a missing or stale graph instead of rebuilding it")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def print_report(out: Console, name: str, path: Path, record: art.ParityRecord) -> None:
+    tol = record.tolerance
+    sized = bool(record.sizes)
+    out.print(
+        f"{name} [{record.precision}, {record.inputs} inputs]: {path} on {record.device} "
+        f"({', '.join(record.providers)})"
+    )
+    out.print(
+        "tolerance: "
+        + (f"atol {tol.atol:g} + rtol {tol.rtol:g}*|ref|, " if tol.atol is not None else "")
+        + f"cosine >= {tol.min_cosine:g}"
+        + (f", SQNR >= {tol.min_sqnr_db:g} dB" if tol.min_sqnr_db is not None else "")
+        + (f", top-1 >= {tol.min_top1:g}" if tol.min_top1 is not None else "")
+    )
+    cols = [Column("output"), Column("batch", True), *([Column("size", True)] if sized else [])]
+    cols += [Column(c, True) for c in ("max abs err", "max rel err", "mean abs err", "cosine", "SQNR dB")]
+    cols += [Column(c, True) for c in ("top-1", "top-5", "needed atol", "needed rtol")] + [Column("result")]
+    rows = []
+    for r in record.results:
+        rows.append(
+            [
+                r.output,
+                str(r.batch_size),
+                *([f"{r.height}x{r.width}"] if sized else []),
+                fmt(r.max_abs_err, ".2e", "non-finite"),
+                fmt(r.max_rel_err, ".2e", "non-finite"),
+                fmt(r.mean_abs_err, ".2e", "non-finite"),
+                fmt(r.cosine_min, ".7f", "non-finite"),
+                fmt(r.sqnr_db, ".1f", "exact") if r.max_abs_err is not None else "non-finite",
+                fmt(r.top1_agreement, ".1%"),
+                fmt(r.top5_agreement, ".1%"),
+                fmt(r.needed_atol, ".1e"),
+                fmt(r.needed_rtol, ".1e"),
+                ("pass", "green") if r.passed else ("FAIL", "red"),
+            ]
+        )
+    out.table(cols, rows)
+    if record.accuracy:
+        a = record.accuracy
+        out.print(
+            f"accuracy on {a.dataset} (n={a.n}): PyTorch fp32 {a.pytorch_fp32:.2%}, "
+            f"ONNX {record.precision} {a.onnx:.2%}, top-1 agreement {a.top1_agreement:.2%}"
+        )
+    for f in record.failures():
+        out.print(f"FAIL {f}", style="red")
+
+
+def _run(args: argparse.Namespace) -> int:
+    out, err = Console(sys.stdout), Console(sys.stderr)
+    key = art.VariantKey.parse(args.precision) if args.precision else None
+    sizes = parse_input_sizes(args.input_size or [])
+    if any(b < 1 for b in args.batch_sizes):
+        raise UserError(f"batch sizes must be at least 1, got {args.batch_sizes}")
+    resolved = resolve(
+        args.artifact, key=key, artifacts_dir=args.artifacts_dir, rebuild=not args.no_rebuild, say=err.print
+    )
+    manifest = resolved.artifact.manifest
+    reference = rebuild(manifest, args.reference)
+    from ..compare import default_tolerance, override
+    from ..sessions import create_session
+
+    config = SessionConfig(device=args.device)
+    tolerance = None
+    if args.atol is not None or args.rtol is not None:
+        _, info = create_session(resolved.graph, config)
+        tolerance = override(default_tolerance(info.device, resolved.key.precision), args.atol, args.rtol)
+    record = check_artifact(
+        resolved.artifact,
+        resolved.key,
+        reference,
+        resolved.graph,
+        sizes=sizes,
+        batch_sizes=args.batch_sizes,
+        session=config,
+        tolerance=tolerance,
+        inputs=args.inputs,
+        on_step=err.print if not args.json else None,
+    )
+    if args.json:
+        doc = {"artifact": manifest.name, "graph": str(resolved.path), "variant": str(resolved.key)}
+        print(strict_json({**doc, **record.model_dump(mode="json")}), end="", flush=True)
+    else:
+        print_report(out, manifest.name, resolved.path, record)
+    return 0 if record.passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: _run(args), interrupted="no report")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

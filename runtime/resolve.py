@@ -1,0 +1,187 @@
+"""Turn a runtime command's artifact argument into a verified graph, never building anything silently.
+
+Every runtime command takes an artifact as a zoo or artifact name (under ``--artifacts-dir``),
+an artifact folder, or a ``.onnx`` file beside its manifest. :func:`resolve` finds it and
+returns the graph's bytes, read under the artifact's lock and checked against the sha256
+its manifest records. A missing or stale graph is either rebuilt with exactly the recorded
+settings, with one line saying so, or (``rebuild=False``, or a user model whose code the
+toolkit may not import) refused with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exporter import artifact as art
+from exporter.errors import UserError
+from exporter.files import sha256_bytes
+from exporter.zoo import list_models
+
+
+@dataclass
+class Resolved:
+    """A graph ready to run: its artifact, which graph, its verified bytes, and what was done to get it."""
+
+    artifact: art.Artifact
+    key: art.VariantKey
+    graph: bytes
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.artifact.path(self.key)
+
+
+def export_command(manifest: art.Manifest, artifacts_dir: Path) -> str:
+    """The ``python -m exporter`` command that makes this artifact again."""
+    s, src = manifest.settings, manifest.source
+    target = src.model if src.kind == "zoo" else (src.ref or "YOUR_FILE.py:Builder")
+    parts = ["python -m exporter", shlex.quote(str(target)), f"--opset {s.opset}"]
+    if src.kind != "zoo" or manifest.name != src.model:
+        parts.append(f"--name {shlex.quote(manifest.name)}")
+    if src.kind != "zoo" or s.input_shape != list(_zoo_shape(str(src.model))):
+        parts.append("--input-shape " + "x".join(map(str, s.input_shape)))
+    if s.weights:
+        parts.append(f"--weights {shlex.quote(s.weights)}")
+    elif s.seed:
+        parts.append(f"--seed {s.seed}")
+    if s.dynamic_size:
+        parts.append("--dynamic-size")
+    if not s.simplify:
+        parts.append("--no-simplify")
+    if artifacts_dir != art.DEFAULT_ARTIFACTS_DIR:
+        parts.append(f"--output-dir {shlex.quote(str(artifacts_dir))}")
+    return " ".join(parts)
+
+
+def _zoo_shape(name: str) -> tuple[int, ...]:
+    from exporter.zoo import get_spec
+
+    try:
+        return get_spec(name).input_shape
+    except UserError:
+        return ()
+
+
+def _variant_command(name: str, key: art.VariantKey, artifacts_dir: Path) -> str:
+    opt = f" --optimize-for {key.optimize_for}" if key.optimize_for else ""
+    out = f" --output-dir {shlex.quote(str(artifacts_dir))}" if artifacts_dir != art.DEFAULT_ARTIFACTS_DIR else ""
+    return f"python -m exporter {name} --precision {key.precision}{opt}{out}"
+
+
+def _rebuild_base(artifact: art.Artifact, reason: str, say: Callable[[str], None]) -> None:
+    """Export the artifact again with exactly its recorded settings (zoo models only)."""
+    from exporter.export import export_model
+
+    m, s = artifact.manifest, artifact.manifest.settings
+    if m.source.kind != "zoo":
+        raise UserError(
+            f"{reason}, and {m.name} is your own model, whose code is only run when you name it: "
+            f"re-export it: {export_command(m, artifact.directory.parent)}"
+        )
+    if s.weights and not Path(s.weights).is_file():
+        raise UserError(f"{reason}, and the weights it was exported with are gone: {s.weights}")
+    how = f"weights {s.weights}" if s.weights else f"seed {s.seed}"
+    say(f"{reason}: re-exporting {m.name} with its recorded settings (opset {s.opset}, {how})")
+    result = export_model(
+        str(m.source.model),
+        opset=s.opset,
+        output_dir=artifact.directory.parent,
+        weights=s.weights,
+        simplify=s.simplify,
+        input_shape=tuple(s.input_shape),
+        seed=s.seed,
+        name=m.name,
+        dynamic_size=s.dynamic_size,
+    )
+    if result.manifest.sha256 != m.sha256:
+        new = result.manifest.sha256
+        say(f"note: the new graph differs from the recorded one (sha256 {m.sha256[:12]} -> {new[:12]})")
+
+
+def _rebuild_variant(artifact: art.Artifact, key: art.VariantKey, reason: str, say: Callable[[str], None]) -> None:
+    from exporter.variants import VariantOptions, build_variant
+
+    record = artifact.variant(key)
+    options = VariantOptions()
+    if record is not None:
+        q = record.quantization
+        options = VariantOptions(
+            calibration_dir=q.calibration_dir if q else None,
+            calibration_method=q.calibration_method if q else "minmax",
+            fp16_io=record.io_dtype == "float16",
+            reduce_range=q.reduce_range if q else None,
+        )
+        if options.calibration_dir and not Path(options.calibration_dir).is_dir():
+            raise UserError(f"{reason}, and its calibration folder is gone: {options.calibration_dir}")
+        say(f"{reason}: rebuilding the {key} variant with its recorded settings")
+    else:
+        say(f"{reason}: building the {key} variant with the default settings")
+    build_variant(artifact.directory, key, options=options)
+
+
+def resolve(
+    ref: str,
+    *,
+    key: art.VariantKey | None = None,
+    artifacts_dir: Path = art.DEFAULT_ARTIFACTS_DIR,
+    rebuild: bool = True,
+    say: Callable[[str], None] = print,
+) -> Resolved:
+    """Find the artifact ``ref`` names and return the verified bytes of its ``key`` graph.
+
+    ``key`` defaults to the graph a ``.onnx`` argument names, else fp32. With ``rebuild``
+    a missing zoo artifact is exported with the defaults and a stale graph rebuilt with its
+    recorded settings, each said in one line through ``say``; without it they are refused
+    with the command to run.
+    """
+    loc = art.locate(ref, artifacts_dir)
+    if loc.key is not None and key is not None and key != loc.key:
+        raise UserError(f"{ref} is the {loc.key} graph of {loc.name}, not {key}")
+    key = loc.key or key or art.BASE
+    notes: list[str] = []
+
+    def note(line: str) -> None:
+        notes.append(line)
+        say(line)
+
+    if loc.zoo_default:
+        if loc.name not in list_models():
+            raise UserError(
+                f"no artifact named {loc.name} in {artifacts_dir} (and it is not a zoo model; "
+                "see python -m exporter --list)"
+            )
+        if not rebuild:
+            raise UserError(f"no artifact for {loc.name} in {artifacts_dir}: export it: python -m exporter {loc.name}")
+        from exporter.export import export_model
+
+        note(f"no artifact for {loc.name} in {artifacts_dir}: exporting it with the defaults first")
+        export_model(loc.name, output_dir=artifacts_dir)
+
+    for _attempt in range(3):
+        with art.artifact_lock(loc.directory, on_wait=say):
+            artifact = art.open_artifact(loc.directory)
+            base_stale = artifact.stale_reason()
+            variant_stale = None if key.is_base or base_stale else artifact.stale_reason(key)
+            if not base_stale and not variant_stale:
+                graph = artifact.path(key).read_bytes()
+                if sha256_bytes(graph) == (
+                    artifact.manifest.sha256 if key.is_base else artifact.manifest.variants[str(key)].sha256
+                ):
+                    return Resolved(artifact, key, graph, notes)
+                continue
+        if base_stale:
+            if not rebuild:
+                raise UserError(
+                    f"{base_stale}: rebuild it: {export_command(artifact.manifest, artifact.directory.parent)}"
+                )
+            _rebuild_base(artifact, base_stale, note)
+        else:
+            assert variant_stale is not None
+            if not rebuild:
+                raise UserError(f"{variant_stale}: build it: {_variant_command(artifact.name, key, artifacts_dir)}")
+            _rebuild_variant(artifact, key, variant_stale, note)
+    raise UserError(f"{loc.directory} keeps changing while being read (another process is rewriting it): try again")

@@ -1,0 +1,175 @@
+"""The artifact contract: typed manifest, variant keys, validation on read, strict JSON, locking."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter import artifact as art
+from exporter.errors import UserError
+from tests.helpers import ROOT, run_cli
+
+
+def _strict(text: str) -> object:
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture()
+def lenet_dir(exported, tmp_path: Path) -> Path:
+    directory = tmp_path / "artifacts" / "lenet5"
+    shutil.copytree(exported("lenet5").directory, directory)
+    return directory
+
+
+@pytest.mark.parametrize(
+    "text, precision, target, file",
+    [
+        ("fp32", "fp32", None, "m.onnx"),
+        ("fp16", "fp16", None, "m.fp16.onnx"),
+        ("int8", "int8", None, "m.int8.onnx"),
+        ("int8.opt-cpu", "int8", "cpu", "m.int8.opt-cpu.onnx"),
+        ("fp32.opt-cuda", "fp32", "cuda", "m.opt-cuda.onnx"),
+    ],
+)
+def test_variant_key_parses_prints_and_names_its_file(text: str, precision: str, target, file: str) -> None:
+    key = art.VariantKey.parse(text)
+    assert (key.precision, key.optimize_for) == (precision, target)
+    assert str(key) == text and art.VariantKey.parse(str(key)) == key
+    assert key.file_name("m") == file
+    assert key.is_base == (text == "fp32")
+
+
+@pytest.mark.parametrize("text", ["fp64", "int8.opt-", "int8.opt-tpu", "int8.fp16", ""])
+def test_bad_variant_keys_are_one_clear_error(text: str) -> None:
+    with pytest.raises(UserError):
+        art.VariantKey.parse(text)
+
+
+def test_manifest_round_trips_and_is_strict_json(lenet_dir: Path) -> None:
+    text = (lenet_dir / "manifest.json").read_text()
+    doc = _strict(text)
+    assert doc["schema_version"] == art.SCHEMA_VERSION  # type: ignore[index]
+    manifest = art.parse_manifest(text, lenet_dir / "manifest.json")
+    assert manifest.model_dump(mode="json") == doc
+    assert manifest.input_shape == (3, 32, 32) and manifest.weights.kind == "random"
+    assert manifest.weights.batchnorm_calibrated is False  # lenet5 has no BatchNorm
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d.update(sha256=5), "sha256"),
+        (lambda d: d["settings"].update(opset="seventeen"), "settings.opset"),
+        (lambda d: d["weights"].update(kind="stolen"), "weights.kind"),
+        (lambda d: d.pop("inputs"), "inputs"),
+        (lambda d: d.update(surprise=1), "surprise"),
+    ],
+)
+def test_a_bad_manifest_is_one_error_naming_the_field(lenet_dir: Path, edit, field: str) -> None:
+    path = lenet_dir / "manifest.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(art.ArtifactError, match=f"field '{field}'"):
+        art.open_artifact(lenet_dir)
+    proc = run_cli("runtime.parity", str(lenet_dir))
+    assert proc.returncode == 2 and f"field '{field}'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_old_schema_and_broken_json_are_refused_clearly(lenet_dir: Path) -> None:
+    path = lenet_dir / "manifest.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "schema_version": 1}))
+    with pytest.raises(art.ArtifactError, match="schema version 1"):
+        art.open_artifact(lenet_dir)
+    path.write_text("{not json")
+    with pytest.raises(art.ArtifactError, match="not valid JSON"):
+        art.open_artifact(lenet_dir)
+
+
+def test_non_finite_numbers_are_never_written(lenet_dir: Path) -> None:
+    manifest = art.open_artifact(lenet_dir).manifest
+    with pytest.raises(ValueError):
+        manifest.parity.tolerance.model_validate({**manifest.parity.tolerance.model_dump(), "atol": float("inf")})
+
+
+def test_int8_manifest_is_strict_json(lenet_dir: Path) -> None:
+    """Defect: int8 manifests held ``Infinity`` (an unbounded atol)."""
+    from exporter.variants import build_variant
+
+    build_variant(lenet_dir, art.VariantKey("int8"))
+    doc = _strict((lenet_dir / "manifest.json").read_text())
+    assert doc["variants"]["int8"]["parity"]["tolerance"]["atol"] is None  # type: ignore[index]
+
+
+@pytest.mark.parametrize("ref", ["lenet5", "DIR", "DIR/lenet5.onnx"])
+def test_locate_takes_a_name_a_folder_or_a_graph(lenet_dir: Path, ref: str) -> None:
+    loc = art.locate(ref.replace("DIR", str(lenet_dir)), lenet_dir.parent)
+    assert loc.directory == lenet_dir and loc.name == "lenet5" and not loc.zoo_default
+    assert loc.key == (art.BASE if ref.endswith(".onnx") else None)
+
+
+def test_locate_refuses_a_graph_without_manifest(tmp_path: Path) -> None:
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(art.ArtifactError, match="no manifest.json beside it"):
+        art.locate(str(tmp_path / "x.onnx"))
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs/x", "a/b", "..", ".hidden", "", "a\\b"])
+def test_names_that_leave_the_folder_are_refused(name: str) -> None:
+    with pytest.raises(UserError, match="bad artifact name"):
+        art.validate_name(name)
+
+
+def test_concurrent_variant_builds_both_land(lenet_dir: Path) -> None:
+    """Defect: int8 and fp16 built at once both succeeded and the manifest listed one."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "exporter", "lenet5", "--precision", p, "--output-dir", str(lenet_dir.parent)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in ("int8", "fp16")
+    ]
+    for p in procs:
+        _out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    artifact = art.open_artifact(lenet_dir)
+    assert set(artifact.manifest.variants) == {"int8", "fp16"}
+    for key in ("int8", "fp16"):
+        assert artifact.stale_reason(art.VariantKey(key)) is None
+
+
+def test_variant_and_reexport_at_once_leave_a_consistent_artifact(lenet_dir: Path) -> None:
+    """Defect: a variant build racing a re-export with another seed left a graph its manifest did not match."""
+    out = str(lenet_dir.parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "exporter", *args, "--output-dir", out],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in (["lenet5", "--precision", "int8"], ["lenet5", "--seed", "9"])
+    ]
+    for p in procs:
+        _out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    artifact = art.open_artifact(lenet_dir)
+    assert artifact.stale_reason() is None, "graph and manifest must agree"
+    assert artifact.manifest.settings.seed == 9
+    record = artifact.manifest.variants["int8"]
+    # Either the variant was built from the new graph, or it is reported stale: never silently wrong.
+    stale = artifact.stale_reason(art.VariantKey("int8"))
+    assert (record.base_sha256 == artifact.manifest.sha256) == (stale is None)

@@ -1,0 +1,176 @@
+"""Parity: every output compared, tolerances validated, one implementation, artifacts as users name them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+from exporter import artifact as art
+from exporter.errors import UserError
+from exporter.export import export_model
+from exporter.files import atomic_outputs, sha256_bytes
+from exporter.reference import prepare, rebuild
+from runtime.compare import compare, default_tolerance, override
+from runtime.parity import check
+from tests.helpers import run_cli
+
+
+def _strict(text: str) -> object:
+    """Parse JSON the way strict parsers do: NaN and Infinity are errors."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _replace_graph(directory: Path, model: onnx.ModelProto) -> None:
+    """Swap an artifact's graph for ``model`` and record it in the manifest, as a wrong export would."""
+    artifact = art.open_artifact(directory)
+    data = model.SerializeToString()
+    manifest = artifact.manifest.model_copy(update={"sha256": sha256_bytes(data), "size_bytes": len(data)})
+    with atomic_outputs(directory) as writer:
+        writer.write_bytes(artifact.path(), data)
+        art.write_manifest(writer, directory, manifest)
+
+
+def _tamper(model: onnx.ModelProto, scale: float = 1.05) -> onnx.ModelProto:
+    """Scale the largest weight tensor: a graph that no longer computes the model."""
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * scale, init.name))
+    return model
+
+
+@pytest.fixture()
+def resnet_cifar_dir(exported, tmp_path: Path) -> Path:
+    dst = tmp_path / "artifacts" / "resnet_cifar"
+    shutil.copytree(exported("resnet_cifar").directory, dst)
+    return dst
+
+
+def test_untouched_graph_passes_at_several_batches(resnet_cifar_dir: Path) -> None:
+    m = art.open_artifact(resnet_cifar_dir).manifest
+    record = check(resnet_cifar_dir / "resnet_cifar.onnx", rebuild(m), batch_sizes=(1, 4, 9))
+    assert record.passed
+    assert [r.batch_size for r in record.results] == [1, 4, 9]
+    assert all(r.cosine_min > 0.99999 and r.top1_agreement == 1.0 for r in record.results)
+    assert record.tolerance == default_tolerance("cpu", "fp32")
+
+
+def test_tampered_weights_fail_parity(resnet_cifar_dir: Path) -> None:
+    m = art.open_artifact(resnet_cifar_dir).manifest
+    bad = _tamper(onnx.load(str(resnet_cifar_dir / "resnet_cifar.onnx"))).SerializeToString()
+    record = check(bad, rebuild(m), batch_sizes=(1, 4))
+    assert not record.passed and all(not r.passed for r in record.results)
+    assert any("batch 1" in f and "max abs err" in f for f in record.failures())
+
+
+def test_cli_wrong_graph_exits_nonzero_naming_batch_and_metric(resnet_cifar_dir: Path) -> None:
+    _replace_graph(resnet_cifar_dir, _tamper(onnx.load(str(resnet_cifar_dir / "resnet_cifar.onnx"))))
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--device", "cpu", "--batch-sizes", "2", "5")
+    assert proc.returncode == 1, proc.stderr
+    assert "FAIL batch 2, output 'output':" in proc.stdout and "max abs err" in proc.stdout
+
+
+class TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.a = torch.nn.Linear(4, 5)
+        self.b = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1), 1)
+        return self.a(h), self.b(h)
+
+
+def test_every_output_is_compared_not_only_the_first(tmp_path: Path) -> None:
+    """Defect: a two-output graph whose second output is off by ~1.0 passed."""
+    torch.manual_seed(0)
+    module = TwoHeads().eval()
+    result = export_model(module, input_shape=(3, 8, 8), name="two_heads", output_dir=tmp_path)
+    assert [o.name for o in result.manifest.outputs] == ["output", "output_1"]
+    assert {r.output for r in result.manifest.parity.results} == {"output", "output_1"}
+    model = onnx.load(str(result.onnx_path))
+    # Add 1.0 to the second output only.
+    second = model.graph.output[1].name
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_raw" if o == second else o for o in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((1,), np.float32), "one"))
+    model.graph.node.append(helper.make_node("Add", [f"{second}_raw", "one"], [second]))
+    prepared = prepare(module, input_shape=(3, 8, 8), name="two_heads")
+    record = check(model.SerializeToString(), prepared)
+    assert not record.passed
+    failing = {r.output for r in record.results if not r.passed}
+    assert failing == {"output_1"}, failing
+
+
+@pytest.mark.parametrize(
+    "atol, rtol", [(float("nan"), None), (None, float("nan")), (-1e-3, None), (None, -0.1), (float("inf"), None)]
+)
+def test_non_finite_or_negative_tolerances_are_refused(atol, rtol) -> None:
+    with pytest.raises(UserError, match="finite number >= 0"):
+        override(default_tolerance("cpu", "fp32"), atol, rtol)
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf"])
+def test_cli_refuses_bad_atol(value: str, resnet_cifar_dir: Path) -> None:
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--atol", value)
+    assert proc.returncode == 2 and "finite number >= 0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tolerance_override_is_applied(resnet_cifar_dir: Path) -> None:
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--atol", "1e-9", "--rtol", "0", "--json")
+    doc = _strict(proc.stdout)
+    assert doc["tolerance"]["atol"] == 1e-9 and doc["tolerance"]["rtol"] == 0.0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("batches", [["0"], ["1", "-2"]])
+def test_bad_batch_sizes_are_rejected(batches: list[str], resnet_cifar_dir: Path) -> None:
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-sizes", *batches)
+    assert proc.returncode == 2 and "at least 1" in proc.stderr
+
+
+def test_cli_json_is_strict_and_names_the_graph(resnet_cifar_dir: Path) -> None:
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir / "resnet_cifar.onnx"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = _strict(proc.stdout)
+    assert doc["graph"].endswith("resnet_cifar.onnx") and doc["passed"] is True  # type: ignore[index]
+    assert [r["batch_size"] for r in doc["results"]] == [1, 3, 5]  # type: ignore[index]
+
+
+def test_piped_table_keeps_markup_and_every_digit(resnet_cifar_dir: Path) -> None:
+    """Defect: rich swallowed "[fp32, random inputs]" and cut every figure to "2.98…" when piped."""
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir))
+    assert proc.returncode == 0, proc.stderr
+    header = proc.stdout.splitlines()[0]
+    assert "[fp32, random uniform [-1, 1) inputs]" in header
+    assert "…" not in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| output |")][1:]  # after the header
+    assert len(rows) == 3 and all("e-0" in row and "| pass " in row for row in rows)
+
+
+def test_memory_guard_refuses_a_batch_that_cannot_fit(resnet_cifar_dir: Path) -> None:
+    """Defect: parity at a huge batch grew past 18 GB before anything stopped it."""
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-sizes", "4000000", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "needs about" in proc.stderr and "GB of memory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compare_metrics_on_known_values() -> None:
+    ref = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]], dtype=np.float32)
+    got = ref + np.array([[0.0, 0.01, 0.0], [0.0, 0.0, -0.02]], dtype=np.float32)
+    c = compare(ref, got, default_tolerance("cpu", "fp32"))
+    assert c.max_abs_err == pytest.approx(0.02, rel=1e-5)
+    assert c.top1_agreement == 1.0 and not c.passed
+    assert c.sqnr_db == pytest.approx(10 * np.log10((ref.astype(np.float64) ** 2).sum() / 0.0005), rel=1e-4)
+    nan = compare(ref, np.full_like(ref, np.nan), default_tolerance("cpu", "fp32"))
+    assert not nan.passed and nan.max_abs_err is None and "NaN" in nan.failures[0]
+    assert compare(ref, ref.copy(), default_tolerance("cpu", "int8")).sqnr_db is None  # identical: no noise

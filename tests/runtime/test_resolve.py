@@ -1,0 +1,114 @@
+"""Runtime commands take any artifact, never run code a manifest names, and never rebuild silently."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from exporter import artifact as art
+from exporter.export import export_model
+from exporter.variants import build_variant
+from runtime.resolve import resolve
+from tests.helpers import run_cli, write_user_model
+
+EVIL = """
+from pathlib import Path
+Path(__file__).with_name("IMPORTED").write_text("a manifest made me run")
+import torch
+Net = lambda: torch.nn.Linear(2, 2)
+"""
+
+
+@pytest.fixture()
+def lenet_dir(exported, tmp_path: Path) -> Path:
+    directory = tmp_path / "artifacts" / "lenet5"
+    shutil.copytree(exported("lenet5").directory, directory)
+    return directory
+
+
+def _edit_manifest(directory: Path, **changes: object) -> None:
+    path = directory / "manifest.json"
+    doc = json.loads(path.read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            doc[section][field] = value
+        else:
+            doc[section] = value
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("kind", ["zoo", "file"])
+def test_a_manifest_never_makes_the_toolkit_import_code(lenet_dir: Path, tmp_path: Path, kind: str) -> None:
+    """Defect: parity and bench imported whatever file manifest.json named in source.ref."""
+    evil = tmp_path / "evil.py"
+    evil.write_text(EVIL)
+    _edit_manifest(lenet_dir, source__kind=kind, source__ref=f"{evil}:Net")
+    for args in (["runtime.parity", "lenet5"], ["runtime.parity", str(lenet_dir)]):
+        proc = run_cli(*args, "--artifacts-dir", str(lenet_dir.parent))
+        assert not (tmp_path / "IMPORTED").exists(), "code named by a manifest was imported"
+        if kind == "file":
+            assert proc.returncode == 2 and "--reference" in proc.stderr and "never imported" in proc.stderr
+        else:
+            assert proc.returncode == 0, proc.stderr
+
+
+def test_user_model_is_checked_only_against_code_named_on_the_command_line(tmp_path: Path) -> None:
+    src = write_user_model(tmp_path)
+    out = tmp_path / "arts"
+    proc = run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    without = run_cli("runtime.parity", "make_tiny", "--artifacts-dir", str(out))
+    assert without.returncode == 2 and f"--reference {src}:make_tiny" in without.stderr
+    with_ref = run_cli("runtime.parity", "make_tiny", "--artifacts-dir", str(out), "--reference", f"{src}:make_tiny")
+    assert with_ref.returncode == 0, with_ref.stderr
+    assert "| pass" in with_ref.stdout
+
+
+def test_stale_graph_is_rebuilt_with_its_recorded_settings_and_said(tmp_path: Path) -> None:
+    """Defect: opset 13 / seed 5 export, corrupted graph: parity silently re-exported at opset 17, seed 0."""
+    out = tmp_path / "arts"
+    first = export_model("lenet5", opset=13, seed=5, output_dir=out)
+    first.onnx_path.write_bytes(b"corrupted")
+    refused = run_cli("runtime.parity", "lenet5", "--artifacts-dir", str(out), "--no-rebuild")
+    assert refused.returncode == 2
+    assert "does not match its manifest" in refused.stderr and "--opset 13 --seed 5" in refused.stderr
+    proc = run_cli("runtime.parity", "lenet5", "--artifacts-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "re-exporting lenet5 with its recorded settings (opset 13, seed 5)" in proc.stderr
+    manifest = art.open_artifact(out / "lenet5").manifest
+    assert (manifest.settings.opset, manifest.settings.seed) == (13, 5)
+    assert manifest.sha256 == first.manifest.sha256, "the rebuilt graph is byte-identical to the recorded one"
+
+
+def test_stale_variant_is_rebuilt_from_its_record(lenet_dir: Path) -> None:
+    build_variant(lenet_dir, art.VariantKey("fp16"))
+    (lenet_dir / "lenet5.fp16.onnx").unlink()
+    said: list[str] = []
+    resolved = resolve(str(lenet_dir), key=art.VariantKey("fp16"), say=said.append)
+    assert resolved.path.is_file() and any("rebuilding the fp16 variant" in s for s in said)
+
+
+def test_missing_zoo_artifact_is_exported_saying_so(tmp_path: Path) -> None:
+    said: list[str] = []
+    resolved = resolve("lenet5", artifacts_dir=tmp_path, say=said.append)
+    assert resolved.artifact.manifest.name == "lenet5"
+    assert said == [f"no artifact for lenet5 in {tmp_path}: exporting it with the defaults first"]
+
+
+def test_unknown_name_and_contradicting_variant_are_clear(lenet_dir: Path) -> None:
+    proc = run_cli("runtime.parity", "nosuchnet", "--artifacts-dir", str(lenet_dir.parent))
+    assert proc.returncode == 2 and "no artifact named nosuchnet" in proc.stderr
+    proc = run_cli("runtime.parity", str(lenet_dir / "lenet5.onnx"), "--precision", "int8")
+    assert proc.returncode == 2 and "is the fp32 graph of lenet5, not int8" in proc.stderr
+
+
+def test_zoo_model_exported_at_another_size_is_checked_at_that_size(tmp_path: Path) -> None:
+    out = tmp_path / "arts"
+    export_model("resnet_cifar", input_shape=(3, 40, 40), name="rc40", output_dir=out)
+    proc = run_cli("runtime.parity", "rc40", "--artifacts-dir", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["passed"] is True
