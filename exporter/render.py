@@ -15,8 +15,8 @@ from pathlib import Path
 
 import onnx
 
-from .artifacts import atomic_outputs
 from .errors import ExportFailed, UserError
+from .files import atomic_outputs
 from .viewer import GraphServer
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -24,27 +24,43 @@ DEFAULT_PORT = 8080
 PORT_SEARCH = 50
 
 
-def _port_free(host: str, port: int) -> bool:
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why ``port`` cannot be served on, or None when it can.
+
+    The probe binds the way the server will (``SO_REUSEADDR``, as ``http.server`` does), so a
+    port whose last connection is still in TIME_WAIT after a previous view counts as free.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc
+    return None
+
+
+def _port_problem(host: str, port: int, exc: OSError) -> UserError:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return UserError(
+            f"no permission to serve on port {port} (ports below 1024 need administrator rights): "
+            "choose a --port of 1024 or more"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return UserError(f"port {port} is busy on {host}: choose another --port, or omit it to use the next free one")
+    return UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 def pick_port(host: str, port: int | None) -> int:
-    """``port`` if given and free (a busy one is an error); else 8080 or the next free one."""
+    """``port`` if given and usable (busy or forbidden is an error); else 8080 or the next free one."""
     if port is not None:
         if not 0 <= port <= 65535:
             raise UserError(f"--port {port} is not a valid port (0-65535)")
-        if port and not _port_free(host, port):
-            raise UserError(
-                f"port {port} is busy on {host}: choose another --port, or omit it to use the next free one"
-            )
+        problem = _bind_error(host, port) if port else None
+        if problem is not None:
+            raise _port_problem(host, port, problem)
         return port
     for candidate in range(DEFAULT_PORT, DEFAULT_PORT + PORT_SEARCH):
-        if _port_free(host, candidate):
+        if _bind_error(host, candidate) is None:
             return candidate
     return 0
 
@@ -55,9 +71,11 @@ class GraphServer:
     def __init__(self, path: str | Path, host: str = "localhost", port: int | None = None) -> None:
         from netron import server as netron_server
 
+        from .graph import load_onnx
+
         self.path = Path(path).resolve()
-        if not self.path.is_file():
-            raise UserError(f"ONNX file not found: {path}")
+        if not load_onnx(self.path).graph.node:  # an empty or truncated file loads as an empty graph
+            raise UserError(f"{path} holds no ONNX graph (no nodes): nothing to show")
         self.host = host
         content = netron_server._ContentProvider(None, str(self.path), str(self.path), self.path.name)
 
@@ -68,12 +86,11 @@ class GraphServer:
 
         Handler.content = content
         chosen = pick_port(host, port)
+        server_class = type("Server", (netron_server._ThreadedHTTPServer,), {"allow_reuse_address": True})
         try:
-            self._server = netron_server._ThreadedHTTPServer((host, chosen), Handler)
+            self._server = server_class((host, chosen), Handler)
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"port {chosen} is busy on {host}: choose another --port") from exc
-            raise UserError(f"cannot serve on {host}:{chosen}: {exc.strerror or exc}") from exc
+            raise _port_problem(host, chosen, exc) from exc
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

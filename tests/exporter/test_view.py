@@ -172,3 +172,35 @@ def test_cli_render_of_any_onnx_file(exported, tmp_path: Path) -> None:
     proc = run_cli("exporter", str(src), "--render")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "copy.svg").is_file() and (tmp_path / "copy.png").is_file()
+
+
+def test_port_in_time_wait_after_a_view_is_reused(exported) -> None:
+    """Defect: a port in TIME_WAIT after a stopped view was reported as busy."""
+    with GraphServer(exported("lenet5").onnx_path, port=0) as first:
+        port = first.port
+        with urllib.request.urlopen(first.url, timeout=10) as page:
+            assert page.status == 200
+    assert pick_port("localhost", port) == port
+    with GraphServer(exported("lenet5").onnx_path, port=port) as again:
+        with urllib.request.urlopen(again.url, timeout=10) as page:
+            assert page.status == 200
+
+
+def test_permission_denied_is_not_reported_as_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect: a privileged port (permission error) was reported as "busy"."""
+    import errno
+
+    import exporter.viewer as viewer
+
+    monkeypatch.setattr(viewer, "_bind_error", lambda host, port: OSError(errno.EACCES, "Permission denied"))
+    with pytest.raises(UserError, match="no permission to serve on port 80") as info:
+        pick_port("localhost", 80)
+    assert "busy" not in str(info.value)
+
+
+def test_empty_onnx_is_refused_not_served(tmp_path: Path) -> None:
+    """Defect: an empty .onnx was served as if it were a graph."""
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    proc = run_cli("exporter", str(empty), "--view", "--no-browser", timeout=60)
+    assert proc.returncode == 2 and "holds no ONNX graph" in proc.stderr and "Traceback" not in proc.stderr
