@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import artifact as art
 from .console import Column, Console, fmt
-from .errors import UserError, first_line, run_guarded
+from .errors import UserError, describe_os_error, first_line, run_guarded
 from .files import sha256_file
 from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
 from .user_model import is_user_model_ref, parse_input_shape
@@ -335,11 +335,13 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Export every zoo model; a failure of one (a user error or a fault such as a full disk) is
     recorded and the rest still run; the summary names each failure."""
     from .export import export_model
+    from .pooling import FixedSizeModel
     from .variants import build_variant
 
     names = list_models()
     rows: list[list[object]] = []
     failures: list[tuple[str, str]] = []
+    fixed: list[tuple[str, str]] = []
     key = art.VariantKey(args.precision, args.optimize_for)
     with err.progress(len(names), "exporting the zoo") as progress:
         for name in names:
@@ -374,15 +376,28 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
                 )
             except (KeyboardInterrupt, SystemExit):
                 raise
+            except FixedSizeModel as exc:  # with --dynamic-size: expected for models with a fixed-size layer
+                fixed.append((name, str(exc)))
+                rows.append([name, ("fixed size", "yellow"), "", "", "", ""])
             except Exception as exc:  # one model's failure, user error or fault, must not stop the others
-                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc)}"
+                if isinstance(exc, UserError):
+                    message = str(exc)
+                elif isinstance(exc, OSError):
+                    message = describe_os_error(exc, f"writing {name}")
+                else:
+                    message = f"{type(exc).__name__}: {first_line(exc)}"
                 failures.append((name, message))
                 rows.append([name, ("FAILED", "red"), "", "", "", ""])
             progress.advance()
     cols = [Column("model"), Column("status"), Column("nodes raw -> simplified", True), Column("MB", True)]
     cols += [Column("max abs err", True), Column("seconds", True)]
-    title = f"Exported {len(names) - len(failures)}/{len(names)} models to {args.output_dir} (opset {args.opset})"
+    done = len(names) - len(failures) - len(fixed)
+    title = f"Exported {done}/{len(names)} models to {args.output_dir} (opset {args.opset})"
+    if fixed:
+        title += f"; {len(fixed)} have a fixed input size and no --dynamic-size graph"
     out.table(cols, rows, title=title)  # type: ignore[arg-type]
+    for name, message in fixed:
+        out.print(f"fixed size {name}: {message}")
     for name, message in failures:
         out.print(f"FAILED {name}: {message}", style="red")
     return 1 if failures else 0

