@@ -161,7 +161,8 @@ class Weights(_Record):
     """The exported weights. ``random``: a zoo model seeded with ``seed`` (BatchNorm statistics
     calibrated when ``batchnorm_calibrated``); ``file``: loaded from ``path`` (``sha256``);
     ``as_given``: the user's model exactly as their builder or code returned it.
-    ``state_sha256`` fingerprints the exported state_dict, whatever its origin."""
+    ``state_sha256`` fingerprints the exported state_dict, whatever its origin;
+    ``params_sha256`` the same without BatchNorm running statistics."""
 
     kind: Literal["random", "file", "as_given"]
     seed: int | None = None
@@ -169,6 +170,7 @@ class Weights(_Record):
     path: str | None = None
     sha256: str | None = None
     state_sha256: str
+    params_sha256: str
 
 
 class ExportSettings(_Record):

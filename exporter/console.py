@@ -75,7 +75,22 @@ class Console:
             print("\n".join(line.rstrip() for line in cap.get().splitlines() if line.strip()), file=self.stream)
             print(file=self.stream, flush=True)
             return
-        self._rich.print(table)
+        # Wider than the terminal: print at the table's own width (the terminal wraps the lines)
+        # rather than let rich shorten cells to "…".
+        needed = RichConsole(width=100_000).measure(table).maximum
+        if needed <= self._rich.width:
+            self._rich.print(table)
+            return
+        wide = RichConsole(
+            file=self.stream,
+            width=needed,
+            force_terminal=True,
+            color_system=self._rich.color_system,  # type: ignore[arg-type]
+            highlight=False,
+            markup=False,
+            emoji=False,
+        )
+        wide.print(table)
 
     @contextlib.contextmanager
     def progress(self, total: int, label: str) -> Iterator[Progress]:

@@ -15,7 +15,7 @@ Rules of trust:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +42,8 @@ class Prepared:
     weights: Weights
     #: dataset the weights were trained on, where the checkpoint says (``sklearn digits``)
     trained_on: str | None = None
+    #: anything a user should know about how this model was rebuilt
+    notes: list[str] = field(default_factory=list)
 
 
 def validate_seed(seed: int) -> int:
@@ -110,7 +112,11 @@ def prepare(
         input_shape=tuple(input_shape),
         num_params=count_params(model, training_only),
         source=source,
-        weights=Weights(**record, state_sha256=state_fingerprint(model)),  # type: ignore[arg-type]
+        weights=Weights(
+            **record,  # type: ignore[arg-type]
+            state_sha256=state_fingerprint(model),
+            params_sha256=state_fingerprint(model, without_bn_statistics=True),
+        ),
         trained_on=trained_on,
     )
 
@@ -143,6 +149,15 @@ def rebuild(manifest: Manifest, builder: str | nn.Module | None = None) -> Prepa
     prepared = prepare(target, weights=weights_file, input_shape=shape, seed=seed, name=manifest.name)
     if w.kind == "file" and prepared.weights.sha256 != w.sha256:
         raise UserError(f"{weights_file} changed since {manifest.name} was exported (its sha256 differs)")
+    if prepared.weights.state_sha256 != w.state_sha256 and w.batchnorm_calibrated:
+        if prepared.weights.params_sha256 == w.params_sha256:
+            # Calibration is single-threaded and seeded, so this happens only on another CPU,
+            # whose kernels round the last bits differently: the weights are the same.
+            prepared.notes.append(
+                "BatchNorm statistics recalibrated here differ in their last bits from the export's "
+                "(another CPU's rounding); every other weight is identical"
+            )
+            return prepared
     if prepared.weights.state_sha256 != w.state_sha256:
         what = (
             "the zoo's code for it" if builder is None else f"{builder if isinstance(builder, str) else 'the module'}"

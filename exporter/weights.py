@@ -33,10 +33,17 @@ def calibrate_batchnorm(model: nn.Module, input_shape: tuple[int, ...], seed: in
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.rand((batch, *input_shape), generator=gen) * 2 - 1
     was_training = model.training
+    threads = torch.get_num_threads()
+    # One thread: a reduction's result depends on how it is split over threads, and the
+    # statistics must come out bit-identical whenever the reference is rebuilt.
+    torch.set_num_threads(1)
     model.train()
-    with torch.no_grad():
-        model(x)
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
     for m, momentum in saved:
         m.momentum = momentum
     return True
@@ -120,14 +127,21 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
     return LoadedWeights(sha256_file(p), meta)
 
 
-def state_fingerprint(model: nn.Module) -> str:
+BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def state_fingerprint(model: nn.Module, *, without_bn_statistics: bool = False) -> str:
     """sha256 over every state_dict entry (name, dtype, shape, bytes): the weights' identity.
 
     Recorded at export and checked when a reference model is rebuilt, so a parity check
-    can never compare a graph against different weights without saying so.
+    can never compare a graph against different weights without saying so. With
+    ``without_bn_statistics`` the BatchNorm running statistics are left out: calibrated ones
+    come from a forward pass whose last bits can differ between CPUs.
     """
     h = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
+        if without_bn_statistics and key.rsplit(".", 1)[-1] in BN_STATISTICS:
+            continue
         t = value.detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -1,146 +1,236 @@
-"""``python -m runtime.bench``: argument parsing and progress display over :mod:`runtime.benchmark`."""
+"""``python -m runtime.bench``: parse arguments, run :func:`runtime.bench.run_benchmark`, print.
+
+A command: the measuring, saving and statistics live in the library (:mod:`runtime.bench`);
+this module turns a command line into a :class:`~runtime.bench.BenchConfig` and the typed
+result into progress lines, a table and a summary.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from exporter import artifacts
+from exporter import artifact as art
+from exporter.console import Console, Progress
 from exporter.errors import run_guarded
-from exporter.zoo import list_models
+from exporter.user_model import parse_input_sizes
 
-from .benchmark import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, ENGINES, BenchConfig, BenchResult, plan_size, run_benchmark
-from .sessions import CUDNN_SEARCH, DEVICES
+from ..sessions import CUDNN_SEARCH, DEVICES
+from .config import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, DEFAULT_OUTPUT, BenchConfig
+from .engines import DEFAULT_ENGINES, ENGINES
+from .report import saved_lines, summary, table, title
+from .runner import BenchResult, Hooks, run_benchmark
+from .stats import DEFAULT_MAX_CI_WIDTH
+from .timing import TimingPolicy
+
+#: Without a terminal, the longest silence between progress lines (seconds).
+TICK_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m runtime.bench",
-        description="Time onnxruntime (the exported graph) against PyTorch eager, side by side, after a parity check.",
+        description="Time onnxruntime, PyTorch and the engines users would pick instead on the same artifact, "
+        "interleaved, after a parity check, with confidence intervals and the machine's physical limit.",
+        epilog="examples:\n"
+        "  python -m runtime.bench\n"
+        "  python -m runtime.bench --models resnet18 artifacts/mynet --reference my_net.py:MyNet\n"
+        "  python -m runtime.bench --models lenet5 resnet_cifar --precisions fp32 int8\n"
+        "  python -m runtime.bench --models resnet18 --engines all --batch-sizes 1 32\n"
+        "  python -m runtime.bench --models resnet18_dyn --input-size 224x224 320x320",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="zoo names, or 'all'")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto prefers CUDA, falls back to CPU")
-    p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
-    p.add_argument(
+    w = p.add_argument_group("what to time")
+    w.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help="zoo or artifact names, artifact folders, NAME[.variant].onnx files beside their manifest, or 'all' "
+        f"(default: {' '.join(DEFAULT_MODELS)})",
+    )
+    w.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    w.add_argument(
+        "--input-size",
+        nargs="+",
+        action="extend",
+        metavar="HxW",
+        help="input sizes for artifacts exported with --dynamic-size (default: the export size)",
+    )
+    w.add_argument(
+        "--engines",
+        nargs="+",
+        default=list(DEFAULT_ENGINES),
+        metavar="ENGINE",
+        help=f"any of {', '.join(ENGINES)}, or all (default: {' '.join(DEFAULT_ENGINES)}; "
+        "engines that cannot run here are named with the reason and skipped)",
+    )
+    w.add_argument(
         "--precisions",
         nargs="+",
         default=["fp32"],
-        help="onnxruntime graphs to time: fp32, fp16, int8 (built if missing), optionally .opt-cpu/.opt-cuda",
+        help="fp32, fp16, int8 (graph variants, built if missing; optionally .opt-cpu/.opt-cuda) and bf16 "
+        "(OpenVINO's bf16 hint); PyTorch always runs fp32 (default: fp32)",
     )
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--iterations", type=int, help="timed iterations per measurement")
-    g.add_argument(
-        "--min-seconds", type=float, default=1.0, help="time each measurement at least this long (default 1)"
+    w.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="[ARTIFACT=]FILE.py:Builder",
+        help="your own model's code, for the PyTorch engines and the parity check of your artifact",
     )
-    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
-    p.add_argument("--threads", type=int, help="intra-op threads for both engines (default: torch's default)")
-    p.add_argument("--no-io-binding", action="store_true", help="CUDA: copy inputs/outputs host<->device every run")
-    p.add_argument(
-        "--cudnn-search",
-        choices=CUDNN_SEARCH,
-        default="EXHAUSTIVE",
-        help="CUDA: cuDNN convolution algorithm search (default EXHAUSTIVE; warm-up absorbs it)",
+    t = p.add_argument_group("how long to time")
+    t.add_argument(
+        "--min-samples", type=int, default=TimingPolicy.min_samples, help="timed calls per engine at least (default 20)"
     )
-    p.add_argument("--cuda-graph", action="store_true", help="CUDA: capture a CUDA graph (fixed shapes, IO binding)")
-    p.add_argument("--no-tf32", action="store_true", help="CUDA: disable TF32 in onnxruntime and PyTorch")
-    p.add_argument("--no-parity", action="store_true", help="skip the parity check before timing")
-    p.add_argument("--onnx", type=Path, help="benchmark this graph (with exactly one --models entry)")
-    p.add_argument(
+    t.add_argument(
+        "--min-seconds",
+        type=float,
+        default=TimingPolicy.min_seconds,
+        help="timed seconds per engine at least (default 1)",
+    )
+    t.add_argument(
+        "--max-seconds",
+        type=float,
+        default=TimingPolicy.max_seconds,
+        help="stop timing one (model, batch) after this long even if the minimums are not reached (default 60)",
+    )
+    t.add_argument("--iterations", type=int, help="exactly N timed calls per engine (no time minimum)")
+    t.add_argument("--warmup", type=int, default=TimingPolicy.warmup, help="untimed calls per engine first (default 3)")
+    t.add_argument(
+        "--max-ci-width",
+        type=float,
+        default=DEFAULT_MAX_CI_WIDTH,
+        help="flag a figure unstable when its 95%% CI is wider than this fraction of it (default 0.2)",
+    )
+    t.add_argument("--seed", type=int, default=0, help="seed of the inputs and of the bootstrap (default 0)")
+    d = p.add_argument_group("where and with which settings")
+    d.add_argument("--device", choices=DEVICES, default="auto", help="auto prefers CUDA, falls back to CPU")
+    d.add_argument("--threads", type=int, help="threads for every engine (default: torch's, one per core)")
+    d.add_argument("--no-io-binding", action="store_true", help="CUDA: copy inputs/outputs host<->device every run")
+    d.add_argument("--cudnn-search", choices=CUDNN_SEARCH, default="EXHAUSTIVE", help="CUDA: cuDNN algorithm search")
+    d.add_argument("--cuda-graph", action="store_true", help="CUDA: onnxruntime captures a CUDA graph (IO binding)")
+    d.add_argument("--no-tf32", action="store_true", help="CUDA: disable TF32 in onnxruntime and PyTorch")
+    d.add_argument("--no-parity", action="store_true", help="time without checking parity first")
+    d.add_argument("--no-roofline", action="store_true", help="skip the machine's peak and bandwidth probe")
+    o = p.add_argument_group("files")
+    o.add_argument(
         "--output",
         type=Path,
-        default=artifacts.DEFAULT_OUTPUT_DIR / "bench",
-        help="folder for results.json, results.csv, latency.png (default artifacts/bench)",
+        default=DEFAULT_OUTPUT,
+        help="results folder: results.json, results.csv, latency.png, and runs/<run-id>/ (default artifacts/bench)",
     )
-    p.add_argument("--artifacts-dir", type=Path, default=artifacts.DEFAULT_OUTPUT_DIR)
+    o.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
+    o.add_argument("--no-rebuild", action="store_true", help="refuse a missing or stale graph instead of rebuilding it")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Piped output (logs, CI) gets a table wide enough for every column rather than 80 columns.
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    err = Console(stderr=True, highlight=False)
-    models = tuple(list_models()) if args.models == ["all"] else tuple(args.models)
-    config = BenchConfig(
-        models=models,
+def config_from(args: argparse.Namespace) -> BenchConfig:
+    engines = list(ENGINES) if args.engines == ["all"] else args.engines
+    return BenchConfig(
+        models=tuple(args.models),
         batch_sizes=tuple(args.batch_sizes),
-        engines=tuple(args.engines),
+        input_sizes=tuple(parse_input_sizes(args.input_size or [])),
+        engines=tuple(engines),
+        precisions=tuple(args.precisions),
         device=args.device,
-        iterations=args.iterations,
-        min_seconds=args.min_seconds,
-        warmup=args.warmup,
         threads=args.threads,
+        timing=TimingPolicy(
+            min_samples=args.min_samples,
+            min_seconds=0.0 if args.iterations else args.min_seconds,
+            max_seconds=args.max_seconds,
+            warmup=args.warmup,
+            exact=args.iterations,
+        ),
+        max_ci_width=args.max_ci_width,
+        seed=args.seed,
         io_binding=not args.no_io_binding,
         cudnn_conv_algo_search=args.cudnn_search,
         cuda_graph=args.cuda_graph,
         tf32=not args.no_tf32,
+        parity=not args.no_parity,
+        roofline=not args.no_roofline,
+        references=tuple(args.reference),
         output_dir=args.output,
         artifacts_dir=args.artifacts_dir,
-        onnx=args.onnx,
-        parity=not args.no_parity,
-        precisions=tuple(args.precisions),
+        rebuild=not args.no_rebuild,
     )
 
-    def measure() -> BenchResult:
-        config.validate()
-        if args.no_tf32:
-            import torch
 
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
-        with progress:
-            task = progress.add_task("benchmark", total=plan_size(config))
-
-            def on_progress(msg: str) -> None:
-                if msg == "measured":
-                    progress.advance(task)
-                else:
-                    progress.update(task, description=msg)
-
-            return run_benchmark(config, on_progress)
-
-    return run_guarded(lambda: _report(measure(), config, out, err), interrupted="before anything was measured")
-
-
-def _report(result: BenchResult, config: BenchConfig, out: Console, err: Console) -> int:
-    """Say where it ran, print parity and the table, write the files; the exit code."""
-    from .report import print_table, write_outputs
-
-    if result.device == "cpu":
-        err.print(f"[bold yellow]NOTE: running on CPU[/] — {result.device_reason}", soft_wrap=True)
-    else:
-        err.print(f"[bold green]running on CUDA[/] — {result.environment.get('gpu_name')}")
-        tf32 = {str(r["engine"]): r.get("tf32") for r in result.rows if r.get("status") == "ok"}
-        err.print("TF32: " + ", ".join(f"{engine} {'on' if on else 'off'}" for engine, on in tf32.items()))
-    for key, p in result.parity.items():
-        status = "[green]pass[/]" if p["passed"] else "[red]FAIL (not timed)[/]"
-        acc = p.get("accuracy")
-        acc_text = f", digits accuracy {acc['onnx']:.2%} (PyTorch fp32 {acc['pytorch_fp32']:.2%})" if acc else ""
+def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Console) -> None:
+    doc = result.document
+    if doc.rows:
+        cols, cells = table(doc)
+        out.table(cols, cells, title=title(doc))
+    for line in summary(doc, config.max_ci_width):
+        out.print(line)
+    for line in saved_lines(result.saved, str(config.output_dir)):
+        out.print(line)
+    if result.interrupted_by:
+        kept = result.saved.rows if result.saved else 0
+        where = f" in {result.saved.run_dir}" if result.saved and result.saved.run_dir else ""
         err.print(
-            f"parity {key}: {status}, max abs err {p['max_abs_err']:.1e}{acc_text}"
-            + ("" if p["passed"] else f" — {'; '.join(p['failures'][:2])}"),
-            soft_wrap=True,
+            f"interrupted ({result.interrupted_by}): kept the {kept} rows finished before it{where}"
+            if kept
+            else f"interrupted ({result.interrupted_by}): nothing was measured; "
+            f"earlier results in {config.output_dir} are untouched",
+            style="yellow",
         )
-    print_table(result, out)
-    paths = write_outputs(result, config.output_dir)
-    out.print("wrote " + ", ".join(str(p) for p in paths.values()))
-    if result.interrupted:
-        err.print("[yellow]interrupted[/]: kept the measurements taken so far")
-        return 130
-    return 1 if any(not p["passed"] for p in result.parity.values()) else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    out, err = Console(sys.stdout), Console(sys.stderr)
+    config = config_from(args)
+    with contextlib.ExitStack() as stack:
+        progress: list[Progress] = []
+        last_line = [time.monotonic()]
+
+        def start(total: int) -> None:
+            progress.append(stack.enter_context(err.progress(total, "benchmark")))
+
+        def step(message: str) -> None:
+            last_line[0] = time.monotonic()
+            if progress:
+                progress[0].update(message)
+            else:
+                err.print(message)
+
+        def tick(message: str) -> None:
+            # live detail on a terminal; without one, a line at most every TICK_SECONDS so a long
+            # group still shows it is alive
+            if progress and (err.tty or time.monotonic() - last_line[0] >= TICK_SECONDS):
+                progress[0].update(message)
+                last_line[0] = time.monotonic()
+
+        def done(message: str) -> None:
+            last_line[0] = time.monotonic()
+            if progress:
+                progress[0].advance()
+                progress[0].update(message)
+            else:
+                err.print(message)
+
+        def note(line: str) -> None:
+            err.print(f"note: {line}")
+
+        hooks = Hooks(note=note, start=start, step=step, tick=tick, done=done)
+        result = run_benchmark(config, hooks)
+    doc = result.document
+    if doc.device == "cuda":
+        tf32 = {f"{r.engine} {r.precision}": r.tf32 for r in doc.rows if r.ok}
+        if tf32:
+            err.print(
+                "TF32: " + ", ".join(f"{k} {'on' if v else ('off' if v is False else 'n/a')}" for k, v in tf32.items())
+            )
+    print_result(result, config, out, err)
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: _run(args), interrupted="stopped; rows finished before it are saved under OUTPUT/runs/")
 
 
 if __name__ == "__main__":

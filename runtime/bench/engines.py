@@ -1,29 +1,152 @@
-"""The two engines timed side by side: onnxruntime on the exported graph, and PyTorch eager.
+"""The engines a run can time, each prepared for one (model, precision, batch, input size).
 
-Each engine is prepared once per (model, batch) and exposes ``step()`` (one inference,
-synchronised so the time covers the work) and ``output()`` for a sanity check.
+=================  ============================================================  =====================
+engine             what runs                                                     precisions
+=================  ============================================================  =====================
+``onnxruntime``    the artifact's graph (or variant) in onnxruntime              fp32, fp16, int8, .opt-*
+``pytorch``        the PyTorch reference, eager, ``inference_mode``              fp32
+``torch-compile``  ``torch.compile`` (inductor, freezing on); compile timed      fp32
+                   separately and excluded from latency
+``openvino``       OpenVINO reading the same ONNX graph, f32 precision hint      fp32, bf16, int8
+                   (bf16 hint as its own precision where the CPU has bf16)
+``tensorrt``       onnxruntime's TensorRT execution provider on CUDA, engine     fp32, fp16
+                   cache under the artifact folder, build timed separately
+=================  ============================================================  =====================
+
+Each optional engine says why it cannot run (:func:`unavailable_reason`) instead of failing
+half-way. A prepared :class:`Runner` has ``step()`` (one inference on its bound batch,
+finished when the timer stops) and ``infer(x)`` (outputs for an input, for the parity gate).
 """
 
 from __future__ import annotations
 
+import copy
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from .sessions import SessionConfig, SessionInfo, check_feed, create_session
+from exporter.artifact import Artifact
+from exporter.errors import UserError
+from exporter.reference import Prepared
+
+from ..sessions import (
+    SessionConfig,
+    SessionInfo,
+    check_feed,
+    create_session,
+    create_tensorrt_session,
+    run,
+    tensorrt_missing,
+)
+
+ENGINES = ("onnxruntime", "pytorch", "torch-compile", "openvino", "tensorrt")
+#: ``python -m runtime.bench`` without ``--engines``: torch-compile is left out because it
+#: compiles once per batch size (about 30 s per model and batch on a 2-core CPU).
+DEFAULT_ENGINES = ("onnxruntime", "pytorch", "openvino", "tensorrt")
+#: Engines that run the ONNX graph (and need no PyTorch model to run).
+ONNX_ENGINES = ("onnxruntime", "openvino", "tensorrt")
+TORCH_ENGINES = ("pytorch", "torch-compile")
+#: Precisions other than the graph variants; only some engines take them.
+EXTRA_PRECISIONS = ("bf16",)
+
+OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
-@dataclass
-class Prepared:
-    engine: str
-    device: str
-    step: Callable[[], None]
-    timer: Callable[[Callable[[], None]], float]
-    details: dict[str, object] = field(default_factory=dict)
+class EngineUnavailable(UserError):
+    """An engine that cannot run here (not installed, wrong device, missing libraries)."""
+
+
+def _install_hint(extra: str, package: str) -> str:
+    return f"pip install -e '.[{extra}]' (or pip install {package})"
+
+
+def openvino_missing(device: str) -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return f"not installed: {_install_hint('openvino', 'openvino')}"
+    if device != "cpu":
+        return f"runs on CPU only, and this run is on {device}"
+    return None
+
+
+def openvino_bf16_missing() -> str | None:
+    """Why OpenVINO cannot run bf16 here, or None where the CPU has bf16 arithmetic."""
+    import openvino as ov
+
+    caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    if "BF16" in caps:
+        return None
+    return f"this CPU has no bf16 arithmetic (OpenVINO's CPU capabilities: {', '.join(caps)})"
+
+
+def torch_compile_missing(device: str) -> str | None:
+    try:
+        import torch._inductor.config  # noqa: F401
+    except ImportError as exc:
+        return f"this torch build has no inductor ({exc})"
+    if device == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "inductor needs triton on CUDA: pip install triton"
+        return None
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return "inductor's CPU backend needs a C++ compiler (apt-get install g++)"
+    return None
+
+
+def tensorrt_unavailable(device: str) -> str | None:
+    if device != "cuda":
+        return f"CUDA only, and this run is on {device}"
+    return tensorrt_missing()
+
+
+def unavailable_reason(engine: str, device: str) -> str | None:
+    """Why ``engine`` cannot run on ``device`` here, or None when it can."""
+    if engine in ("onnxruntime", "pytorch"):
+        return None
+    if engine == "openvino":
+        return openvino_missing(device)
+    if engine == "torch-compile":
+        return torch_compile_missing(device)
+    if engine == "tensorrt":
+        return tensorrt_unavailable(device)
+    raise UserError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
+
+
+def precisions_for(engine: str, requested: list[str]) -> list[str]:
+    """The precisions ``engine`` runs in a run that asked for ``requested``.
+
+    PyTorch and torch-compile are the fp32 reference and always run fp32.
+    """
+    if engine in TORCH_ENGINES:
+        return ["fp32"]
+    if engine == "onnxruntime":
+        return [p for p in requested if p not in EXTRA_PRECISIONS]
+    if engine == "openvino":
+        return [p for p in requested if p in ("fp32", "bf16", "int8")]
+    if engine == "tensorrt":
+        return [p for p in requested if p in ("fp32", "fp16")]
+    return []
+
+
+def graph_key(engine: str, precision: str) -> str | None:
+    """The artifact graph (variant key) an engine reads at a precision; None for PyTorch engines."""
+    if engine in TORCH_ENGINES:
+        return None
+    if engine == "onnxruntime":
+        return precision
+    if engine == "openvino":
+        return "int8" if precision == "int8" else "fp32"
+    return "fp32"  # tensorrt builds its fp16 engine from the fp32 graph
+
+
+# --- prepared engines ---------------------------------------------------------------------------
 
 
 def wall_timer(fn: Callable[[], None]) -> float:
@@ -42,105 +165,370 @@ def cuda_event_timer(fn: Callable[[], None]) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def prepare_onnxruntime(onnx_path: Path, x: np.ndarray, config: SessionConfig) -> tuple[Prepared, SessionInfo]:
-    """An onnxruntime session on the configured device; on CUDA with IO binding the input and
-    output stay on the GPU, so timed runs measure the graph, not host transfers."""
-    sess, info = create_session(onnx_path, config)
-    if sess.get_inputs()[0].type == "tensor(float16)":  # an fp16 variant made with half inputs
-        x = x.astype(np.float16)
-    check_feed(sess, x)
-    in_name = sess.get_inputs()[0].name
-    out_names = [o.name for o in sess.get_outputs()]
-    details: dict[str, object] = {"providers": info.providers, "device_reason": info.reason}
-    if info.device == "cuda":
-        import onnxruntime as ort
+@dataclass
+class Runner:
+    """One engine ready to time at one (precision, batch, input size)."""
 
-        details.update(
-            io_binding=config.io_binding,
+    engine: str
+    precision: str
+    device: str
+    step: Callable[[], None]
+    infer: Callable[[np.ndarray], list[np.ndarray]]
+    timer: Callable[[Callable[[], None]], float] = wall_timer
+    settings: dict[str, str | int | float | bool | None] = field(default_factory=dict)
+    setup_seconds: float | None = None
+    graph: str | None = None
+    close: Callable[[], None] = lambda: None
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.precision}"
+
+
+@dataclass
+class ModelContext:
+    """What the engines of one model share: its graphs (verified bytes), reference, device, settings."""
+
+    name: str
+    artifact: Artifact
+    graphs: dict[str, bytes]
+    graph_paths: dict[str, str]
+    reference: Prepared | None
+    device: str
+    session: SessionConfig
+    threads: int
+    sessions: dict[object, tuple[object, SessionInfo]] = field(default_factory=dict)
+    cuda_model: torch.nn.Module | None = None
+    openvino_core: object | None = None
+
+    def release(self) -> None:
+        self.sessions.clear()
+        self.cuda_model = None
+        self.openvino_core = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _float32(outputs: list) -> list[np.ndarray]:  # type: ignore[type-arg]
+    return [np.asarray(o, dtype=np.float32) for o in outputs]
+
+
+def _feed_dtype(sess) -> type:  # type: ignore[no-untyped-def]
+    return np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+
+def _bound_cuda_step(sess, x: np.ndarray, cuda_graph: bool) -> tuple[Callable[[], None], int]:  # type: ignore[no-untyped-def]
+    """IO binding on the GPU: input and outputs stay on the device at fixed addresses (CUDA graph
+    replay needs that), so the timed runs move no data between host and device."""
+    import onnxruntime as ort
+
+    binding = sess.io_binding()
+    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    binding.bind_ortvalue_input(sess.get_inputs()[0].name, x_dev)
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+    fixed = 0
+    keep = [x_dev]
+    for meta in sess.get_outputs():
+        dims = list(meta.shape)
+        if all(isinstance(d, int) or d == "batch" for d in dims):
+            shape = [x.shape[0] if d == "batch" else d for d in dims]
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtypes.get(meta.type, np.float32), "cuda", 0)
+            binding.bind_ortvalue_output(meta.name, value)
+            keep.append(value)
+            fixed += 1
+        elif cuda_graph:
+            raise UserError(f"--cuda-graph needs fixed output shapes, and output {meta.name} is {dims}")
+        else:  # other symbolic dimensions: onnxruntime allocates the output on the GPU each run
+            binding.bind_output(meta.name, "cuda")
+
+    def step() -> None:
+        _ = keep
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return step, fixed
+
+
+def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
+    config = ctx.session
+    cache_key: object = (precision, x.shape) if config.cuda_graph else precision
+    if cache_key not in ctx.sessions:
+        ctx.sessions[cache_key] = create_session(ctx.graphs[precision], config)
+    sess, info = ctx.sessions[cache_key]
+    if info.device != ctx.device:
+        raise UserError(f"onnxruntime ran on {info.device}, this run is on {ctx.device}: {info.reason}")
+    feed = x.astype(_feed_dtype(sess))
+    check_feed(sess, feed)
+    in_name = sess.get_inputs()[0].name
+    settings: dict[str, str | int | float | bool | None] = {
+        "providers": ",".join(info.providers),
+        "intra_op_threads": config.threads,
+        "allow_spinning": config.allow_spinning,
+        "graph_optimization": config.graph_optimization,
+        "io_binding": False,
+        "tf32": False,
+    }
+
+    def infer(inp: np.ndarray) -> list[np.ndarray]:
+        return _float32(run(sess, inp.astype(_feed_dtype(sess))))
+
+    if info.device == "cuda":
+        settings.update(
+            io_binding=config.io_binding or config.cuda_graph,
             cudnn_conv_algo_search=config.cudnn_conv_algo_search,
             cuda_graph=config.cuda_graph,
             tf32=config.tf32,
         )
         if config.io_binding or config.cuda_graph:
-            # Input and outputs live on the GPU at fixed addresses (CUDA graph replay needs that),
-            # so timed runs move no data between host and device.
-            binding = sess.io_binding()
-            x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-            binding.bind_ortvalue_input(in_name, x_dev)
-            dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-            outputs = []
-            for meta in sess.get_outputs():
-                shape = [x.shape[0] if not isinstance(d, int) else d for d in meta.shape]
-                value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtypes.get(meta.type, np.float32), "cuda", 0)
-                binding.bind_ortvalue_output(meta.name, value)
-                outputs.append(value)
-            details["bound_outputs"] = len(outputs)
+            step, fixed = _bound_cuda_step(sess, feed, config.cuda_graph)
+            settings["bound_outputs"] = fixed
+        else:
 
             def step() -> None:
-                sess.run_with_iobinding(binding)
-                binding.synchronize_outputs()
+                sess.run(None, {in_name: feed})
 
-            return Prepared("onnxruntime", "cuda", step, wall_timer, details), info
-
-        def step_copy() -> None:
-            sess.run(out_names, {in_name: x})
-
-        return Prepared("onnxruntime", "cuda", step_copy, wall_timer, details), info
-
-    details.update(io_binding=False, tf32=False)
+        return Runner(
+            "onnxruntime", precision, "cuda", step, infer, wall_timer, settings, graph=ctx.graph_paths[precision]
+        )
 
     def step_cpu() -> None:
-        sess.run(out_names, {in_name: x})
+        sess.run(None, {in_name: feed})
 
-    return Prepared("onnxruntime", "cpu", step_cpu, wall_timer, details), info
+    return Runner(
+        "onnxruntime", precision, "cpu", step_cpu, infer, wall_timer, settings, graph=ctx.graph_paths[precision]
+    )
 
 
-def prepare_pytorch(model: torch.nn.Module, x: np.ndarray, device: str, cudnn_benchmark: bool = True) -> Prepared:
-    """PyTorch eager in ``inference_mode`` on the same device; CUDA timed with events.
+def _torch_model(ctx: ModelContext) -> torch.nn.Module:
+    """The PyTorch model on the run's device: the reference itself on CPU, a copy on CUDA (the
+    reference stays on the CPU, where the parity gate runs it)."""
+    if ctx.reference is None:
+        raise UserError(f"{ctx.name}: no PyTorch model (give --reference FILE.py:Builder)")
+    if ctx.device != "cuda":
+        return ctx.reference.model
+    if ctx.cuda_model is None:
+        ctx.cuda_model = copy.deepcopy(ctx.reference.model).to("cuda").eval()
+    return ctx.cuda_model
 
-    ``cudnn_benchmark`` mirrors onnxruntime's exhaustive cuDNN algorithm search, so both
-    engines pick their fastest convolution algorithms during the warm-up.
-    """
-    dev = torch.device("cuda" if device == "cuda" else "cpu")
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-    model = model.to(dev).eval()
+
+def _torch_cuda_settings(ctx: ModelContext) -> dict[str, str | int | float | bool | None]:
+    torch.backends.cudnn.benchmark = ctx.session.cudnn_conv_algo_search == "EXHAUSTIVE"
+    torch.backends.cudnn.allow_tf32 = ctx.session.tf32
+    torch.backends.cuda.matmul.allow_tf32 = ctx.session.tf32
+    return {
+        "tf32": bool(torch.backends.cudnn.allow_tf32),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
+
+
+def _torch_infer(
+    model: torch.nn.Module, device: str, grad_mode: Callable[[], object]
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    def infer(inp: np.ndarray) -> list[np.ndarray]:
+        with grad_mode():  # type: ignore[attr-defined]
+            out = model(torch.from_numpy(np.ascontiguousarray(inp, dtype=np.float32)).to(device))
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        return [o.detach().float().cpu().numpy() for o in outs]
+
+    return infer
+
+
+def prepare_pytorch(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
+    model = _torch_model(ctx)
+    dev = "cuda" if ctx.device == "cuda" else "cpu"
     xt = torch.from_numpy(x).to(dev)
-    details: dict[str, object] = {"threads": torch.get_num_threads()}
-    if dev.type == "cuda":
-        details["tf32"] = bool(torch.backends.cudnn.allow_tf32)
-        details["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
-        details["cudnn_benchmark"] = cudnn_benchmark
-    else:
-        details["tf32"] = False
+    settings: dict[str, str | int | float | bool | None] = {
+        "mode": "eager, inference_mode",
+        "threads": torch.get_num_threads(),
+        "tf32": False,
+    }
+    if dev == "cuda":
+        settings.update(_torch_cuda_settings(ctx))
 
     def step() -> None:
         with torch.inference_mode():
             model(xt)
 
-    timer = cuda_event_timer if dev.type == "cuda" else wall_timer
-    return Prepared("pytorch", dev.type, step, timer, details)
+    timer = cuda_event_timer if dev == "cuda" else wall_timer
+    return Runner("pytorch", precision, dev, step, _torch_infer(model, dev, torch.inference_mode), timer, settings)
 
 
-def time_engine(
-    prepared: Prepared, warmup: int, iterations: int | None, min_seconds: float | None, max_seconds: float = 120.0
-) -> list[float]:
-    """Warm up (absorbing cuDNN algorithm search and allocator growth), then time iterations.
+def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
 
-    Runs ``iterations`` timed steps, or as many as fit in ``min_seconds`` (at least 5),
-    never more than ``max_seconds`` in all.
-    """
-    for _ in range(warmup):
-        prepared.step()
-    times: list[float] = []
+    model = _torch_model(ctx)
+    dev = "cuda" if ctx.device == "cuda" else "cpu"
+    xt = torch.from_numpy(x).to(dev)
+    settings: dict[str, str | int | float | bool | None] = {
+        "backend": "inductor",
+        "freezing": True,
+        "dynamic": False,
+        "mode": "default",
+        "threads": torch.get_num_threads(),
+        "tf32": False,
+    }
+    if dev == "cuda":
+        settings.update(_torch_cuda_settings(ctx))
+    previous = inductor_config.freezing
+    inductor_config.freezing = True  # kept on while this runner lives: guards must not see it change
+    torch._dynamo.reset()  # a fresh compile for this batch shape (no stale cache entries, no recompile limit)
+    compiled = torch.compile(model, backend="inductor", dynamic=False)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     started = time.perf_counter()
-    while True:
-        times.append(prepared.timer(prepared.step))
-        elapsed = time.perf_counter() - started
-        if iterations is not None and len(times) >= iterations:
-            break
-        if iterations is None and len(times) >= 5 and elapsed >= (min_seconds or 0.0):
-            break
-        if elapsed >= max_seconds and len(times) >= 3:
-            break
-    return times
+    try:
+        with torch.no_grad():
+            compiled(xt)
+        sync()
+    except Exception:
+        inductor_config.freezing = previous
+        raise
+    compile_s = time.perf_counter() - started
+
+    def step() -> None:
+        with torch.no_grad():
+            compiled(xt)
+
+    def close() -> None:
+        inductor_config.freezing = previous
+        torch._dynamo.reset()
+
+    timer = cuda_event_timer if dev == "cuda" else wall_timer
+    return Runner(
+        "torch-compile",
+        precision,
+        dev,
+        step,
+        _torch_infer(compiled, dev, torch.no_grad),
+        timer,
+        settings,
+        setup_seconds=compile_s,
+        close=close,
+    )
+
+
+def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
+    import openvino as ov
+
+    if ctx.openvino_core is None:
+        ctx.openvino_core = ov.Core()
+    core: ov.Core = ctx.openvino_core  # type: ignore[assignment]
+    key = graph_key("openvino", precision)
+    assert key is not None
+    model = core.read_model(ctx.graphs[key])  # the same verified ONNX bytes onnxruntime runs
+    if len(model.inputs) != 1:
+        raise UserError(f"openvino: {ctx.name} has {len(model.inputs)} inputs; the benchmark feeds one")
+    model.reshape(list(x.shape))  # static shapes for this batch and size: OpenVINO's fastest path
+    config = {
+        "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision],
+        "INFERENCE_NUM_THREADS": ctx.threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
+    started = time.perf_counter()
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    feed = np.ascontiguousarray(x, dtype=np.float32)
+    request.set_input_tensor(ov.Tensor(feed, shared_memory=True))
+    request.infer()
+    setup_s = time.perf_counter() - started
+    settings: dict[str, str | int | float | bool | None] = {"openvino": ov.__version__}
+    for prop in (
+        "INFERENCE_PRECISION_HINT",
+        "INFERENCE_NUM_THREADS",
+        "PERFORMANCE_HINT",
+        "NUM_STREAMS",
+        "EXECUTION_MODE_HINT",
+        "ENABLE_CPU_PINNING",
+        "ENABLE_HYPER_THREADING",
+        "SCHEDULING_CORE_TYPE",
+    ):
+        try:
+            settings[prop.lower()] = str(compiled.get_property(prop))
+        except Exception:
+            continue
+    if precision == "fp32" and settings.get("inference_precision_hint") not in (None, "f32", "<Type: 'float32'>"):
+        raise UserError(f"openvino: asked for the f32 hint, compiled with {settings.get('inference_precision_hint')}")
+
+    def step() -> None:
+        _ = feed
+        request.infer()
+
+    def infer(inp: np.ndarray) -> list[np.ndarray]:
+        req = compiled.create_infer_request()
+        req.infer({0: np.ascontiguousarray(inp, dtype=np.float32)})
+        return [np.array(req.get_output_tensor(i).data, dtype=np.float32) for i in range(len(compiled.outputs))]
+
+    return Runner(
+        "openvino",
+        precision,
+        "cpu",
+        step,
+        infer,
+        wall_timer,
+        settings,
+        setup_seconds=setup_s,
+        graph=ctx.graph_paths[key],
+    )
+
+
+def prepare_tensorrt(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
+    cache = ctx.artifact.directory / "tensorrt-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    name = ctx.artifact.manifest.inputs[0].name
+    shape = f"{name}:{'x'.join(str(d) for d in x.shape)}"
+    options = {
+        "trt_fp16_enable": "True" if precision == "fp16" else "False",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_profile_min_shapes": shape,
+        "trt_profile_opt_shapes": shape,
+        "trt_profile_max_shapes": shape,
+    }
+    started = time.perf_counter()
+    sess, info = create_tensorrt_session(ctx.graphs["fp32"], ctx.session, options)
+    feed = np.ascontiguousarray(x, dtype=np.float32)
+    check_feed(sess, feed)
+    step, fixed = _bound_cuda_step(sess, feed, cuda_graph=False)
+    step()  # builds the engine (or loads it from the cache)
+    build_s = time.perf_counter() - started
+    settings: dict[str, str | int | float | bool | None] = {
+        "providers": ",".join(info.providers),
+        "fp16": precision == "fp16",
+        "engine_cache": str(cache),
+        "io_binding": True,
+        "bound_outputs": fixed,
+        "tf32": None,
+    }
+
+    def infer(inp: np.ndarray) -> list[np.ndarray]:
+        return _float32(run(sess, np.ascontiguousarray(inp, dtype=np.float32)))
+
+    return Runner(
+        "tensorrt",
+        precision,
+        "cuda",
+        step,
+        infer,
+        wall_timer,
+        settings,
+        setup_seconds=build_s,
+        graph=ctx.graph_paths["fp32"],
+    )
+
+
+PREPARE: dict[str, Callable[[ModelContext, str, np.ndarray], Runner]] = {
+    "onnxruntime": prepare_onnxruntime,
+    "pytorch": prepare_pytorch,
+    "torch-compile": prepare_torch_compile,
+    "openvino": prepare_openvino,
+    "tensorrt": prepare_tensorrt,
+}
+
+
+def prepare(engine: str, ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
+    """``engine`` ready to time ``x`` (a batch at one input size) at ``precision``."""
+    return PREPARE[engine](ctx, precision, x)

@@ -1,173 +1,131 @@
-"""Benchmark output: a terminal table, and JSON, CSV and a PNG plot under ``artifacts/bench/``."""
+"""The benchmark's results as table cells and summary lines (formatting only; the command prints them)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from pathlib import Path
+from exporter.console import Cell, Column
 
-from rich.console import Console
-from rich.table import Table
-
-from exporter.artifacts import atomic_outputs
-
-from .benchmark import BenchResult
-
-CSV_FIELDS = [
-    "model",
-    "engine",
-    "precision",
-    "device",
-    "batch_size",
-    "status",
-    "iterations",
-    "median_ms",
-    "mean_ms",
-    "p90_ms",
-    "p99_ms",
-    "min_ms",
-    "max_ms",
-    "std_ms",
-    "throughput_ips",
-    "speedup_vs_pytorch",
-    "speedup_vs_fp32",
-    "threads",
-    "tf32",
-    "io_binding",
-    "cudnn_conv_algo_search",
-    "cuda_graph",
-]
-ENV_FIELDS = ["cpu_model", "cpu_cores", "gpu_name", "torch", "onnxruntime", "onnx", "providers", "torch_threads"]
+from .rows import RunDocument
+from .store import SaveOutcome
 
 
-def flat_rows(result: BenchResult) -> list[dict[str, object]]:
-    """One flat row per measurement, the environment repeated as ``env_*`` columns."""
-    env = {
-        f"env_{k}": (";".join(v) if isinstance(v, list) else v)
-        for k, v in result.environment.items()
-        if k in ENV_FIELDS
-    }
-    return [{**{k: r.get(k) for k in CSV_FIELDS}, **env} for r in result.rows]
+def ms(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 1:
+        return f"{value:.3f}"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:.0f}"
 
 
-def print_table(result: BenchResult, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
-    env = result.environment
-    where = env.get("gpu_name") or f"{env.get('cpu_model')} ({env.get('cpu_cores')} cores)"
-    table = Table(title=f"Latency on {result.device.upper()}: {where}, {env.get('threads')} threads")
-    variants = len({r.get("precision") for r in result.rows}) > 1
-    cols = [
-        "model",
-        "batch",
-        "engine",
-        *(["prec"] if variants else []),
-        "median ms",
-        "mean ms",
-        "p90 ms",
-        "p99 ms",
-        "min ms",
-        "std ms",
-        "img/s",
-        "ORT speedup",
-        *(["vs ORT fp32"] if variants else []),
-        "iters",
-    ]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "engine", "prec") else "right", no_wrap=True)
-    for r in result.rows:
-        head = [
-            str(r["model"]),
-            str(r["batch_size"]),
-            str(r["engine"]),
-            *([str(r.get("precision"))] if variants else []),
-        ]
-        if r.get("status") != "ok":
-            table.add_row(*head, f"[red]{r.get('status')}[/]", *[""] * (len(cols) - len(head) - 1))
+def ratio(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    if value is None:
+        return ""
+    text = f"{value:.2f}x"
+    if low is not None and high is not None and (low, high) != (value, value):
+        text += f" ({low:.2f}-{high:.2f})"
+    return text
+
+
+def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
+    """Columns and cells of the results table: every row, nothing abbreviated away."""
+    rows = doc.rows
+    has_fp32_ratio = any(r.vs_fp32 is not None for r in rows)
+    has_roof = any(r.achieved_gflops is not None for r in rows)
+    has_setup = any(r.setup_seconds is not None for r in rows)
+    cols = [Column("model"), Column("input"), Column("batch", True), Column("engine"), Column("prec")]
+    cols += [Column(c, True) for c in ("median ms", "95% CI ms", "p90 ms", "p99 ms", "n", "img/s")]
+    if has_roof:
+        cols += [Column(c, True) for c in ("GFLOP/s", "% peak", "floor ms", "x floor")]
+    cols += [Column("vs pytorch", True), Column("vs best", True)]
+    if has_fp32_ratio:
+        cols.append(Column("vs fp32", True))
+    if has_setup:
+        cols.append(Column("setup s", True))
+    cols.append(Column("note"))
+    cells: list[list[Cell]] = []
+    for r in rows:
+        head: list[Cell] = [r.model, "x".join(map(str, r.input_shape)), str(r.batch_size), r.engine, r.precision]
+        if not r.ok:
+            blank = len(cols) - len(head) - 1
+            cells.append([*head, (r.status, "red"), *[""] * (blank - 1), r.reason or ""])
             continue
-        speed, vs32 = r.get("speedup_vs_pytorch"), r.get("speedup_vs_fp32")
-        table.add_row(
+        line: list[Cell] = [
             *head,
-            f"{r['median_ms']:.2f}",
-            f"{r['mean_ms']:.2f}",
-            f"{r['p90_ms']:.2f}",
-            f"{r['p99_ms']:.2f}",
-            f"{r['min_ms']:.2f}",
-            f"{r['std_ms']:.2f}",
-            f"{r['throughput_ips']:.1f}",
-            f"{speed:.2f}x" if speed else "",
-            *([f"{vs32:.2f}x" if vs32 else ""] if variants else []),
-            str(r["iterations"]),
+            ms(r.median_ms),
+            f"{ms(r.median_ci_low_ms)}-{ms(r.median_ci_high_ms)}",
+            ms(r.p90_ms),
+            ms(r.p99_ms),
+            str(r.samples),
+            f"{r.throughput_ips:.1f}" if r.throughput_ips is not None else "",
+        ]
+        if has_roof:
+            line += [
+                f"{r.achieved_gflops:.1f}" if r.achieved_gflops is not None else "",
+                f"{r.fraction_of_peak:.0%}" if r.fraction_of_peak is not None else "",
+                ms(r.floor_ms),
+                f"{r.time_over_floor:.2f}" if r.time_over_floor is not None else "",
+            ]
+        line += [
+            ratio(r.vs_pytorch, r.vs_pytorch_ci_low, r.vs_pytorch_ci_high),
+            ratio(r.vs_best, r.vs_best_ci_low, r.vs_best_ci_high),
+        ]
+        if has_fp32_ratio:
+            line.append(ratio(r.vs_fp32, r.vs_fp32_ci_low, r.vs_fp32_ci_high))
+        if has_setup:
+            line.append(f"{r.setup_seconds:.1f}" if r.setup_seconds is not None else "")
+        line.append(("unstable", "yellow") if r.unstable else "")
+        cells.append(line)
+    return cols, cells
+
+
+def title(doc: RunDocument) -> str:
+    env = doc.environment
+    where = env.get("gpu_name") or f"{env.get('cpu_model')} ({env.get('cpu_cores')} cores)"
+    return f"Latency on {doc.device.upper()}: {where}, {env.get('threads')} threads (medians, 95% bootstrap CIs)"
+
+
+def summary(doc: RunDocument, max_ci_width: float) -> list[str]:
+    """Lines after the table: the machine's limits, the fastest engines, the figures not to trust."""
+    lines = []
+    if doc.machine is not None:
+        m = doc.machine
+        lines.append(
+            f"machine: fp32 MatMul peak {m.matmul_gflops:.0f} GFLOP/s ({m.matmul}); "
+            f"memory bandwidth {m.bandwidth_gbs:.1f} GB/s ({m.bandwidth})"
         )
-    console.print(table)
+        cache = (
+            f" (weights within the {m.cache_bytes >> 20} MiB last-level cache: FLOPs / peak)" if m.cache_bytes else ""
+        )
+        lines.append(f"roofline floor = max(FLOPs / peak, weight bytes / bandwidth){cache}; x floor = median / floor")
+    for line in doc.fastest:
+        lines.append(f"fastest: {line}")
+    measured = [r for r in doc.rows if r.ok]
+    if doc.untrustworthy:
+        lines.append(
+            f"not to be trusted ({len(doc.untrustworthy)} of {len(measured)} rows: a 95% CI wider than "
+            f"{max_ci_width:.0%} of its figure, or too few samples):"
+        )
+        lines += [f"  {u}" for u in doc.untrustworthy]
+    elif measured:
+        lines.append(f"every median and ratio has a 95% CI within {max_ci_width:.0%} of its figure")
+    failed = [r for r in doc.rows if not r.ok]
+    if failed:
+        lines.append(f"{len(failed)} rows not measured (see the note column)")
+    return lines
 
 
-def _plot_png(result: BenchResult) -> bytes:
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(str(r["model"]) for r in result.rows))
-    cols = min(3, max(1, len(models)))
-    nrows = (len(models) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
-    for ax, model in zip(axes.flat, models):
-        for engine, prec in dict.fromkeys((str(r["engine"]), str(r.get("precision", "fp32"))) for r in result.rows):
-            pts = sorted(
-                (int(r["batch_size"]), float(r["median_ms"]))
-                for r in result.rows
-                if r["model"] == model
-                and r["engine"] == engine
-                and r.get("precision", "fp32") == prec
-                and r.get("status") == "ok"
-            )
-            if pts:
-                label = engine if prec == "fp32" else f"{engine} {prec}"
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-        ax.set_title(model)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("median latency (ms)")
-        ax.set_xscale("log", base=2)
-        batches = sorted({int(r["batch_size"]) for r in result.rows if r["model"] == model})
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    for ax in list(axes.flat)[len(models) :]:
-        ax.axis("off")
-    fig.suptitle(f"Latency vs batch size ({result.device.upper()})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def write_outputs(result: BenchResult, output_dir: Path) -> dict[str, Path]:
-    """Write ``results.json``, ``results.csv`` and ``latency.png`` atomically; return their paths."""
-    paths = {"json": output_dir / "results.json", "csv": output_dir / "results.csv", "png": output_dir / "latency.png"}
-    rows = flat_rows(result)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    doc = {
-        "environment": result.environment,
-        "device": result.device,
-        "device_reason": result.device_reason,
-        "config": result.config,
-        "parity": result.parity,
-        "interrupted": result.interrupted,
-        "results": result.rows,
-    }
-    with atomic_outputs(output_dir) as out:
-        out.write_bytes(paths["json"], (json.dumps(doc, indent=2) + "\n").encode())
-        out.write_bytes(paths["csv"], buf.getvalue().encode())
-        if rows:
-            out.write_bytes(paths["png"], _plot_png(result))
-    if not rows:
-        paths.pop("png")
-    return paths
+def saved_lines(outcome: SaveOutcome | None, output_dir: str) -> list[str]:
+    if outcome is None or outcome.run_dir is None:
+        return [f"nothing measured: nothing written; earlier results in {output_dir} are untouched"]
+    if outcome.promoted:
+        return [
+            "wrote " + ", ".join(str(p) for p in outcome.files),
+            f"this run's own copy: {outcome.run_dir}",
+        ]
+    return [
+        f"kept the earlier results in {output_dir} ({outcome.previous_measured} measured rows, more than this "
+        f"run's {outcome.measured}); this run's results are in {outcome.run_dir}"
+    ]

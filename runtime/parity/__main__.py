@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
     p.add_argument("--no-rebuild", action="store_true", help="refuse a missing or stale graph instead of rebuilding it")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="int8/fp16: also compare every layer with the fp32 graph (per-layer SQNR), to see which loses precision",
+    )
     return p
 
 
@@ -107,6 +112,45 @@ def print_report(out: Console, name: str, path: Path, record: art.ParityRecord) 
         out.print(f"FAIL {f}", style="red")
 
 
+def print_explanation(out: Console, e) -> None:  # type: ignore[no-untyped-def]
+    """The per-layer table of ``--explain`` (graph order), then the layers that lose the most."""
+    worst = {r.index for r in e.worst(3)}
+    out.print(
+        f"per layer, {e.precision} vs fp32 graph on the same {sum(e.batch_sizes)} {e.inputs} inputs "
+        f"(input quantized: SQNR {fmt(e.input_sqnr_db, '.1f', 'exact')} dB); "
+        "loss = SQNR of the layer's inputs minus its own"
+    )
+    cols = [Column("#", True), Column("layer"), Column("op"), Column("tensor"), Column("shape")]
+    cols += [Column(c, True) for c in ("SQNR dB", "loss dB", "cosine", "max abs err", "ref max")] + [Column("")]
+    rows = [
+        [
+            str(r.index),
+            r.node,
+            r.op_type + ("" if r.quantized else " (float)"),
+            r.tensor,
+            "x".join(map(str, r.shape)),
+            fmt(r.sqnr_db, ".1f", "exact" if r.max_abs_err is not None else "non-finite"),
+            fmt(r.loss_db, ".1f"),
+            fmt(r.cosine_min, ".5f", "non-finite"),
+            fmt(r.max_abs_err, ".2e", "non-finite"),
+            f"{r.ref_max_abs:.2e}",
+            ("worst", "red") if r.index in worst else "",
+        ]
+        for r in e.layers
+    ]
+    out.table(cols, rows)
+    for r in e.worst(3):
+        out.print(
+            f"loses most: {r.node} ({r.op_type}): {r.loss_db:.1f} dB, "
+            f"SQNR {fmt(r.input_sqnr_db, '.1f')} dB in -> {fmt(r.sqnr_db, '.1f')} dB out"
+        )
+    low = e.lowest_sqnr()
+    if low is not None:
+        out.print(f"lowest SQNR: {low.node} ({low.op_type}) {low.sqnr_db:.1f} dB")
+    if e.unmatched:
+        out.print(f"no fp32 tensor of the same name, not compared: {', '.join(e.unmatched)}")
+
+
 def _run(args: argparse.Namespace) -> int:
     out, err = Console(sys.stdout), Console(sys.stderr)
     key = art.VariantKey.parse(args.precision) if args.precision else None
@@ -118,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     manifest = resolved.artifact.manifest
     reference = rebuild(manifest, args.reference)
+    for note in reference.notes:
+        err.print(f"note: {note}")
     from ..compare import default_tolerance, override
     from ..sessions import create_session
 
@@ -138,11 +184,22 @@ def _run(args: argparse.Namespace) -> int:
         inputs=args.inputs,
         on_step=err.print if not args.json else None,
     )
+    explained = None
+    if args.explain:
+        from .explain import explain_artifact
+
+        explained = explain_artifact(
+            resolved.artifact, resolved.key, resolved.graph, reference,
+            batch_sizes=args.batch_sizes, inputs=args.inputs, session=config,
+        )  # fmt: skip
     if args.json:
         doc = {"artifact": manifest.name, "graph": str(resolved.path), "variant": str(resolved.key)}
-        print(strict_json({**doc, **record.model_dump(mode="json")}), end="", flush=True)
+        extra = {"explain": explained.model_dump(mode="json")} if explained else {}
+        print(strict_json({**doc, **record.model_dump(mode="json"), **extra}), end="", flush=True)
     else:
         print_report(out, manifest.name, resolved.path, record)
+        if explained:
+            print_explanation(out, explained)
     return 0 if record.passed else 1
 
 

@@ -1,33 +1,49 @@
-"""The benchmark: JSON/CSV schema, plot, parity gate, interruption, bad input."""
+"""``python -m runtime.bench``: results that are never lost, every artifact, one line per problem."""
 
 from __future__ import annotations
 
 import csv
-import json
-import shutil
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from conftest import run_cli
-from onnx import numpy_helper
 
-import runtime.benchmark as benchmark
-from runtime import bench
+from exporter.export import export_model
+from runtime.bench import engines, runner
+from runtime.bench.__main__ import main
+from runtime.bench.rows import CSV_COLUMNS
+from tests.helpers import ROOT, write_user_model
 
-
-@pytest.fixture()
-def arts(exported, tmp_path: Path) -> Path:
-    """An artifacts folder holding lenet5 and resnet_cifar, as the exporter wrote them."""
-    root = tmp_path / "artifacts"
-    for name in ("lenet5", "resnet_cifar"):
-        shutil.copytree(exported(name).onnx_path.parent, root / name)
-    return root
+from .conftest import QUICK, strict_load
 
 
-def _run(arts: Path, out: Path, *extra: str) -> int:
-    return bench.main(
+def bench(arts: Path, out: Path, *extra: str, models: tuple[str, ...] = ("lenet5", "resnet_cifar")) -> int:
+    return main(
+        [
+            "--models",
+            *models,
+            "--batch-sizes",
+            "1",
+            "3",
+            *QUICK,
+            *extra,
+            "--output",
+            str(out),
+            "--artifacts-dir",
+            str(arts),
+        ]
+    )
+
+
+def test_bench_writes_strict_json_csv_and_plot(arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench"
+    code = main(
         [
             "--models",
             "lenet5",
@@ -35,122 +51,319 @@ def _run(arts: Path, out: Path, *extra: str) -> int:
             "--batch-sizes",
             "1",
             "3",
-            "--iterations",
-            "4",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
+            *QUICK[:-1],
             "--output",
             str(out),
             "--artifacts-dir",
             str(arts),
-            *extra,
         ]
     )
-
-
-def test_bench_writes_json_csv_and_plot(arts: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "bench"
-    assert _run(arts, out) == 0
+    assert code == 0
     printed = capsys.readouterr()
-    assert "ORT speedup" in printed.out and "resnet_cifar" in printed.out
-    assert "running on CPU" in printed.err  # said loudly where no GPU is present
+    # without a terminal: a Markdown table with every column, nothing cut, and plain progress lines
+    assert "| model " in printed.out and " vs pytorch |" in printed.out and "…" not in printed.out
+    assert "x floor" in printed.out and "machine: fp32 MatMul peak" in printed.out
+    assert "running on CPU" in printed.err
+    assert "[1/4" in printed.err and "[4/4" in printed.err and "lenet5 batch 1: onnxruntime fp32" in printed.err
 
-    doc = json.loads((out / "results.json").read_text())
+    doc = strict_load(out / "results.json")
     env = doc["environment"]
     for key in ("cpu_model", "cpu_cores", "gpu_name", "torch", "onnxruntime", "onnx", "providers", "threads"):
         assert key in env
-    assert doc["device"] == "cpu" and doc["interrupted"] is False
-    assert doc["parity"]["lenet5:fp32"]["passed"] is True
-    rows = doc["results"]
+    assert doc["device"] == "cpu" and doc["status"] == "complete"
+    peak = doc["machine"]
+    assert peak["matmul_gflops"] > 1 and peak["bandwidth_gbs"] > 0.1 and peak["threads"] == 1
+    assert len(peak["matmul_gflops_probes"]) == 2 and peak["matmul_gflops"] == max(peak["matmul_gflops_probes"])
+    rows = doc["rows"]
     assert len(rows) == 2 * 2 * 2
     for r in rows:
-        assert r["status"] == "ok" and r["iterations"] == 4
-        assert 0 < r["min_ms"] <= r["median_ms"] <= r["p99_ms"] + 1e-9
+        assert r["status"] == "ok" and r["samples"] >= 3
+        assert (r["p99_ms"] is None) == (r["samples"] < 100)  # p99 needs 100 samples
+        assert r["median_ci_low_ms"] <= r["median_ms"] <= r["median_ci_high_ms"]
+        assert 0 < r["min_ms"] <= r["median_ms"]
         assert r["throughput_ips"] == pytest.approx(r["batch_size"] / r["median_ms"] * 1e3)
-    ort_rows = [r for r in rows if r["engine"] == "onnxruntime"]
-    for r in ort_rows:
-        pt = next(
-            p
-            for p in rows
-            if p["engine"] == "pytorch" and p["model"] == r["model"] and p["batch_size"] == r["batch_size"]
-        )
-        assert r["speedup_vs_pytorch"] == pytest.approx(pt["median_ms"] / r["median_ms"])
+        assert r["input_shape"] == [3, 32, 32] and r["threads"] == 1
+        # roofline: both models' weights fit in any last-level cache, so the floor is FLOPs at the peak
+        assert r["gflop"] > 0
+        if peak["cache_bytes"]:  # known wherever sysfs describes the caches
+            assert r["bound"] == "compute (weights in cache)"
+            assert r["floor_ms"] == pytest.approx(r["gflop"] / peak["matmul_gflops"] * 1e3)
+        assert r["time_over_floor"] == pytest.approx(r["median_ms"] / r["floor_ms"])
+        assert r["achieved_gflops"] == pytest.approx(r["gflop"] / (r["median_ms"] / 1e3))
+        assert r["fraction_of_peak"] == pytest.approx(r["achieved_gflops"] / peak["matmul_gflops"])
+        assert r["unstable"] == bool(r["unstable_reasons"])
+    for r in rows:
+        if r["engine"] == "onnxruntime":
+            pt = next(
+                p
+                for p in rows
+                if p["engine"] == "pytorch" and (p["model"], p["batch_size"]) == (r["model"], r["batch_size"])
+            )
+            assert r["vs_pytorch"] == pytest.approx(pt["median_ms"] / r["median_ms"])
+            assert r["vs_pytorch_ci_low"] <= r["vs_pytorch"] <= r["vs_pytorch_ci_high"]
+            assert r["parity"] == "pass" and r["settings"]["allow_spinning"] is False
+        group = [p for p in rows if (p["model"], p["batch_size"]) == (r["model"], r["batch_size"])]
+        assert r["vs_best"] == pytest.approx(r["median_ms"] / min(p["median_ms"] for p in group))
 
     with open(out / "results.csv", newline="") as fh:
-        csv_rows = list(csv.DictReader(fh))
-    assert len(csv_rows) == len(rows)
-    assert {
-        "model",
-        "engine",
-        "device",
-        "batch_size",
-        "median_ms",
-        "p90_ms",
-        "p99_ms",
-        "std_ms",
-        "throughput_ips",
-        "speedup_vs_pytorch",
-        "env_cpu_model",
-        "env_torch",
-        "env_onnxruntime",
-        "env_providers",
-    } <= set(csv_rows[0])
+        reader = csv.DictReader(fh)
+        csv_rows = list(reader)
+    assert tuple(reader.fieldnames or ()) == CSV_COLUMNS and len(csv_rows) == len(rows)
+    assert csv_rows[0]["input_shape"] == "3x32x32"
 
     png = (out / "latency.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
     img = np.asarray(Image.open(out / "latency.png").convert("L"))
     assert img.shape[0] > 200 and img.std() > 10, "plot is blank"
+    run_dirs = list((out / "runs").iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / "results.json").read_bytes() == (out / "results.json").read_bytes()
 
 
-def test_graph_failing_parity_is_reported_not_timed(arts: Path, tmp_path: Path) -> None:
-    path = arts / "lenet5" / "lenet5.onnx"
-    model = onnx.load(str(path))
-    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.2, init.name))
-    tampered = tmp_path / "tampered.onnx"
-    onnx.save(model, str(tampered))
+def test_ctrl_c_before_the_first_measurement_keeps_earlier_results(
+    arts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "bench"
-    code = bench.main(
-        [
-            "--models",
-            "lenet5",
-            "--onnx",
-            str(tampered),
-            "--batch-sizes",
-            "2",
-            "--iterations",
-            "2",
-            "--output",
-            str(out),
-            "--artifacts-dir",
-            str(arts),
-        ]
+    assert bench(arts, out, models=("lenet5",)) == 0
+    before = {name: (out / name).read_bytes() for name in ("results.json", "results.csv", "latency.png")}
+
+    def interrupt(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "measure_interleaved", interrupt)
+    capsys.readouterr()
+    assert bench(arts, out, models=("lenet5",)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (SIGINT): nothing was measured" in err and "Traceback" not in err
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert len(list((out / "runs").iterdir())) == 1  # the interrupted run wrote nothing
+
+
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float) -> str:
+    """Read the process's stderr until a line contains ``text``; return what was read."""
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if ready:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+            if text in line:
+                return seen
+    raise AssertionError(f"never saw {text!r}; stderr so far:\n{seen}")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_run_keeps_the_rows_measured(arts: Path, tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    out = tmp_path / "bench"
+    args = ["--models", "lenet5", "--batch-sizes", "1", "2", "3", "4", "5", "6", "7", "8", *QUICK]
+    args += ["--min-seconds", "2", "--output", str(out), "--artifacts-dir", str(arts)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.bench", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert code == 1
-    rows = json.loads((out / "results.json").read_text())["results"]
-    assert [r["status"] for r in rows if r["engine"] == "onnxruntime"] == ["parity-failed"]
-    assert "median_ms" not in next(r for r in rows if r["engine"] == "onnxruntime")
+    try:
+        seen = _wait_for(proc, "lenet5 batch 1: onnxruntime fp32", timeout=120)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = seen + stderr
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    run_dir = next((out / "runs").iterdir())
+    doc = strict_load(run_dir / "results.json")
+    kept = len(doc["rows"])
+    assert 2 <= kept < 16 and all(r["status"] == "ok" for r in doc["rows"])
+    assert doc["status"] == "interrupted" and doc["interrupted_by"] == ("SIGINT" if sig == signal.SIGINT else "SIGTERM")
+    assert f"kept the {kept} rows finished before it in {run_dir}" in stderr
+    assert strict_load(out / "results.json")["rows"] == doc["rows"]  # nothing earlier to protect: published
+    assert "| lenet5 " in stdout
 
 
-def test_ctrl_c_keeps_what_was_measured(arts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = benchmark.time_engine
-    calls = {"n": 0}
+def test_exception_mid_run_is_a_failed_row_and_the_rest_is_kept(
+    arts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = engines.PREPARE["onnxruntime"]
 
-    def interrupting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
+    def flaky(ctx, precision, x):
+        if x.shape[0] == 3:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : boom [red]\nsecond line of a long native error")
+        return real(ctx, precision, x)
 
-    monkeypatch.setattr(benchmark, "time_engine", interrupting)
+    monkeypatch.setitem(engines.PREPARE, "onnxruntime", flaky)
     out = tmp_path / "bench"
-    assert _run(arts, out) == 130
-    doc = json.loads((out / "results.json").read_text())
-    assert doc["interrupted"] is True and len(doc["results"]) == 2
+    assert bench(arts, out, models=("lenet5",)) == 1
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err + printed.out
+    rows = {(r["engine"], r["batch_size"]): r for r in strict_load(out / "results.json")["rows"]}
+    assert rows[("onnxruntime", 3)]["status"] == "failed"
+    reason = "RuntimeError: [ONNXRuntimeError] : 6 : boom [red]"
+    assert rows[("onnxruntime", 3)]["reason"] == reason
+    assert reason in printed.out  # printed as written: never taken for markup
+    assert [rows[k]["status"] for k in (("onnxruntime", 1), ("pytorch", 1), ("pytorch", 3))] == ["ok"] * 3
+    assert "onnxruntime fp32 failed" in printed.err and "1 rows not measured" in printed.out
+
+
+def test_batch_that_cannot_fit_is_refused_with_the_estimate(arts: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench"
+    args = ["--models", "resnet_cifar", "--batch-sizes", "1", "10000000", *QUICK]
+    assert main([*args, "--output", str(out), "--artifacts-dir", str(arts)]) == 1
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err
+    rows = strict_load(out / "results.json")["rows"]
+    big = [r for r in rows if r["batch_size"] == 10_000_000]
+    assert len(big) == 2 and all(r["status"] == "refused" for r in big)
+    assert "at batch 10000000 needs about" in big[0]["reason"] and "GB is available" in big[0]["reason"]
+    assert all(r["status"] == "ok" for r in rows if r["batch_size"] == 1)
+
+
+def test_unwritable_output_fails_before_anything_is_measured(
+    arts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "resolve_device", lambda *a, **k: calls.append("device"))
+    monkeypatch.setattr(runner, "resolve", lambda *a, **k: calls.append("resolve"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert bench(arts, blocker / "bench") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write in") and str(blocker) in err[0]
+    assert calls == []
+
+
+def test_fewer_rows_never_replace_more(arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench"
+    assert bench(arts, out, models=("lenet5",)) == 0  # 4 rows
+    full = (out / "results.json").read_bytes()
+    assert (
+        main(["--models", "lenet5", "--batch-sizes", "1", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert (out / "results.json").read_bytes() == full
+    assert "kept the earlier results" in printed and "(4 measured rows, more than this run's 2)" in printed
+    short = [d for d in (out / "runs").iterdir() if len(strict_load(d / "results.json")["rows"]) == 2]
+    assert len(short) == 1 and (short[0] / "latency.png").is_file()
+    assert bench(arts, out, models=("lenet5",)) == 0  # as many rows again: the newer run wins
+    assert (out / "results.json").read_bytes() != full
+
+
+def test_user_model_artifact_needs_its_reference(
+    arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_file = write_user_model(tmp_path)
+    export_model(f"{model_file}:make_tiny", input_shape=(3, 16, 16), output_dir=arts, name="tiny")
+    out = tmp_path / "bench"
+    common = ["--models", "tiny", "--batch-sizes", "2", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)]
+
+    assert main(common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tiny is your own model" in err[0] and f"--reference {model_file}:make_tiny" in err[0]
+    assert not out.exists()
+
+    assert main([*common, "--reference", f"{model_file}:make_tiny"]) == 0
+    rows = strict_load(out / "results.json")["rows"]
+    assert {r["engine"] for r in rows} == {"onnxruntime", "pytorch"}
+    assert all(r["status"] == "ok" and r["input_shape"] == [3, 16, 16] for r in rows)
+    assert next(r for r in rows if r["engine"] == "onnxruntime")["parity"] == "pass"
+
+    # the graph alone can be timed without the code, when asked for explicitly
+    assert main([*common, "--no-parity", "--engines", "onnxruntime"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_zoo_model_exported_at_another_size_is_fed_that_size(arts: Path, tmp_path: Path) -> None:
+    export_model("resnet_cifar", input_shape=(3, 40, 40), output_dir=arts, name="resnet_cifar40", batch_sizes=(1,))
+    out = tmp_path / "bench"
+    graph = arts / "resnet_cifar40" / "resnet_cifar40.onnx"
+    for ref in (str(arts / "resnet_cifar40"), str(graph)):
+        assert (
+            main(["--models", ref, "--batch-sizes", "2", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)])
+            == 0
+        )
+        rows = strict_load(out / "results.json")["rows"]
+        assert [(r["model"], r["input_shape"], r["status"]) for r in rows] == [
+            ("resnet_cifar40", [3, 40, 40], "ok")
+        ] * 2
+        assert rows[0]["graph"] == str(graph)
+
+
+def test_dynamic_size_artifact_at_each_input_size(
+    arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export_model("resnet_cifar", output_dir=arts, name="resnet_cifar_dyn", dynamic_size=True, batch_sizes=(1,))
+    out = tmp_path / "bench"
+    args = [
+        "--models",
+        "resnet_cifar_dyn",
+        "--batch-sizes",
+        "1",
+        *QUICK,
+        "--output",
+        str(out),
+        "--artifacts-dir",
+        str(arts),
+    ]
+    assert main([*args, "--input-size", "40x40", "--input-size", "48x36"]) == 0
+    rows = strict_load(out / "results.json")["rows"]
+    assert sorted({tuple(r["input_shape"]) for r in rows}) == [(3, 40, 40), (3, 48, 36)]
+    assert all(r["status"] == "ok" for r in rows)
+    capsys.readouterr()
+    fixed = ["--models", "lenet5", *QUICK, "--input-size", "40x40", "--output", str(out), "--artifacts-dir", str(arts)]
+    assert main(fixed) == 2
+    assert "lenet5 was exported at a fixed size 3x32x32" in capsys.readouterr().err
+
+
+def test_graph_failing_parity_is_reported_not_timed(
+    arts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.artifact import Tolerance
+    from runtime.parity import check_artifact
+
+    def strict(ctx, precision, batch_sizes, sizes, seed=1234):
+        exact = Tolerance(atol=0.0, rtol=0.0, min_cosine=1.0)
+        key = runner.art.VariantKey.parse(precision)
+        return check_artifact(
+            ctx.artifact,
+            key,
+            ctx.reference,
+            ctx.graphs[precision],
+            batch_sizes=batch_sizes,
+            session=ctx.session,
+            tolerance=exact,
+        )
+
+    monkeypatch.setattr(runner, "check_onnxruntime", strict)
+    out = tmp_path / "bench"
+    assert bench(arts, out, models=("resnet_cifar",)) == 1
+    rows = strict_load(out / "results.json")["rows"]
+    ort_rows = [r for r in rows if r["engine"] == "onnxruntime"]
+    assert [r["status"] for r in ort_rows] == ["parity-failed"] * 2
+    assert all(r["median_ms"] is None and "exceeds atol 0" in r["reason"] for r in ort_rows)
+    assert all(r["status"] == "ok" for r in rows if r["engine"] == "pytorch")
+
+
+def test_missing_artifact_is_exported_first_or_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arts, out = tmp_path / "artifacts", tmp_path / "bench"
+    common = ["--models", "lenet5", "--batch-sizes", "1", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)]
+    assert main([*common, "--no-rebuild"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: no artifact for lenet5 in {arts}: export it: python -m exporter lenet5 --output-dir {arts}"]
+    assert main(common) == 0
+    assert f"note: no artifact for lenet5 in {arts}: exporting it with the defaults first" in capsys.readouterr().err
+    assert (arts / "lenet5" / "manifest.json").is_file()
+    assert [r["status"] for r in strict_load(out / "results.json")["rows"]] == ["ok", "ok"]
 
 
 @pytest.mark.parametrize(
@@ -158,48 +371,28 @@ def test_ctrl_c_keeps_what_was_measured(arts: Path, tmp_path: Path, monkeypatch:
     [
         (["--models", "lenet6"], "unknown model 'lenet6'"),
         (["--models", "lenet5", "--batch-sizes", "0"], "batch sizes must be at least 1"),
-        (["--models", "lenet5", "--onnx", "corrupt.onnx"], "cannot load"),
-        (["--models", "lenet5", "--onnx", "absent.onnx"], "not found"),
         (["--models", "lenet5", "--iterations", "0"], "--iterations must be at least 1"),
+        (["--models", "lenet5", "--precisions", "fp8"], "unknown precision 'fp8'"),
+        (["--models", "lenet5", "--engines", "tvm"], "unknown engine tvm"),
+        (["--models", "nowhere/lenet5.onnx"], "has no manifest.json beside it"),
+        (["--models", "lenet5", "--reference", "x.txt"], "bad --reference"),
+        (["--models", "lenet5", "--max-ci-width", "nan"], "--max-ci-width must be a finite number"),
     ],
 )
-def test_bad_input_is_one_clear_line(args: list[str], message: str, arts: Path, tmp_path: Path) -> None:
-    (tmp_path / "corrupt.onnx").write_bytes(b"\x00\x01 definitely not onnx")
-    proc = run_cli("runtime.bench", *args, "--artifacts-dir", str(arts), "--output", str(tmp_path / "b"), cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-
-
-def test_missing_artifact_is_exported_first(tmp_path: Path) -> None:
-    arts = tmp_path / "artifacts"
-    code = bench.main(
-        [
-            "--models",
-            "lenet5",
-            "--batch-sizes",
-            "1",
-            "--iterations",
-            "2",
-            "--engines",
-            "onnxruntime",
-            "--output",
-            str(tmp_path / "b"),
-            "--artifacts-dir",
-            str(arts),
-        ]
-    )
-    assert code == 0
-    assert (arts / "lenet5" / "lenet5.onnx").is_file() and (arts / "lenet5" / "manifest.json").is_file()
+def test_bad_input_is_one_clear_line(args: list[str], message: str, arts: Path, tmp_path: Path, capsys) -> None:
+    assert main([*args, "--artifacts-dir", str(arts), "--output", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "b").exists()
 
 
 def _cuda_ready() -> bool:
     try:
         import torch
 
-        from runtime.sessions import cuda_provider_built
+        from runtime.sessions import cuda_usable
 
-        return torch.cuda.is_available() and cuda_provider_built()
+        return torch.cuda.is_available() and cuda_usable()
     except ImportError:
         return False
 
@@ -217,29 +410,47 @@ def test_cuda_bench_with_and_without_io_binding(arts: Path, tmp_path: Path, io_b
         "--batch-sizes",
         "1",
         "8",
-        "--iterations",
-        "20",
-        "--output",
-        str(out),
-        "--artifacts-dir",
-        str(arts),
+        "--engines",
+        "onnxruntime",
+        "pytorch",
     ]
-    assert bench.main(args + ([] if io_binding else ["--no-io-binding"])) == 0
-    doc = json.loads((out / "results.json").read_text())
+    args += ["--min-samples", "20", "--min-seconds", "0.2", "--output", str(out), "--artifacts-dir", str(arts)]
+    assert main(args + ([] if io_binding else ["--no-io-binding"])) == 0
+    doc = strict_load(out / "results.json")
     assert doc["device"] == "cuda" and doc["environment"]["gpu_name"]
-    ort_rows = [r for r in doc["results"] if r["engine"] == "onnxruntime"]
+    assert doc["machine"]["device"] == "cuda" and doc["machine"]["matmul_gflops"] > 1000
+    ort_rows = [r for r in doc["rows"] if r["engine"] == "onnxruntime"]
     assert all(r["device"] == "cuda" and r["io_binding"] is io_binding for r in ort_rows)
-    assert all(r["cudnn_conv_algo_search"] == "EXHAUSTIVE" for r in ort_rows)
-    assert all(r["tf32"] is not None for r in doc["results"])
+    assert all(r["cudnn_conv_algo_search"] == "EXHAUSTIVE" and r["tf32"] is True for r in ort_rows)
+    assert all("CUDAExecutionProvider" in r["settings"]["providers"] for r in ort_rows)
+    assert all(r["tf32"] is not None and r["parity"] in ("pass", None) for r in doc["rows"])
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")
-def test_cuda_fp16_variant_agrees_with_fp32(arts: Path) -> None:
-    from exporter.variants import build_variant
-    from runtime.parity import check
+def test_cuda_tensorrt_runs_or_says_why(arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.bench.engines import unavailable_reason
 
-    build_variant("resnet_cifar", precision="fp16", output_dir=arts)
-    report = check("resnet_cifar", precision="fp16", device="cuda", batch_sizes=(1, 16), output_dir=arts)
-    assert report.device == "cuda" and report.passed
-    assert all(r.top1_agreement >= 0.99 for r in report.results)
+    out = tmp_path / "bench"
+    args = [
+        "--models",
+        "resnet_cifar",
+        "--device",
+        "cuda",
+        "--batch-sizes",
+        "4",
+        "--engines",
+        "onnxruntime",
+        "tensorrt",
+    ]
+    args += ["--precisions", "fp32", "fp16", "--min-samples", "20", "--min-seconds", "0.2"]
+    assert main([*args, "--output", str(out), "--artifacts-dir", str(arts)]) == 0
+    doc = strict_load(out / "results.json")
+    why = unavailable_reason("tensorrt", "cuda")
+    trt = [r for r in doc["rows"] if r["engine"] == "tensorrt"]
+    if why:
+        assert f"tensorrt: not available ({why})" in capsys.readouterr().err and not trt
+    else:
+        assert {r["precision"] for r in trt} == {"fp32", "fp16"}
+        assert all(r["status"] == "ok" and "TensorrtExecutionProvider" in r["settings"]["providers"] for r in trt)
+        assert all(r["setup_seconds"] > 0 for r in trt) and (arts / "resnet_cifar" / "tensorrt-cache").is_dir()

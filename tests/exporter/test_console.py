@@ -1,0 +1,47 @@
+"""Command output: never truncated, never parsed as markup, readable with and without a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from exporter.console import Column, Console
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+ROWS = [["[bold]resnet18[/bold]" + "x" * 40, "1.23456789e-05"]]
+
+
+def test_terminal_table_wider_than_the_terminal_keeps_every_digit() -> None:
+    stream = _Terminal()
+    console = Console(stream)
+    console._rich.width = 30
+    console.table([Column("model"), Column("max abs err", True)], ROWS)
+    text = stream.getvalue()
+    assert "1.23456789e-05" in text and "…" not in text
+    assert "[bold]resnet18[/bold]" in text, "cell text must not be parsed as markup"
+
+
+def test_piped_table_is_plain_markdown() -> None:
+    stream = io.StringIO()
+    Console(stream).table([Column("model"), Column("max abs err", True)], ROWS, title="t [fp32, random]")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "t [fp32, random]"
+    assert lines[1].startswith("| model") and set(lines[2]) <= {"|", "-", ":"}
+    assert "1.23456789e-05" in lines[3] and "\x1b" not in stream.getvalue()
+
+
+def test_progress_without_a_terminal_prints_plain_lines() -> None:
+    stream = io.StringIO()
+    console = Console(stream)
+    with console.progress(2, "bench") as p:
+        p.update("resnet18 batch 1")
+        p.advance()
+        p.update("resnet18 batch 8")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "bench: 2 steps"
+    assert lines[1].startswith("[0/2") and lines[1].endswith("] resnet18 batch 1")
+    assert lines[2].startswith("[1/2") and lines[2].endswith("] resnet18 batch 8")
