@@ -4,17 +4,30 @@ Library API::
 
     from exporter import export_model, list_models, get_model
     result = export_model("alexnet", opset=17)   # artifacts/alexnet/alexnet.onnx
+
+Names are imported on first use: ``import exporter.errors`` (which every runtime module
+does) must not pay for torch and the zoo (a Triton worker process saves ~190 MiB).
 """
 
+from __future__ import annotations
+
+import importlib
+
 from .errors import ExportFailed, UserError
-from .zoo import get_model, get_spec, list_models
+
+_LAZY = {
+    "export_model": ".export",
+    "build_variant": ".variants",
+    "get_model": ".zoo",
+    "get_spec": ".zoo",
+    "list_models": ".zoo",
+}
 
 
-def export_model(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Export a zoo model, a ``file.py:Builder`` or an ``nn.Module``; see :func:`exporter.export.export_model`."""
-    from .export import export_model as _export
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'exporter' has no attribute {name!r}")
 
-    return _export(*args, **kwargs)
 
-
-__all__ = ["ExportFailed", "UserError", "export_model", "get_model", "get_spec", "list_models"]
+__all__ = ["ExportFailed", "UserError", "build_variant", "export_model", "get_model", "get_spec", "list_models"]

@@ -1,0 +1,134 @@
+"""Serving an artifact at scale on NVIDIA Triton Inference Server.
+
+Library API behind ``python -m runtime.serve``:
+
+* :func:`repository_model` builds the validated ``config.pbtxt`` for Triton's onnxruntime
+  backend from a resolved artifact, and :func:`write_repository_model` writes it with the
+  graph as ``DIR/NAME/config.pbtxt`` + ``DIR/NAME/1/model.onnx``, atomically;
+  :func:`check_repository` validates every model of a repository as the server would.
+* :class:`LocalServer` runs a real Triton (bundled by ``nvidia-pytriton``) on 127.0.0.1
+  serving the artifact through an onnxruntime session, with Triton's dynamic batching.
+
+Example::
+
+    from runtime.resolve import resolve
+    from runtime.serve import LocalServer, ModelOptions, ServeOptions, write_repository_model
+
+    resolved = resolve("resnet_cifar")
+    write_repository_model(resolved, Path("models"), ModelOptions(max_batch=32))
+    with LocalServer(resolved, ServeOptions(http_port=0, grpc_port=0, metrics_port=0)) as server:
+        print(server.info.endpoints.grpc)
+
+Nothing in this package prints; commands do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import (
+    BACKEND,
+    CONFIG_FILE,
+    MODEL_FILE,
+    PLATFORM,
+    ConfigError,
+    ConfigSummary,
+    GraphIO,
+    ModelOptions,
+    ServeDependencyMissing,
+    TensorIO,
+    build_config,
+    default_model_name,
+    graph_io,
+    parse_config,
+    render_config,
+    summarize,
+    validate_config,
+)
+from .repository import CheckedModel, WrittenModel, check_repository, list_models, write_model
+from .server import (
+    Endpoints,
+    LocalServer,
+    ServeOptions,
+    ServerFailed,
+    ServerInfo,
+    StopReport,
+    check_serve_dependencies,
+    libpython_dir,
+    server_environment,
+)
+
+
+@dataclass
+class RepositoryModel:
+    """A model configuration ready to be written: its name, text and the graph it was validated against."""
+
+    name: str
+    config_text: str
+    summary: ConfigSummary
+    graph: bytes
+    sha256: str
+
+
+def repository_model(resolved, options: ModelOptions | None = None, name: str | None = None) -> RepositoryModel:  # type: ignore[no-untyped-def]
+    """The validated ``config.pbtxt`` of a resolved artifact's graph for Triton's onnxruntime backend."""
+    from exporter.files import sha256_bytes
+
+    options = options or ModelOptions()
+    manifest = resolved.artifact.manifest
+    name = name or default_model_name(manifest.name, str(resolved.key))
+    config = build_config(name, graph_io(resolved.graph), options, warmup_shape=manifest.input_shape)
+    sha = sha256_bytes(resolved.graph)
+    header = [
+        f"Triton model configuration for the {BACKEND} backend, written by cnn-onnx-toolkit (python -m runtime.serve).",
+        f"artifact {manifest.name}, graph {resolved.key} (opset {manifest.settings.opset}), sha256 {sha}",
+    ]
+    if manifest.dynamic_size:
+        header.append("height and width are variable (-1); warm-up uses the export size")
+    return RepositoryModel(name, render_config(config, header), summarize(config), resolved.graph, sha)
+
+
+def write_repository_model(
+    resolved, directory: Path, options: ModelOptions | None = None, name: str | None = None
+) -> WrittenModel:  # type: ignore[no-untyped-def]
+    """Build, validate and write one model into the repository ``directory`` (others are kept)."""
+    model = repository_model(resolved, options, name)
+    return write_model(Path(directory), model.name, model.config_text, model.graph, expected_sha256=model.sha256)
+
+
+__all__ = [
+    "BACKEND",
+    "CONFIG_FILE",
+    "MODEL_FILE",
+    "PLATFORM",
+    "CheckedModel",
+    "ConfigError",
+    "ConfigSummary",
+    "Endpoints",
+    "GraphIO",
+    "LocalServer",
+    "ModelOptions",
+    "RepositoryModel",
+    "ServeDependencyMissing",
+    "ServeOptions",
+    "ServerFailed",
+    "ServerInfo",
+    "StopReport",
+    "TensorIO",
+    "build_config",
+    "check_repository",
+    "check_serve_dependencies",
+    "default_model_name",
+    "graph_io",
+    "libpython_dir",
+    "list_models",
+    "parse_config",
+    "render_config",
+    "repository_model",
+    "server_environment",
+    "summarize",
+    "validate_config",
+    "write_model",
+    "write_repository_model",
+]
