@@ -77,14 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument(
         "--calibration-method",
         choices=["minmax", "entropy", "percentile"],
-        default="minmax",
         help="int8 calibration method (default minmax)",
     )
     o.add_argument(
         "--reduce-range",
         choices=["auto", "on", "off"],
-        default="auto",
-        help="int8: 7-bit weights; auto = on for AVX2 CPUs without VNNI",
+        help="int8: 7-bit weights; auto (the default) = on for AVX2 CPUs without VNNI",
     )
     o.add_argument("--fp16-io", action="store_true", help="fp16: make inputs/outputs half too (default float32)")
     g = p.add_argument_group("viewing (netron)")
@@ -243,10 +241,24 @@ def _variant_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     return VariantOptions(
         calibration_dir=args.calibration_dir,
-        calibration_method=args.calibration_method,
+        calibration_method=args.calibration_method or "minmax",
         fp16_io=args.fp16_io,
-        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range or "auto"],
     )
+
+
+def _check_variant_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that would be ignored, and missing inputs, before any export starts."""
+    int8_only = [f for f, v in (("--calibration-dir", args.calibration_dir), ("--calibration-method",
+                 args.calibration_method), ("--reduce-range", args.reduce_range)) if v is not None]  # fmt: skip
+    if int8_only and args.precision != "int8":
+        raise UserError(f"{', '.join(int8_only)} go(es) with --precision int8")
+    if args.fp16_io and args.precision != "fp16":
+        raise UserError("--fp16-io goes with --precision fp16")
+    if args.calibration_dir is not None and not args.calibration_dir.is_dir():
+        raise UserError(f"calibration directory not found: {args.calibration_dir}")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port} is not a valid port (0-65535)")
 
 
 def _check_render() -> None:
@@ -412,6 +424,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if (args.port is not None or args.no_browser) and not args.view:
         raise UserError("--port and --no-browser go with --view")
     validate_opset(args.opset)
+    _check_variant_flags(args)
     if args.name is not None:
         art.validate_name(args.name)
     if args.all:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -36,7 +37,8 @@ class Console:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        # A "dumb" terminal cannot draw tables (rich assumes 80 columns there): plain output.
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
         self._rich = RichConsole(
             file=self.stream,
             highlight=False,

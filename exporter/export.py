@@ -22,6 +22,7 @@ from .data import random_input
 from .errors import ExportFailed, UserError
 from .files import atomic_outputs, ensure_writable_dir, remove_stale_partials, require_free_space, sha256_bytes
 from .graph import check_graph, io_spec, op_counts, simplify_graph
+from .memory import check_fits
 from .reference import Prepared, forward_outputs, prepare
 from .trace import DEFAULT_OPSET, trace_to_onnx, validate_opset
 from .weights import DEFAULT_SEED
@@ -109,6 +110,7 @@ def export_model(
     directory = art.artifact_dir(prepared.name, out_root)
     if len(prepared.input_shape) != 3 and dynamic_size:
         raise UserError("--dynamic-size needs an image input (C x H x W)")
+    check_fits(prepared.model, prepared.input_shape, max(TRACE_BATCH, *batches), what=prepared.name)
     example = random_input(prepared.input_shape, TRACE_BATCH, seed=seed)
     forward_outputs(prepared.model, example, prepared.name)
 

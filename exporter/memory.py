@@ -19,48 +19,54 @@ from .probe import ShapesOnly, shape_copy
 HEADROOM = 0.8
 
 
+def _numel(out: object) -> int:
+    return sum(t.numel() for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor))
+
+
 def activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(largest single activation, sum of all activations) in bytes for ONE sample, float32.
+    """(largest single activation, model outputs) in bytes for ONE sample, float32.
 
     Measured with forward hooks on a ``meta`` copy of the model, so it costs no compute.
+    A model that does not run at this size gives (0, 0): the caller reports the failure
+    where it happens.
     """
-    sizes: list[int] = []
+    sizes: list[int] = [0]
 
     def hook(_m: nn.Module, _inp: object, out: object) -> None:
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                sizes.append(t.numel() * 4)
+        sizes.append(_numel(out) * 4)
 
     meta = shape_copy(model)
     handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
     try:
         with torch.no_grad(), ShapesOnly():
-            meta(torch.empty((1, *input_shape), device="meta"))
+            out = meta(torch.empty((1, *input_shape), device="meta"))
     except Exception:
-        return 0, 0  # the forward fails at this size; the caller reports that where it happens
+        return 0, 0
     finally:
         for h in handles:
             h.remove()
-    return (max(sizes) if sizes else 0), sum(sizes)
+    return max(sizes), _numel(out) * 4
 
 
 def estimate_run_bytes(
     model: nn.Module, input_shape: tuple[int, ...], batch: int, engines: int = 2, weights_bytes: int | None = None
 ) -> int:
-    """Peak memory to run ``batch`` samples through ``engines`` engines side by side.
+    """Peak memory to run ``batch`` samples through ``engines`` engines side by side and compare them.
 
-    Per engine: the input, the two largest live activations (a layer's input and output),
-    and the weights; PyTorch eager frees intermediates as it goes, onnxruntime plans its
-    buffers similarly. Deliberately an upper-middle estimate: it is there to refuse
-    batches that cannot fit, not to predict the exact peak.
+    Per engine: its copy of the input, the two largest live activations (a layer's input and
+    output) and the weights (PyTorch eager frees intermediates as it goes, onnxruntime plans
+    its buffers similarly); then the comparison of the outputs, which works on about a dozen
+    float64 arrays of the outputs' size. Deliberately an upper-middle estimate: it is there
+    to refuse batches that cannot fit, not to predict the exact peak.
     """
-    largest, _total = activation_bytes(model, input_shape)
+    largest, outputs = activation_bytes(model, input_shape)
     sample_in = 4
     for d in input_shape:
         sample_in *= d
     weights = weights_bytes if weights_bytes is not None else sum(p.numel() * 4 for p in model.parameters())
-    per_engine = batch * (sample_in + 2 * largest) + weights
-    return engines * per_engine
+    per_engine = batch * (2 * sample_in + 2 * largest + outputs) + weights
+    comparison = batch * outputs * 2 * 12  # float64 is twice float32's 4 bytes
+    return engines * per_engine + comparison
 
 
 def check_fits(model: nn.Module, input_shape: tuple[int, ...], batch: int, what: str, engines: int = 2) -> None:

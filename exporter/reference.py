@@ -176,7 +176,7 @@ def forward_outputs(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.
             out = model(x)
     except MemoryError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # the user's forward may even call sys.exit()
         shape = "x".join(str(d) for d in x.shape)
         raise ExportFailed(
             f"{what}: the forward pass at input {shape} failed: {type(exc).__name__}: {first_line(exc)}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 _SHAPE = re.compile(r"^\s*\d+(\s*[x,]\s*\d+)*\s*$")
 
@@ -24,6 +24,12 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     if len(dims) > 4:
         raise UserError(f"bad --input-shape {text!r}: give the shape of one sample (at most 4 dims), not the batch")
     return dims
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def is_user_model_ref(target: str) -> bool:
@@ -48,9 +54,9 @@ def load_user_builder(ref: str) -> tuple[str, object]:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module may call sys.exit() at import
         del sys.modules[mod_name]
-        raise UserError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+        raise UserError(f"importing {path} failed: {_describe(exc)}") from exc
     if not hasattr(module, attr):
         names = sorted(n for n in vars(module) if not n.startswith("_"))
         raise UserError(f"{path} defines no {attr!r} (it has: {', '.join(names) or 'nothing public'})")
@@ -64,8 +70,8 @@ def build_user_model(ref: str) -> tuple[str, nn.Module]:
         raise UserError(f"{ref} is not a class or function")
     try:
         model = builder()
-    except Exception as exc:
-        raise UserError(f"calling {ref}() failed: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:
+        raise UserError(f"calling {ref}() failed: {_describe(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise UserError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
     return name, model

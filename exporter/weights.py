@@ -59,6 +59,8 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
                 break
     if isinstance(obj, dict):
         obj = {k: v for k, v in obj.items() if k != "meta"}
+    if isinstance(obj, dict) and any(isinstance(v, torch.Tensor) and v.layout != torch.strided for v in obj.values()):
+        raise UserError(f"{path} holds sparse or other non-dense tensors: save a plain state_dict")
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(
             f"{path} holds no state_dict: expected a dict of tensors, or a checkpoint dict with one under 'state_dict'"
@@ -123,7 +125,10 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
         problems.append(f"shape mismatch: {_preview(wrong, 3)}")
     if problems:
         raise UserError(f"weights in {p} do not fit the model: " + "; ".join(problems))
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise UserError(f"weights in {p} do not load into the model: {first_line(exc)}") from exc
     return LoadedWeights(sha256_file(p), meta)
 
 

@@ -85,6 +85,11 @@ def compare(
     """
     if ref.shape != got.shape:
         raise UserError(f"output '{output}': the graph gives shape {got.shape}, PyTorch {ref.shape}")
+    if not np.all(np.isfinite(ref)):
+        raise UserError(
+            f"output '{output}': PyTorch's own output contains NaN or Inf, so the graph cannot be checked "
+            "against it (look at the model or its weights)"
+        )
     ref64 = ref.astype(np.float64)
     got64 = got.astype(np.float64)
     batch = ref.shape[0] if ref.ndim else 1

@@ -52,9 +52,14 @@ def export_command(manifest: art.Manifest, artifacts_dir: Path) -> str:
         parts.append("--dynamic-size")
     if not s.simplify:
         parts.append("--no-simplify")
-    if artifacts_dir != art.DEFAULT_ARTIFACTS_DIR:
-        parts.append(f"--output-dir {shlex.quote(str(artifacts_dir))}")
+    parts += _output_dir(artifacts_dir)
     return " ".join(parts)
+
+
+def _output_dir(artifacts_dir: Path) -> list[str]:
+    if Path(artifacts_dir).resolve() == art.DEFAULT_ARTIFACTS_DIR.resolve():
+        return []
+    return [f"--output-dir {shlex.quote(str(artifacts_dir))}"]
 
 
 def _zoo_shape(name: str) -> tuple[int, ...]:
@@ -66,10 +71,10 @@ def _zoo_shape(name: str) -> tuple[int, ...]:
         return ()
 
 
-def _variant_command(name: str, key: art.VariantKey, artifacts_dir: Path) -> str:
+def variant_command(manifest: art.Manifest, key: art.VariantKey, artifacts_dir: Path) -> str:
+    """The ``python -m exporter`` command that builds this variant of the artifact."""
     opt = f" --optimize-for {key.optimize_for}" if key.optimize_for else ""
-    out = f" --output-dir {shlex.quote(str(artifacts_dir))}" if artifacts_dir != art.DEFAULT_ARTIFACTS_DIR else ""
-    return f"python -m exporter {name} --precision {key.precision}{opt}{out}"
+    return f"{export_command(manifest, artifacts_dir)} --precision {key.precision}{opt}"
 
 
 def _rebuild_base(artifact: art.Artifact, reason: str, say: Callable[[str], None]) -> None:
@@ -102,7 +107,14 @@ def _rebuild_base(artifact: art.Artifact, reason: str, say: Callable[[str], None
         say(f"note: the new graph differs from the recorded one (sha256 {m.sha256[:12]} -> {new[:12]})")
 
 
-def _rebuild_variant(artifact: art.Artifact, key: art.VariantKey, reason: str, say: Callable[[str], None]) -> None:
+def _rebuild_variant(
+    artifact: art.Artifact,
+    key: art.VariantKey,
+    reason: str,
+    say: Callable[[str], None],
+    reference: str | None,
+) -> None:
+    from exporter.reference import rebuild
     from exporter.variants import VariantOptions, build_variant
 
     record = artifact.variant(key)
@@ -120,7 +132,8 @@ def _rebuild_variant(artifact: art.Artifact, key: art.VariantKey, reason: str, s
         say(f"{reason}: rebuilding the {key} variant with its recorded settings")
     else:
         say(f"{reason}: building the {key} variant with the default settings")
-    build_variant(artifact.directory, key, options=options)
+    prepared = rebuild(artifact.manifest, reference)  # a user model needs the code named on the command line
+    build_variant(artifact.directory, key, options=options, reference=prepared)
 
 
 def resolve(
@@ -129,6 +142,7 @@ def resolve(
     key: art.VariantKey | None = None,
     artifacts_dir: Path = art.DEFAULT_ARTIFACTS_DIR,
     rebuild: bool = True,
+    reference: str | None = None,
     say: Callable[[str], None] = print,
 ) -> Resolved:
     """Find the artifact ``ref`` names and return the verified bytes of its ``key`` graph.
@@ -136,8 +150,12 @@ def resolve(
     ``key`` defaults to the graph a ``.onnx`` argument names, else fp32. With ``rebuild``
     a missing zoo artifact is exported with the defaults and a stale graph rebuilt with its
     recorded settings, each said in one line through ``say``; without it they are refused
-    with the command to run.
+    with the command to run. ``reference`` is the ``FILE.py:Builder`` the user named, needed to
+    verify a rebuilt variant of their own model.
     """
+    artifacts_dir = Path(artifacts_dir)
+    if artifacts_dir.exists() and not artifacts_dir.is_dir():
+        raise UserError(f"--artifacts-dir {artifacts_dir} is not a folder")
     loc = art.locate(ref, artifacts_dir)
     if loc.key is not None and key is not None and key != loc.key:
         raise UserError(f"{ref} is the {loc.key} graph of {loc.name}, not {key}")
@@ -155,14 +173,15 @@ def resolve(
                 "see python -m exporter --list)"
             )
         if not rebuild:
-            raise UserError(f"no artifact for {loc.name} in {artifacts_dir}: export it: python -m exporter {loc.name}")
+            command = " ".join(["python -m exporter", loc.name, *_output_dir(artifacts_dir)])
+            raise UserError(f"no artifact for {loc.name} in {artifacts_dir}: export it: {command}")
         from exporter.export import export_model
 
         note(f"no artifact for {loc.name} in {artifacts_dir}: exporting it with the defaults first")
         export_model(loc.name, output_dir=artifacts_dir)
 
     for _attempt in range(3):
-        with art.artifact_lock(loc.directory, on_wait=say):
+        with art.artifact_lock(loc.directory, on_wait=say, reading=True):
             artifact = art.open_artifact(loc.directory)
             base_stale = artifact.stale_reason()
             variant_stale = None if key.is_base or base_stale else artifact.stale_reason(key)
@@ -182,6 +201,7 @@ def resolve(
         else:
             assert variant_stale is not None
             if not rebuild:
-                raise UserError(f"{variant_stale}: build it: {_variant_command(artifact.name, key, artifacts_dir)}")
-            _rebuild_variant(artifact, key, variant_stale, note)
+                command = variant_command(artifact.manifest, key, artifact.directory.parent)
+                raise UserError(f"{variant_stale}: build it: {command}")
+            _rebuild_variant(artifact, key, variant_stale, note, reference)
     raise UserError(f"{loc.directory} keeps changing while being read (another process is rewriting it): try again")

@@ -19,8 +19,8 @@ from torch import nn
 
 from .. import artifact as art
 from ..data import accuracy, digits
-from ..errors import UserError
-from ..files import atomic_outputs
+from ..errors import UserError, first_line
+from ..files import atomic_outputs, ensure_writable_dir, require_free_space
 from ..zoo import get_spec
 
 DIGITS_MODELS = ("lenet5", "alexnet_cifar", "vgg16_cifar", "googlenet_cifar", "resnet_cifar")
@@ -90,10 +90,12 @@ def train(
             f"({', '.join(DIGITS_MODELS)})"
         )
     recipe = RECIPES.get(name, {"epochs": 10, "lr": 1e-3})
-    epochs = int(epochs or recipe["epochs"])
-    lr = float(lr or recipe["lr"])
+    epochs = int(recipe["epochs"] if epochs is None else epochs)
+    lr = float(recipe["lr"] if lr is None else lr)
     if epochs < 1 or not (math.isfinite(lr) and lr > 0) or batch_size < 1:
         raise UserError("epochs and batch size must be at least 1 and the learning rate a positive number")
+    path = checkpoint_path(name, output_dir)
+    ensure_writable_dir(path.parent)  # before minutes of training, not after
     torch.manual_seed(seed)
     train_set, test_set = digits(spec.input_shape)
     model = spec.build()
@@ -120,7 +122,6 @@ def train(
     seconds = time.perf_counter() - started
     test_acc = evaluate(model, test_set.x, test_set.y)
     train_acc = evaluate(model, train_set.x, train_set.y)
-    path = checkpoint_path(name, output_dir)
     meta = {
         "model": name,
         "dataset": "sklearn digits",
@@ -135,9 +136,14 @@ def train(
         "train_size": len(train_set.x),
         "test_size": len(test_set.x),
     }
+    state = model.state_dict()
+    require_free_space(path.parent, sum(t.numel() * t.element_size() for t in state.values()), path.name)
     with atomic_outputs(path.parent) as writer:
         tmp = writer.path_for(path)
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+        try:
+            torch.save({"state_dict": state, "meta": meta}, tmp)
+        except RuntimeError as exc:  # torch's writer reports a full disk as "unexpected pos ..."
+            raise UserError(f"cannot write {path}: {first_line(exc)} (is the disk full?)") from exc
         writer.write_json(path.with_suffix(".json"), meta)
     return TrainResult(name, path, test_acc, train_acc, epochs, seconds)
 

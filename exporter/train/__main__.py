@@ -48,11 +48,14 @@ def main(argv: list[str] | None = None) -> int:
                 table[name] = export_trained(name, r.checkpoint, args.output_dir)
             else:
                 print(f"  export it: python -m exporter {name} --weights {r.checkpoint}")
+        if table:
+            print_table(table)
         return 0
 
-    code = run_guarded(run_all, interrupted="no checkpoint written for the model in progress")
-    if code:
-        return code
+    return run_guarded(run_all, interrupted="no checkpoint written for the model in progress")
+
+
+def print_table(table: dict[str, dict[str, float]]) -> None:
     if table:
         cols = [Column("model")] + [
             Column(c, True) for c in ("PyTorch fp32", "ONNX fp32", "ONNX fp16", "ONNX int8", "int8 - fp32")
@@ -69,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
             for name, sc in table.items()
         ]
         Console(sys.stdout).table(cols, rows, title="Held-out digits accuracy (n=360)")
-    return 0
 
 
 if __name__ == "__main__":

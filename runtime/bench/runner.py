@@ -384,7 +384,12 @@ class _Run:
     def prepare_model(self, plan: ModelPlan, contenders: list[tuple[str, str]]) -> tuple[ModelContext, dict[str, str]]:
         config = self.config
         first = resolve(
-            plan.ref, key=plan.key, artifacts_dir=config.artifacts_dir, rebuild=config.rebuild, say=self.note
+            plan.ref,
+            key=plan.key,
+            artifacts_dir=config.artifacts_dir,
+            rebuild=config.rebuild,
+            reference=plan.builder,
+            say=self.note,
         )
         artifact = first.artifact
         graphs = {str(first.key): first.graph}
@@ -401,6 +406,7 @@ class _Run:
                     key=art.VariantKey.parse(key),
                     artifacts_dir=config.artifacts_dir,
                     rebuild=config.rebuild,
+                    reference=plan.builder,
                     say=self.note,
                 )
             except UserError as exc:

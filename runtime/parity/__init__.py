@@ -87,7 +87,10 @@ def check(
     if inputs not in ("auto", "random", "digits"):
         raise UserError(f"inputs must be auto, random or digits, not {inputs!r}")
     use_digits = inputs == "digits" or (inputs == "auto" and reference.trained_on == DIGITS)
-    channels, *export_hw = reference.input_shape
+    if use_digits and len(reference.input_shape) != 3:
+        shape = "x".join(map(str, reference.input_shape))
+        raise UserError(f"digits inputs are images (C x H x W); {reference.name} takes {shape}: use --inputs random")
+    channels = reference.input_shape[0]
     shapes = [(channels, h, w) for h, w in sizes] or [reference.input_shape]
     for shape in shapes:
         check_fits(reference.model, shape, max(batch_sizes), what=reference.name)

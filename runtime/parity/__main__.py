@@ -6,6 +6,7 @@ A command: it parses arguments, calls :mod:`runtime.parity` and :mod:`runtime.re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -152,13 +153,28 @@ def print_explanation(out: Console, e) -> None:  # type: ignore[no-untyped-def]
 
 
 def _run(args: argparse.Namespace) -> int:
-    out, err = Console(sys.stdout), Console(sys.stderr)
+    if not args.json:
+        return _check(args, Console(sys.stdout))
+    # The report is the only thing on stdout: anything the user's model code prints while it
+    # is imported or run goes to stderr instead of corrupting the JSON.
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _check(args, Console(stdout))
+
+
+def _check(args: argparse.Namespace, out: Console) -> int:
+    err = Console(sys.stderr)
     key = art.VariantKey.parse(args.precision) if args.precision else None
     sizes = parse_input_sizes(args.input_size or [])
     if any(b < 1 for b in args.batch_sizes):
         raise UserError(f"batch sizes must be at least 1, got {args.batch_sizes}")
     resolved = resolve(
-        args.artifact, key=key, artifacts_dir=args.artifacts_dir, rebuild=not args.no_rebuild, say=err.print
+        args.artifact,
+        key=key,
+        artifacts_dir=args.artifacts_dir,
+        rebuild=not args.no_rebuild,
+        reference=args.reference,
+        say=err.print,
     )
     manifest = resolved.artifact.manifest
     reference = rebuild(manifest, args.reference)
@@ -195,7 +211,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         doc = {"artifact": manifest.name, "graph": str(resolved.path), "variant": str(resolved.key)}
         extra = {"explain": explained.model_dump(mode="json")} if explained else {}
-        print(strict_json({**doc, **record.model_dump(mode="json"), **extra}), end="", flush=True)
+        out.stream.write(strict_json({**doc, **record.model_dump(mode="json"), **extra}))
+        out.stream.flush()
     else:
         print_report(out, manifest.name, resolved.path, record)
         if explained:

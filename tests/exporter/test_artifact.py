@@ -173,3 +173,82 @@ def test_variant_and_reexport_at_once_leave_a_consistent_artifact(lenet_dir: Pat
     # Either the variant was built from the new graph, or it is reported stale: never silently wrong.
     stale = artifact.stale_reason(art.VariantKey("int8"))
     assert (record.base_sha256 == artifact.manifest.sha256) == (stale is None)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(name="/tmp/outside"), "bad artifact name"),
+        (lambda d: d.update(name="../other"), "bad artifact name"),
+        (lambda d: d.update(file="../../x/x.onnx"), "file must be 'lenet5.onnx'"),
+        (lambda d: d["source"].update(model="evil.py:Net"), "a zoo source names a zoo model"),
+        (lambda d: d["settings"].update(input_shape=[-3, 32, 32]), "settings.input_shape"),
+        (lambda d: d.update(min_size=[0, 5]), "min_size"),
+    ],
+)
+def test_hostile_manifests_cannot_point_outside_or_import(lenet_dir: Path, edit, message: str) -> None:
+    """A hand-edited manifest could name a graph outside its folder, a variant path outside it,
+    or a zoo 'model' that is really a file to import."""
+    path = lenet_dir / "manifest.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(art.ArtifactError, match=message):
+        art.open_artifact(lenet_dir)
+
+
+def test_variant_records_must_name_their_own_file(lenet_dir: Path) -> None:
+    from exporter.variants import build_variant
+
+    build_variant(lenet_dir, art.VariantKey("fp16"))
+    path = lenet_dir / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc["variants"]["fp16"]["file"] = "../../etc/passwd"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(art.ArtifactError, match="variant 'fp16' must be recorded as file 'lenet5.fp16.onnx'"):
+        art.open_artifact(lenet_dir)
+
+
+def test_deeply_nested_json_is_one_error(lenet_dir: Path) -> None:
+    (lenet_dir / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(art.ArtifactError, match="not valid JSON"):
+        art.open_artifact(lenet_dir)
+
+
+@pytest.mark.parametrize("name", ["a" * 200, "x.onnx"])
+def test_overlong_and_onnx_names_are_refused(name: str) -> None:
+    with pytest.raises(UserError, match="bad artifact name"):
+        art.validate_name(name)
+
+
+def test_lock_follows_symlinks_to_the_real_folder(lenet_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(lenet_dir)
+    seen: list[str] = []
+    real_lock = art.FileLock
+
+    def spy(path: str, *a, **k):  # type: ignore[no-untyped-def]
+        seen.append(path)
+        return real_lock(path, *a, **k)
+
+    monkeypatch.setattr(art, "FileLock", spy)
+    for directory in (lenet_dir, link):
+        with art.artifact_lock(directory):
+            pass
+    assert seen[0] == seen[1] == str(lenet_dir.resolve().parent / ".lenet5.lock")
+
+
+def test_a_read_only_folder_can_still_be_read(lenet_dir: Path, monkeypatch) -> None:
+    """Reading a current artifact in a read-only folder needs no lock file (nobody can write there)."""
+    import errno
+
+    from runtime.resolve import resolve
+
+    def refuse(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(art, "FileLock", refuse)
+    assert resolve(str(lenet_dir), rebuild=False).graph
+    with pytest.raises(UserError, match="cannot lock"):
+        with art.artifact_lock(lenet_dir):
+            pass

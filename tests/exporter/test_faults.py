@@ -264,3 +264,65 @@ def test_partial_files_left_by_a_killed_write_are_removed(exported, tmp_path: Pa
     result = export_model("lenet5", output_dir=tmp_path)
     assert not any(p.exists() for p in left)
     assert any("partial file" in m for m in result.messages)
+
+
+# --- found by a hostile pass over the commands --------------------------------------------------------
+
+BUILDERS = textwrap.dedent(
+    """
+    import sys
+
+    def two_lines():
+        raise RuntimeError("boom\\nsecond line")
+
+    def leaves():
+        sys.exit(3)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["b.py:two_lines", "--input-shape", "4"], "calling b.py:two_lines() failed: RuntimeError: boom"),
+        (["b.py:leaves", "--input-shape", "4"], "calling b.py:leaves() failed: it called sys.exit(3)"),
+        (["exits.py:Net", "--input-shape", "4"], "importing exits.py failed: it called sys.exit('bye')"),
+        (["lenet5", "--weights", "sparse.pth"], "sparse or other non-dense tensors"),
+        (["lenet5", "--input-shape", "3x99999x99999"], "GB of memory"),
+        (["lenet5", "--calibration-dir", "somewhere"], "--calibration-dir go(es) with --precision int8"),
+        (["lenet5", "--precision", "int8", "--calibration-dir", "nowhere"], "calibration directory not found"),
+        (["lenet5", "--fp16-io"], "--fp16-io goes with --precision fp16"),
+        (["lenet5", "--view", "--port", "99999"], "--port 99999 is not a valid port"),
+        (["lenet5", "--name", "x.onnx"], "bad artifact name"),
+    ],
+)
+def test_more_mistakes_are_one_line_before_anything_is_written(args: list[str], message: str, tmp_path: Path) -> None:
+    (tmp_path / "b.py").write_text(BUILDERS)
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit('bye')\n")
+    torch.save({"conv_layer.0.weight": torch.zeros(6, 3, 5, 5).to_sparse()}, tmp_path / "sparse.pth")
+    (tmp_path / "somewhere").mkdir()
+    proc = run_cli("exporter", *args, "--output-dir", "out", cwd=tmp_path)
+    _one_line(proc, message)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--lr"])
+def test_train_refuses_zero_instead_of_using_the_recipe(flag: str, tmp_path: Path) -> None:
+    proc = run_cli("exporter.train", "lenet5", flag, "0", "--output-dir", str(tmp_path))
+    _one_line(proc, "epochs and batch size must be at least 1 and the learning rate a positive number")
+
+
+def test_dumb_terminal_gets_plain_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from exporter.console import Console
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "dumb")
+    stream = Tty()
+    console = Console(stream)
+    assert not console.tty
+    console.table([], [])

@@ -112,3 +112,87 @@ def test_zoo_model_exported_at_another_size_is_checked_at_that_size(tmp_path: Pa
     proc = run_cli("runtime.parity", "rc40", "--artifacts-dir", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["passed"] is True
+
+
+PRINTER = """
+import torch
+print("HELLO FROM IMPORT")
+
+class Printer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        print("HELLO FROM FORWARD")
+        return self.fc(x)
+"""
+
+
+def test_json_stays_json_when_the_users_code_prints(tmp_path: Path) -> None:
+    src = write_user_model(tmp_path, PRINTER, "printer.py")
+    out = tmp_path / "arts"
+    assert run_cli("exporter", f"{src}:Printer", "--input-shape", "8", "--output-dir", str(out)).returncode == 0
+    proc = run_cli("runtime.parity", "printer", "--artifacts-dir", str(out), "--reference", f"{src}:Printer", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["passed"] is True
+    assert "HELLO FROM FORWARD" in proc.stderr
+
+
+def test_digits_inputs_on_a_non_image_model_are_one_line(tmp_path: Path) -> None:
+    src = write_user_model(tmp_path, PRINTER, "printer.py")
+    out = tmp_path / "arts"
+    run_cli("exporter", f"{src}:Printer", "--input-shape", "8", "--output-dir", str(out))
+    args = ["--artifacts-dir", str(out), "--reference", f"{src}:Printer", "--inputs", "digits"]
+    proc = run_cli("runtime.parity", "printer", *args)
+    assert proc.returncode == 2 and "digits inputs are images" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_user_models_variant_is_rebuilt_with_the_named_reference(tmp_path: Path) -> None:
+    src = write_user_model(tmp_path)
+    out = tmp_path / "arts"
+    assert run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--output-dir", str(out)).returncode == 0
+    refused = run_cli("runtime.parity", "make_tiny", "--artifacts-dir", str(out), "--precision", "fp16", "--no-rebuild")
+    assert refused.returncode == 2
+    assert f"python -m exporter {src}:make_tiny --opset 17 --name make_tiny --input-shape 3x16x16" in refused.stderr
+    assert f"--output-dir {out} --precision fp16" in refused.stderr
+    proc = run_cli(
+        "runtime.parity",
+        "make_tiny",
+        "--artifacts-dir",
+        str(out),
+        "--precision",
+        "fp16",
+        "--reference",
+        f"{src}:make_tiny",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "building the fp16 variant" in proc.stderr
+
+
+def test_artifacts_dir_that_is_a_file_is_refused_before_anything(lenet_dir: Path) -> None:
+    proc = run_cli("runtime.parity", "lenet5", "--artifacts-dir", str(lenet_dir / "manifest.json"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --artifacts-dir {lenet_dir / 'manifest.json'} is not a folder"
+    ]
+
+
+NAN_MODEL = """
+import torch
+
+class NaN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x) / 0 * 0
+"""
+
+
+def test_non_finite_pytorch_output_is_one_line(tmp_path: Path) -> None:
+    src = write_user_model(tmp_path, NAN_MODEL, "nan.py")
+    proc = run_cli("exporter", f"{src}:NaN", "--input-shape", "4", "--output-dir", str(tmp_path / "o"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "PyTorch's own output contains NaN or Inf" in proc.stderr
