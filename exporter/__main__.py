@@ -199,6 +199,12 @@ def print_variant(out: Console, v) -> None:  # type: ignore[no-untyped-def]
             f"  int8     QDQ, per-channel {q.per_channel}, reduce_range {q.reduce_range}, "
             f"{q.calibration_method} on {q.calibration_images} images ({q.calibration_source})"
         )
+        for reason in q.float_reasons:
+            out.print(f"  float    {reason}")
+        for attempt in q.attempts:
+            out.print(f"  tried    {attempt}")
+        if q.tolerance_reason:
+            out.print(f"  judged   {q.tolerance_reason}")
     if rec.optimization:
         o = rec.optimization
         out.print(f"  offline  onnxruntime level '{o.level}' for {o.target} ({', '.join(o.providers)})")

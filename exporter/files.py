@@ -82,15 +82,42 @@ def require_free_space(path: Path, nbytes: int, what: str) -> None:
 
 
 def remove_stale_partials(directory: Path) -> list[Path]:
-    """Remove ``.partial`` files a killed writer left in ``directory``; call it holding the folder's lock."""
+    """Remove ``.partial`` files and scratch folders a killed writer left in ``directory``;
+    call it holding the folder's lock."""
     removed = []
     if directory.is_dir():
         for p in directory.iterdir():
-            if p.name.startswith(".") and p.name.endswith(PARTIAL_SUFFIX) and p.is_file():
-                with contextlib.suppress(OSError):
+            if not (p.name.startswith(".") and p.name.endswith(PARTIAL_SUFFIX)):
+                continue
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
                     p.unlink()
-                    removed.append(p)
+                removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(directory: Path, label: str) -> Iterator[Path]:
+    """A hidden ``.LABEL.<random>.partial`` folder inside ``directory`` for intermediate files,
+    removed on exit.
+
+    Libraries that make their own temporary files (onnxruntime's quantizer) are pointed at it
+    too, so a run killed outright leaves its scratch where :func:`remove_stale_partials` finds
+    it, not hundreds of MB in the system's temporary folder.
+    """
+    try:
+        path = Path(tempfile.mkdtemp(prefix=f".{label}.", suffix=PARTIAL_SUFFIX, dir=directory))
+    except OSError as exc:
+        raise UserError(describe_os_error(exc, f"cannot write in {directory}")) from exc
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(path)
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class AtomicWriter:

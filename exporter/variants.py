@@ -10,9 +10,10 @@ recorded in the manifest, all under the artifact's lock.
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
+import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +22,27 @@ import onnx
 import torch
 
 from . import artifact as art
-from .errors import ExportFailed, UserError
-from .files import atomic_outputs, remove_stale_partials, require_free_space, sha256_bytes
+from .errors import ExportFailed, UserError, describe_os_error, first_line
+from .files import atomic_outputs, remove_stale_partials, require_free_space, scratch_dir, sha256_bytes
 from .graph import io_shapes, io_spec, op_counts, topological_sort
 from .reference import Prepared, rebuild
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 CALIBRATION_IMAGES = 256
+CALIBRATION_BATCH = 16
+#: The layers whose count bounds a float stem (see :func:`float_stem`).
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: When every layer in int8 fails verification, graphs keeping the first 1, 2, ... of this many
+#: compute layers in float are tried, cheapest first. Measured on GoogLeNet (random weights):
+#: all-int8 SQNR 13.6 dB, cosine 0.977; minmax, entropy, percentile and MSE-optimal ranges all
+#: within 0.4 dB of each other (the rounding is not the problem: each layer's own quantization
+#: keeps 44 dB); ``--explain`` shows conv2, the 1x1 convolution after the first max-pool, losing
+#: 11 dB: max-pooled activations are mostly a common offset which its folded BatchNorm removes,
+#: so the 8-bit rounding of its input grows 10x relative to what is left. With conv1, the pool
+#: and conv2 in float: 15.5 dB, cosine 0.986.
+MAX_FLOAT_STEM = 3
+#: See :func:`int8_tolerance`.
+FLOOR_BUDGET_DB = 3.0
 #: Seed of the random calibration batch: the same distribution as the parity inputs, other samples.
 CALIBRATION_SEED = 4242
 #: Kept in float32 in fp16 graphs: LRN sums squares of activations, which can overflow half precision.
@@ -118,32 +133,77 @@ def to_fp16(model: onnx.ModelProto, keep_io_types: bool = True) -> onnx.ModelPro
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over a tensor of calibration images."""
+    """onnxruntime CalibrationDataReader over a tensor of calibration images.
 
-    def __init__(self, images: torch.Tensor, input_name: str, batch: int = 16) -> None:
+    ``__len__`` and ``set_range`` let onnxruntime feed it a few batches at a time
+    (``CalibStridedMinMax``): its histogram calibrators otherwise keep every intermediate
+    tensor of every calibration batch in memory (about 30 GB for VGG-16 on 256 images).
+    """
+
+    def __init__(self, images: torch.Tensor, input_name: str, batch: int = CALIBRATION_BATCH) -> None:
         self._batches = [images[i : i + batch].numpy() for i in range(0, len(images), batch)]
         self._input = input_name
-        self._i = 0
+        self._i, self._end = 0, len(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._i >= len(self._batches):
+        if self._i >= self._end:
             return None
         self._i += 1
         return {self._input: self._batches[self._i - 1]}
 
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._i, self._end = start_index, min(end_index, len(self._batches))
+
     def rewind(self) -> None:
-        self._i = 0
+        self._i, self._end = 0, len(self._batches)
 
 
-def to_int8(
-    fp32_path: Path,
+def prepare_for_int8(fp32_path: Path, out_path: Path) -> onnx.ModelProto:
+    """onnxruntime's pre-processing for quantization (shape inference, basic fusions), saved to ``out_path``."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
+    return onnx.load(str(out_path), load_external_data=False)
+
+
+def unfused_batchnorms(model: onnx.ModelProto) -> list[str]:
+    """BatchNormalization nodes left in the graph (one after a ReLU cannot fold into a convolution)."""
+    return [n.name for n in model.graph.node if n.op_type == "BatchNormalization"]
+
+
+def float_stem(model: onnx.ModelProto, layers: int) -> list[str]:
+    """The nodes from the graph's input up to and including its ``layers``-th compute layer
+    (Conv, Gemm, MatMul), in graph order: the stem kept in float by a mixed-precision attempt."""
+    names: list[str] = []
+    seen = 0
+    for node in model.graph.node:
+        if seen >= layers:
+            break
+        names.append(node.name)
+        seen += node.op_type in COMPUTE_OPS
+    return names if seen >= layers else []
+
+
+def quantize_int8(
+    prepared: Path,
     out_path: Path,
-    calibration: torch.Tensor,
+    calibration: torch.Tensor | None,
+    *,
     method: str = "minmax",
     per_channel: bool = True,
     reduce_range: bool | None = None,
+    keep_float: Sequence[str] = (),
+    cache: Path | None = None,
 ) -> dict[str, object]:
-    """Static QDQ quantization (uint8 activations, int8 per-channel weights) calibrated on images."""
+    """Static QDQ quantization of a pre-processed graph: uint8 activations, int8 (per-channel) weights.
+
+    Nodes in ``keep_float`` (and BatchNormalizations that did not fold) stay float. With
+    ``cache``, the activation ranges are computed once and reused from that file, so a second
+    graph with other float nodes costs no second calibration (``calibration`` may then be None).
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -151,28 +211,20 @@ def to_int8(
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
         raise UserError(f"unknown calibration method {method!r}: choose {', '.join(CALIBRATION_METHODS)}")
-    if not torch.isfinite(calibration).all():
+    if calibration is not None and not torch.isfinite(calibration).all():
         raise UserError("the calibration images contain NaN or Inf values")
     reduce = default_reduce_range() if reduce_range is None else reduce_range
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(calibration, "input")
-    prepared = out_path.with_name(out_path.stem + ".pre.onnx")
-    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    calib = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[method]
-    # A BatchNormalization that could not be folded into a convolution (one after a ReLU) has no
-    # int8 kernel; quantizing around it only adds Q/DQ pairs, so it stays float.
-    float_nodes = [
-        n.name
-        for n in onnx.load(str(prepared), load_external_data=False).graph.node
-        if n.op_type == "BatchNormalization"
-    ]
+    model = onnx.load(str(prepared), load_external_data=False)
+    reader = None
+    if calibration is not None:
+        reader = type("Reader", (_Reader, CalibrationDataReader), {})(calibration, model.graph.input[0].name)
+    float_nodes = list(dict.fromkeys([*unfused_batchnorms(model), *keep_float]))
+    extra: dict[str, object] = {"WeightSymmetric": True, "ActivationSymmetric": False}
+    if method != "minmax":
+        extra["CalibStridedMinMax"] = 1  # histograms one batch at a time (see _Reader)
     quantize_static(
         str(prepared),
         str(out_path),
@@ -182,9 +234,14 @@ def to_int8(
         reduce_range=reduce,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        calibrate_method=calib,
+        calibrate_method={
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[method],
         nodes_to_exclude=float_nodes,
-        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        extra_options=extra,
+        calibration_cache_path=cache,
     )
     return {
         "format": "QDQ",
@@ -193,10 +250,112 @@ def to_int8(
         "per_channel": per_channel,
         "reduce_range": reduce,
         "calibration_method": method,
-        "calibration_images": int(len(calibration)),
         "float_nodes": float_nodes,
         "cpu_features": cpu_int8_features(),
     }
+
+
+def to_int8(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: torch.Tensor,
+    method: str = "minmax",
+    per_channel: bool = True,
+    reduce_range: bool | None = None,
+    keep_float: Sequence[str] = (),
+) -> dict[str, object]:
+    """Static QDQ quantization (uint8 activations, int8 per-channel weights) calibrated on images."""
+    prepared = out_path.with_name(out_path.stem + ".pre.onnx")
+    prepare_for_int8(fp32_path, prepared)
+    facts = quantize_int8(
+        prepared,
+        out_path,
+        calibration,
+        method=method,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        keep_float=keep_float,
+    )
+    return {**facts, "calibration_images": int(len(calibration))}
+
+
+def input_grid(model: onnx.ModelProto) -> tuple[float, int] | None:
+    """(scale, zero point) of the QuantizeLinear on the graph's input, None where the input stays float."""
+    from onnx import numpy_helper
+
+    name = model.graph.input[0].name
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] == name and node.input[1] in inits:
+            scale = float(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0])
+            zero = int(numpy_helper.to_array(inits[node.input[2]]).reshape(-1)[0]) if len(node.input) > 2 else 0
+            return scale, zero
+    return None
+
+
+def input_rounding_floor(
+    reference: Prepared, grid: tuple[float, int], batch_sizes: Sequence[int], seed: int
+) -> tuple[float | None, float]:
+    """How well the PyTorch model agrees with itself when only its input is rounded to ``grid``
+    (uint8 scale and zero point), on the random inputs the parity check feeds: (min SQNR dB, min cosine).
+
+    Every int8 graph rounds its input this way before its first layer, so no int8 graph can
+    do systematically better. Well-conditioned networks stay far above the int8 tolerance
+    (AlexNet 68 dB, VGG-16 54 dB); the deepest random-weight networks amplify this rounding
+    alone down to about the tolerance (ResNet-152 13.8 dB, cosine 0.977).
+    """
+    from runtime.compare import compare, default_tolerance
+
+    from .data import random_input
+    from .reference import forward_outputs
+
+    scale, zero = grid
+    tol = default_tolerance("cpu", "int8")
+    sqnr: list[float | None] = []
+    cosine: list[float] = []
+    for i, batch in enumerate(batch_sizes):
+        x = random_input(reference.input_shape, batch, seed=seed + i)
+        rounded = (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+        for a, b in zip(
+            forward_outputs(reference.model, x, reference.name),
+            forward_outputs(reference.model, rounded, reference.name),
+        ):
+            c = compare(a.float().numpy(), b.float().numpy(), tol)
+            sqnr.append(c.sqnr_db)
+            cosine.append(c.cosine_min if c.cosine_min is not None else -1.0)
+    finite = [s for s in sqnr if s is not None]
+    return (min(finite) if finite else None), min(cosine)
+
+
+def int8_tolerance(
+    default: art.Tolerance, floor_sqnr: float | None, floor_cosine: float
+) -> tuple[art.Tolerance, str | None]:
+    """The int8 tolerance for a random-weight model whose own input-rounding floor is near the default.
+
+    Budget: all the quantized layers together may add at most as much noise as the input
+    rounding the model cannot avoid, i.e. SQNR >= floor - 3 dB and 1 - cosine <= 2 (1 - floor
+    cosine). The default applies wherever it is the weaker demand, which is every zoo model
+    but the deepest: measured on this project's random-weight zoo (parity inputs, batches 1, 3, 5),
+    the floors are AlexNet 68 dB, VGG-16 54 dB, ResNet-18 44 dB, GoogLeNet 23.1 dB / 0.9974,
+    ResNet-50 20.4 dB / 0.9955 (default kept), but ResNet-101 15.3 dB / 0.9846 and ResNet-152
+    13.8 dB / 0.9766: rounding ResNet-152's input alone already fails cosine >= 0.98, so no
+    int8 graph of it could pass the default. Their random bottleneck stacks are chaotic (a
+    48 dB perturbation of the input leaves ~0 dB SQNR at layer4: the features decorrelate and
+    only the global average pool's common part survives), which ``--explain`` shows layer by layer.
+    """
+    if floor_sqnr is None or default.min_sqnr_db is None:
+        return default, None
+    min_sqnr = min(default.min_sqnr_db, round(floor_sqnr - FLOOR_BUDGET_DB, 2))
+    min_cosine = min(default.min_cosine, round(1.0 - 2.0 * (1.0 - floor_cosine), 4))
+    if (min_sqnr, min_cosine) == (default.min_sqnr_db, default.min_cosine):
+        return default, None
+    reason = (
+        f"rounding only the input to the graph's 8-bit grid already leaves the PyTorch model at "
+        f"SQNR {floor_sqnr:.1f} dB, cosine {floor_cosine:.4f}: int8 layers may add as much noise again "
+        f"(SQNR >= {min_sqnr:g} dB, cosine >= {min_cosine:g} instead of {default.min_sqnr_db:g} dB, "
+        f"{default.min_cosine:g})"
+    )
+    return default.model_copy(update={"min_sqnr_db": min_sqnr, "min_cosine": min_cosine}), reason
 
 
 def calibration_images(reference: Prepared, calibration_dir: str | Path | None) -> tuple[torch.Tensor, str]:
@@ -259,10 +418,109 @@ class VariantResult:
     seconds: float
 
 
+def _label(stem_layers: int) -> str:
+    return "all layers int8" if not stem_layers else f"first {stem_layers} compute layer(s) float"
+
+
+def _summary(parity: art.ParityRecord) -> str:
+    sqnr = [r.sqnr_db for r in parity.results if r.sqnr_db is not None]
+    cos = [r.cosine_min for r in parity.results if r.cosine_min is not None]
+    figures = (f"min SQNR {min(sqnr):.1f} dB, " if sqnr else "") + (f"min cosine {min(cos):.4f}" if cos else "")
+    return figures + (", passed" if parity.passed else f", failed ({'; '.join(parity.failures()[:1])})")
+
+
+def _int8_graph(
+    stage: Path,
+    tmp: Path,
+    reference: Prepared,
+    options: VariantOptions,
+    verify: Callable[[bytes, art.Tolerance | None], art.ParityRecord],
+    device: str,
+    step: Callable[[str], None],
+) -> tuple[Path, art.QuantizationRecord, art.ParityRecord, art.Tolerance | None]:
+    """Quantize, verify, and where every-layer int8 fails, keep a growing stem in float (see
+    :data:`MAX_FLOAT_STEM`) with the same calibrated ranges; the first graph that passes wins."""
+    from runtime.compare import default_tolerance
+    from runtime.parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED
+
+    images, source = calibration_images(reference, options.calibration_dir)
+    prepared = tmp / "int8.pre.onnx"
+    model = prepare_for_int8(stage, prepared)
+    common: dict = dict(
+        method=options.calibration_method, reduce_range=options.reduce_range, cache=tmp / "int8.ranges.json"
+    )
+    out = tmp / "int8.onnx"
+    step(f"calibrating on {len(images)} images ({source})")
+    facts = quantize_int8(prepared, out, images, **common)
+    reasons = ["BatchNormalization after a ReLU: no int8 kernel, kept exact"] if facts["float_nodes"] else []
+
+    tolerance, tolerance_reason, floor = None, None, (None, None)
+    grid = input_grid(onnx.load(str(out), load_external_data=False))
+    if reference.weights.kind == "random" and reference.trained_on is None and grid is not None:
+        step("measuring how far rounding the input to 8 bits moves the PyTorch model")
+        floor = input_rounding_floor(reference, grid, DEFAULT_BATCH_SIZES, DEFAULT_SEED)
+        adjusted, tolerance_reason = int8_tolerance(default_tolerance(device, "int8"), *floor)
+        tolerance = adjusted if tolerance_reason else None
+
+    step("verifying the int8 graph against PyTorch")
+    parity = verify(out.read_bytes(), tolerance)
+    attempts: list[str] = []
+    layers = 0
+    while not parity.passed and layers < MAX_FLOAT_STEM:
+        stem = float_stem(model, layers + 1)
+        if not stem:
+            break
+        attempts.append(_label(layers) + ": " + _summary(parity))
+        layers += 1
+        step(f"int8 failed verification; keeping the first {layers} compute layer(s) in float")
+        out = tmp / f"int8.stem{layers}.onnx"
+        facts = quantize_int8(prepared, out, None, keep_float=stem, **common)
+        parity = verify(out.read_bytes(), tolerance)
+    if layers and parity.passed:
+        kept = [n for n in facts["float_nodes"] if n in set(float_stem(model, layers))]  # type: ignore[union-attr]
+        reasons.append(
+            f"stem kept float ({', '.join(kept)}): with fewer of its layers float the graph failed verification "
+            "(see attempts); python -m runtime.parity NAME --precision int8 --explain shows where precision goes"
+        )
+    elif not parity.passed:
+        attempts.append(_label(layers) + ": " + _summary(parity))
+        floor_note = (
+            f"; rounding only its input to 8 bits leaves the PyTorch model at SQNR {floor[0]:.1f} dB, "
+            f"cosine {floor[1]:.4f}"
+            if floor[0] is not None
+            else ""
+        )
+        raise ExportFailed(
+            f"int8 failed verification however much of its stem stayed float ({' | '.join(attempts)}){floor_note}. "
+            "Calibrate on images like the ones it will see (--calibration-dir), try --calibration-method entropy, "
+            "or use fp32/fp16"
+        )
+    record = art.QuantizationRecord(
+        **facts,  # type: ignore[arg-type]
+        calibration_images=int(len(images)),
+        calibration_source=source,
+        calibration_dir=str(options.calibration_dir) if options.calibration_dir else None,
+        float_reasons=reasons,
+        attempts=attempts,
+        input_rounding_sqnr_db=floor[0],
+        input_rounding_cosine=floor[1],
+        tolerance_reason=tolerance_reason,
+    )
+    return out, record, parity, tolerance
+
+
 def _build(
-    base: Path, tmp: Path, key: art.VariantKey, reference: Prepared, options: VariantOptions
+    base: Path,
+    tmp: Path,
+    key: art.VariantKey,
+    reference: Prepared,
+    options: VariantOptions,
+    verify: Callable[[bytes, art.Tolerance | None], art.ParityRecord],
+    device: str,
+    step: Callable[[str], None],
 ) -> tuple[Path, dict[str, object]]:
-    """Apply the transforms of ``key`` to the fp32 graph at ``base``; return the staged file and its facts."""
+    """Apply the transforms of ``key`` to the fp32 graph at ``base``; return the staged file and its facts
+    (with ``parity`` and ``tolerance`` where the graph was verified on the way, as int8 is)."""
     facts: dict[str, object] = {"kept_fp32_ops": [], "io_dtype": "float32"}
     model, facts["identity_nodes_removed"] = strip_identity_ops(onnx.load(str(base)))
     stage = tmp / "stage.onnx"
@@ -272,15 +530,11 @@ def _build(
         facts["kept_fp32_ops"] = list(FP16_KEEP_FP32)
     onnx.save(model, str(stage))
     if key.precision == "int8":
-        images, source = calibration_images(reference, options.calibration_dir)
-        quantized = tmp / "int8.onnx"
-        q = to_int8(stage, quantized, images, options.calibration_method, reduce_range=options.reduce_range)
-        facts["quantization"] = art.QuantizationRecord(
-            **q,  # type: ignore[arg-type]
-            calibration_source=source,
-            calibration_dir=str(options.calibration_dir) if options.calibration_dir else None,
+        stage, facts["quantization"], parity, facts["tolerance"] = _int8_graph(
+            stage, tmp, reference, options, verify, device, step
         )
-        stage = quantized
+        if not key.optimize_for:
+            facts["parity"] = parity
     if key.optimize_for:
         optimized = tmp / "opt.onnx"
         facts["optimization"] = optimize_offline(stage, optimized, key.optimize_for)
@@ -319,9 +573,27 @@ def build_variant(
             step("rebuilding the PyTorch reference")
             reference = rebuild(manifest)
         final = artifact.path(key)
-        with tempfile.TemporaryDirectory(prefix=f"{artifact.name}-{key}-") as tmp_dir:
+        on_cuda = key.optimize_for == "cuda" and cuda_usable()
+        sizes = _sizes(manifest)
+        prepared_reference = reference
+
+        def verify(data: bytes, tolerance: art.Tolerance | None) -> art.ParityRecord:
+            return check(
+                data,
+                prepared_reference,
+                precision=key.precision,
+                sizes=sizes,
+                session=SessionConfig(device="cuda" if on_cuda else "cpu"),
+                tolerance=tolerance,
+                on_step=step,
+            )
+
+        remove_stale_partials(directory)
+        with scratch_dir(directory, f"{artifact.name}.{key}") as tmp, _quiet_library_output():
             step(f"building the {key} graph")
-            stage, facts = _build(artifact.path(), Path(tmp_dir), key, reference, options)
+            stage, facts = _build(
+                artifact.path(), tmp, key, reference, options, verify, "cuda" if on_cuda else "cpu", step
+            )
             graph = onnx.load(str(stage))
             shapes = io_shapes(graph)
             if any(not dims or dims[0] != art.BATCH_DIM for dims in shapes.values()):
@@ -334,16 +606,11 @@ def build_variant(
             if not (isinstance(optimization, art.OptimizationRecord) and optimization.level == "all"):
                 onnx.checker.check_model(graph)  # level "all" writes onnxruntime-only operators
             data = stage.read_bytes()
-        on_cuda = key.optimize_for == "cuda" and cuda_usable()
-        step(f"verifying the {key} graph against PyTorch")
-        parity = check(
-            data,
-            reference,
-            precision=key.precision,
-            sizes=_sizes(manifest),
-            session=SessionConfig(device="cuda" if on_cuda else "cpu"),
-            on_step=step,
-        )
+        tolerance = facts.pop("tolerance", None)
+        parity = facts.pop("parity", None)
+        if parity is None:
+            step(f"verifying the {key} graph against PyTorch")
+            parity = verify(data, tolerance)  # type: ignore[arg-type]
         if not parity.passed:
             raise ExportFailed(f"{artifact.name} {key} failed verification: {'; '.join(parity.failures()[:3])}")
         spec = io_spec(graph)
@@ -367,6 +634,23 @@ def build_variant(
             writer.write_bytes(final, data)
             art.write_manifest(writer, directory, manifest.with_variant(record))
     return VariantResult(artifact.name, key, final, record, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _quiet_library_output() -> Iterator[None]:
+    """onnxruntime's quantization tools print progress and, on failure, their own traceback; the
+    user gets the toolkit's one line instead (and everything they printed when the build fails
+    for a reason the toolkit does not explain itself)."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield
+    except OSError as exc:
+        raise UserError(describe_os_error(exc, "building the variant")) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("onnxruntime"):  # Fail, InvalidProtobuf, ... from its C++ side
+            raise ExportFailed(f"onnxruntime could not build the variant: {first_line(exc)}") from exc
+        raise
 
 
 def _sizes(manifest: art.Manifest) -> list[tuple[int, int]]:

@@ -71,6 +71,7 @@ def check(
     tolerance: Tolerance | None = None,
     inputs: str = "auto",
     seed: int = DEFAULT_SEED,
+    verified_with: tuple[str, Tolerance] | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> ParityRecord:
     """Compare ``graph`` with ``reference.model`` on every output, at every batch size and input size.
@@ -78,7 +79,10 @@ def check(
     ``sizes`` are (height, width) pairs for dynamic-size graphs (empty: the export size).
     ``inputs``: ``random`` (uniform in [-1, 1), seeded), ``digits`` (held-out digits, with the
     accuracy of both sides on all of them), or ``auto`` (digits where the weights were
-    trained on them). ``tolerance`` defaults to the provider's and precision's.
+    trained on them). ``tolerance`` defaults to the provider's and precision's, or, given
+    ``verified_with`` (device, tolerance), to the tolerance a variant was verified with on that
+    device (an int8 graph of a network so sensitive that its own input rounding nears the
+    default, see :func:`exporter.variants.int8_tolerance`).
     """
     step = on_step or (lambda _msg: None)
     batch_sizes = [int(b) for b in batch_sizes]
@@ -97,6 +101,8 @@ def check(
 
     config = session or SessionConfig(device="cpu")
     sess, info = create_session(graph, config)
+    if tolerance is None and verified_with is not None and verified_with[0] == info.device:
+        tolerance = verified_with[1]
     tol = tolerance or default_tolerance(info.device, precision, tf32=config.tf32)
     names = [o.name for o in sess.get_outputs()]
     results = []
@@ -174,4 +180,8 @@ def check_artifact(
     if artifact.manifest.dynamic_size:
         _, h, w = artifact.manifest.input_shape
         sizes = check_sizes((h, w), artifact.manifest.min_size, sizes)
+    record = artifact.variant(key)
+    if record is not None and record.quantization is not None and record.quantization.tolerance_reason:
+        # The same verdict as the variant's own verification: the same tolerance, for the same reason.
+        options.setdefault("verified_with", (record.parity.device, record.parity.tolerance))
     return check(graph, reference, precision=key.precision, sizes=sizes, **options)  # type: ignore[arg-type]

@@ -180,6 +180,9 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     reference = rebuild(manifest, args.reference)
     for note in reference.notes:
         err.print(f"note: {note}")
+    variant = resolved.artifact.variant(resolved.key)
+    if variant is not None and variant.quantization is not None and variant.quantization.tolerance_reason:
+        err.print(f"note: tolerance as in the variant's own verification: {variant.quantization.tolerance_reason}")
     from ..compare import default_tolerance, override
     from ..sessions import create_session
 

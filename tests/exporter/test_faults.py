@@ -326,3 +326,24 @@ def test_dumb_terminal_gets_plain_tables(monkeypatch: pytest.MonkeyPatch) -> Non
     console = Console(stream)
     assert not console.tty
     console.table([], [])
+
+
+def test_scratch_of_a_killed_variant_build_stays_in_the_artifact_and_is_removed(exported, tmp_path: Path) -> None:
+    """SIGKILL during an int8 build left hundreds of MB in /tmp that no later run removed."""
+    import shutil
+    import tempfile
+
+    from exporter.files import scratch_dir
+
+    directory = tmp_path / "lenet5"
+    shutil.copytree(exported("lenet5").directory, directory)
+    with scratch_dir(directory, "lenet5.int8") as scratch:
+        assert scratch.parent == directory and scratch.name.endswith(".partial")
+        assert tempfile.gettempdir() == str(scratch), "libraries' own temporary files go there too"
+        (scratch / "stage.onnx").write_bytes(b"x")
+        killed = directory / ".lenet5.int8.k1ll3d.partial"
+        shutil.copytree(scratch, killed)  # what a killed run leaves
+    assert not scratch.exists() and tempfile.gettempdir() != str(scratch)
+    proc = run_cli("exporter", "lenet5", "--precision", "fp16", "--output-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert not killed.exists()
