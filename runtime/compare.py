@@ -18,12 +18,13 @@ from exporter.files import finite_or_none
 
 #: Named defaults per (provider, precision). CUDA fp32 convolutions run in TF32 by default
 #: (10-bit mantissa): measured on an H200, GoogLeNet's logits differ from fp32 by up to
-#: 6.8e-3, hence the looser CUDA row (the CPU row applies with TF32 off). int8 graphs of
+#: 7.0e-3 and their cosine drops to 0.99990 at batch 32 (SQNR ~38 dB, what a 10-bit mantissa
+#: gives), hence the looser CUDA row (the CPU row applies with TF32 off). int8 graphs of
 #: untrained networks are judged by signal-to-quantization-noise ratio and cosine: their
 #: near-constant logits make top-1 agreement meaningless (it is reported, not enforced).
 DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("cpu", "fp32"): Tolerance(atol=2e-3, rtol=1e-3, min_cosine=0.99999),
-    ("cuda", "fp32"): Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.9999),
+    ("cuda", "fp32"): Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.9995),
     ("cpu", "fp16"): Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, max_accuracy_drop=0.01),
     ("cuda", "fp16"): Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, max_accuracy_drop=0.01),
     ("cpu", "int8"): Tolerance(atol=None, rtol=0.0, min_cosine=0.98, min_sqnr_db=12.0, max_accuracy_drop=0.02),
