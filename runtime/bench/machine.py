@@ -274,16 +274,10 @@ def measure_peak(choice: DeviceChoice, config: SessionConfig, threads: int, seco
 def _measure_cuda(config: SessionConfig, threads: int, started: float) -> MachinePeak:
     import torch
 
+    from .engines import cuda_event_timer as timed
+
     n = CUDA_MATMUL_N
     dev = torch.device("cuda")
-
-    def timed(fn) -> float:  # type: ignore[no-untyped-def]
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
 
     def best_of(fn, runs: int = 10) -> float:  # type: ignore[no-untyped-def]
         timed(fn)

@@ -100,6 +100,11 @@ def summary(doc: RunDocument, max_ci_width: float) -> list[str]:
             f" (weights within the {m.cache_bytes >> 20} MiB last-level cache: FLOPs / peak)" if m.cache_bytes else ""
         )
         lines.append(f"roofline floor = max(FLOPs / peak, weight bytes / bandwidth){cache}; x floor = median / floor")
+        if any(r.ok and not r.precision.startswith("fp32") for r in doc.rows):
+            lines.append(
+                "int8, fp16 and bf16 rows are set against the fp32 peak: their own limit is higher, "
+                "so they can run below the fp32 floor (x floor < 1)"
+            )
     for line in doc.fastest:
         lines.append(f"fastest: {line}")
     measured = [r for r in doc.rows if r.ok]

@@ -204,8 +204,12 @@ def _load() -> float:
         return float("nan")
 
 
-#: The unstable reason of a row measured faster than the machine's measured peak allows.
+#: The unstable reason of an fp32 row measured far faster than the machine's measured peak allows.
 BELOW_FLOOR = "faster than the measured peak allows (the peak probe met a busier CPU)"
+#: How far below the fp32 floor a row may land before the probe, not the row, is suspect. The peak
+#: is onnxruntime's own SGEMM; its NCHWc convolution kernels run a few percent faster on the same
+#: CPU (measured here: resnet18 and VGG-16 at 305-318 GFLOP/s against a 294 GFLOP/s MatMul).
+PLAUSIBLE_BELOW_FLOOR = 0.8
 
 
 def with_roofline(row: BenchRow, machine: MachinePeak | None) -> BenchRow:
@@ -221,7 +225,8 @@ def with_roofline(row: BenchRow, machine: MachinePeak | None) -> BenchRow:
         machine.cache_bytes,
     )
     reasons = [r for r in row.unstable_reasons if r != BELOW_FLOOR]
-    if roof.time_over_floor < 1.0:
+    # Only fp32 is bounded by the fp32 peak: int8 (VNNI), fp16 and bf16 may beat its floor.
+    if row.precision in ("fp32", "fp32.opt-cpu", "fp32.opt-cuda") and roof.time_over_floor < PLAUSIBLE_BELOW_FLOOR:
         reasons.append(BELOW_FLOOR)
     return row.model_copy(
         update=dict(

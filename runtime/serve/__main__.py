@@ -143,13 +143,7 @@ def _write_repository(args: argparse.Namespace, options: ModelOptions, out: Cons
     from . import repository_model
     from .repository import write_model
 
-    resolved = resolve(
-        args.artifact,
-        key=art.VariantKey.parse(args.precision) if args.precision else None,
-        artifacts_dir=args.artifacts_dir,
-        rebuild=not args.no_rebuild,
-        say=err.print,
-    )
+    resolved = _resolve(args, err)
     model = repository_model(resolved, options, args.model_name)
     written = write_model(
         args.write_repository, model.name, model.config_text, model.graph, expected_sha256=model.sha256
@@ -179,13 +173,7 @@ def _serve(args: argparse.Namespace, options: ModelOptions, out: Console, err: C
     from .server import LocalServer, ServeOptions, ServerFailed, check_serve_dependencies
 
     check_serve_dependencies()
-    resolved = resolve(
-        args.artifact,
-        key=art.VariantKey.parse(args.precision) if args.precision else None,
-        artifacts_dir=args.artifacts_dir,
-        rebuild=not args.no_rebuild,
-        say=err.print,
-    )
+    resolved = _resolve(args, err)
     ports = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in DEFAULT_PORTS.items()}
     server = LocalServer(
         resolved,
@@ -283,6 +271,17 @@ def _run(args: argparse.Namespace) -> int:
                 "the local server runs the toolkit's own onnxruntime session"
             )
     return _serve(args, options, out, err)
+
+
+def _resolve(args: argparse.Namespace, err: Console):  # type: ignore[no-untyped-def]
+    """The artifact the command names, as runtime.resolve finds (and, unless --no-rebuild, rebuilds) it."""
+    return resolve(
+        args.artifact,
+        key=art.VariantKey.parse(args.precision) if args.precision else None,
+        artifacts_dir=args.artifacts_dir,
+        rebuild=not args.no_rebuild,
+        say=err.print,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,3 +92,27 @@ def test_rows_get_their_roofline_again_against_the_final_peak() -> None:
     final = with_roofline(busy, merged)
     assert final.floor_ms == pytest.approx(5.0) and final.time_over_floor == pytest.approx(2.0)
     assert not final.unstable and final.unstable_reasons == []
+
+
+def test_only_fp32_rows_far_below_the_fp32_floor_are_suspect() -> None:
+    """int8 (VNNI) beats the fp32 floor legitimately, and onnxruntime's convolutions run a few
+    percent above its own SGEMM: neither is a sign of a disturbed peak probe."""
+    from runtime.bench.machine import MachinePeak
+    from runtime.bench.rows import BenchRow
+    from runtime.bench.runner import BELOW_FLOOR, with_roofline
+
+    peak = MachinePeak(
+        device="cpu", threads=2, matmul_gflops=100.0, matmul="m", bandwidth_gbs=10.0, bandwidth="b", probe_seconds=1.0
+    )
+
+    def row(precision: str, median_ms: float) -> BenchRow:
+        return BenchRow(
+            run_id="r", model="m", engine="onnxruntime", precision=precision, device="cpu", machine="cpu",
+            batch_size=1, input_shape=[3, 8, 8], threads=2, status="ok", median_ms=median_ms, gflop=2.0,
+            weight_bytes=4_000_000,
+        )  # fmt: skip
+
+    assert not with_roofline(row("fp32", 19.0), peak).unstable  # 5% above the SGEMM peak: plausible
+    assert with_roofline(row("fp32", 10.0), peak).unstable_reasons == [BELOW_FLOOR]
+    int8 = with_roofline(row("int8", 5.0), peak)
+    assert int8.time_over_floor == pytest.approx(0.25) and not int8.unstable
