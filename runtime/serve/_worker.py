@@ -43,6 +43,8 @@ def _end_descendants() -> None:
     """End every process still below this one (by id), then reap them."""
     import psutil
 
+    from .processes import end_processes
+
     me = psutil.Process()
     for _ in range(3):
         children = [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
@@ -51,15 +53,8 @@ def _end_descendants() -> None:
         logging.info(
             "ending what the server left: %s", "; ".join(f"{c.pid} {' '.join(c.cmdline())[:150]}" for c in children)
         )
-        for c in children:
-            with contextlib.suppress(psutil.Error):
-                c.terminate()
-        # multiprocessing's resource tracker (started by pytriton's tensor store) ignores SIGTERM
-        # and outlives its users; its shared memory is released by then, so it is killed soon
-        _, alive = psutil.wait_procs(children, timeout=1)
-        for c in alive:
-            with contextlib.suppress(psutil.Error):
-                c.kill()
+        # the resource tracker that ignores SIGTERM has released its shared memory by now
+        end_processes(children, grace_s=1)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:

@@ -54,6 +54,7 @@ from .config import (
     graph_io,
     summarize,
 )
+from .processes import end_processes
 
 HOST = "127.0.0.1"
 MIN_GLIBC = (2, 35)
@@ -602,16 +603,7 @@ class LocalServer:
                         killed.append(proc.pid)
                     proc.wait(timeout=10)
             # whatever the server process left behind is ended by id (never by name)
-            leftovers = [p for p in self.processes() if p.pid != proc.pid]
-            for p in leftovers:
-                with contextlib.suppress(psutil.Error):
-                    p.terminate()
-            _, still = psutil.wait_procs(leftovers, timeout=3)
-            for p in still:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-                    killed.append(p.pid)
-            psutil.wait_procs(still, timeout=3)
+            killed += end_processes([p for p in self.processes() if p.pid != proc.pid], grace_s=3)
             self._proc = None
         if self._status_fd is not None:
             with contextlib.suppress(OSError):

@@ -112,9 +112,9 @@ def test_short_load_test_forms_batches_and_writes_results(triton_server, resolve
     assert before["nv_inference_exec_count"] > 0
 
 
-def test_loadtest_cli_over_http(triton_server, artifacts_dir: Path, tmp_path: Path) -> None:
-    e = triton_server.info.endpoints
-    r = run_cli(
+def _loadtest_http(server, artifacts_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    e = server.info.endpoints
+    return run_cli(
         "runtime.loadtest",
         "resnet_cifar",
         "--artifacts-dir",
@@ -125,33 +125,27 @@ def test_loadtest_cli_over_http(triton_server, artifacts_dir: Path, tmp_path: Pa
         "http",
         "--metrics-port",
         str(e.metrics_port),
-        "--concurrency",
-        "1",
-        "4",
-        "--seconds",
-        "1",
-        "--warmup-seconds",
-        "0.2",
         "--output",
-        str(tmp_path / "lt"),
+        str(out),
+        *extra,
+    )
+
+
+def test_loadtest_cli_over_http(triton_server, artifacts_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lt"
+    r = _loadtest_http(
+        triton_server, artifacts_dir, out, "--concurrency", "1", "4", "--seconds", "1", "--warmup-seconds", "0.2"
     )
     assert r.returncode == 0, r.stderr
     assert "parity through the server: pass" in r.stderr
     assert "Triton http" in r.stdout and "onnxruntime (local)" in r.stdout
-    doc = json.loads((tmp_path / "lt" / "results.json").read_text())
+    doc = json.loads((out / "results.json").read_text())
     assert [row["concurrency"] for row in doc["results"]] == [1, 1, 4]
     # the same run again replaces its rows; nothing is ever dropped
-    r = run_cli(
-        "runtime.loadtest",
-        "resnet_cifar",
-        "--artifacts-dir",
-        str(artifacts_dir),
-        "--url",
-        e.http,
-        "--protocol",
-        "http",
-        "--metrics-port",
-        str(e.metrics_port),
+    r = _loadtest_http(
+        triton_server,
+        artifacts_dir,
+        out,
         "--concurrency",
         "2",
         "--seconds",
@@ -159,11 +153,9 @@ def test_loadtest_cli_over_http(triton_server, artifacts_dir: Path, tmp_path: Pa
         "--warmup-seconds",
         "0",
         "--no-local",
-        "--output",
-        str(tmp_path / "lt"),
     )
     assert r.returncode == 0, r.stderr
-    doc = json.loads((tmp_path / "lt" / "results.json").read_text())
+    doc = json.loads((out / "results.json").read_text())
     assert [row["concurrency"] for row in doc["results"]] == [1, 1, 2, 4]
 
 
