@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import artifact as art
-from .console import Column, Console, fmt
+from .console import Column, CommandParser, Console, fmt
 from .errors import UserError, describe_os_error, first_line, run_guarded
 from .files import sha256_file
 from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
@@ -22,7 +22,7 @@ from .zoo import get_spec, list_models, model_stats
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m exporter",
         description="Export a classic CNN (or your own nn.Module) to a checked, simplified ONNX graph "
         "with a dynamic batch dimension (and, with --dynamic-size, dynamic height and width).",

@@ -91,6 +91,12 @@ def prepare(
     else:
         model, default_shape, training_only = _zoo_model(target, seed)
         model_name = name or target
+        if input_shape is not None and len(input_shape) != len(default_shape):
+            # the zoo's layers fix the rank; a shape of another rank could only fail in the trace
+            raise UserError(
+                f"{target} takes a {len(default_shape)}-dimensional input per sample like "
+                f"{'x'.join(map(str, default_shape))} (batch excluded), got {'x'.join(map(str, input_shape))}"
+            )
         input_shape = input_shape or default_shape
         source = Source(kind="zoo", model=target)
     assert input_shape is not None

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from .. import artifact as art
-from ..console import Column, Console
+from ..console import Column, CommandParser, Console
 from ..errors import run_guarded
 from . import DIGITS_MODELS, export_trained, train
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    p = CommandParser(
         prog="python -m exporter.train", description="Train small zoo models on scikit-learn's digits (no download)."
     )
     p.add_argument("models", nargs="*", default=list(DIGITS_MODELS), help=f"default: {' '.join(DIGITS_MODELS)}")
@@ -27,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then export each model with its weights, build fp16 and int8 variants, print accuracies",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     table: dict[str, dict[str, float]] = {}
 
     def run_all() -> int:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from exporter import artifact as art
-from exporter.console import Console, Progress
+from exporter.console import CommandParser, Console, Progress
 from exporter.errors import run_guarded
 from exporter.user_model import parse_input_sizes
 
@@ -31,7 +31,7 @@ TICK_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m runtime.bench",
         description="Time onnxruntime, PyTorch and the engines users would pick instead on the same artifact, "
         "interleaved, after a parity check, with confidence intervals and the machine's physical limit.",

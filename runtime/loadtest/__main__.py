@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from exporter import artifact as art
-from exporter.console import Column, Console, fmt
+from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 
 from ..resolve import resolve
@@ -21,7 +21,7 @@ DEFAULT_OUTPUT = art.DEFAULT_ARTIFACTS_DIR / "loadtest"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m runtime.loadtest",
         description="Drive a Triton server on this machine with concurrent clients: parity through the server first, "
         "then throughput and latency per concurrency level, the batches Triton formed, "

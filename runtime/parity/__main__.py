@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from exporter import artifact as art
-from exporter.console import Column, Console, fmt
+from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 from exporter.files import strict_json
 from exporter.reference import rebuild
@@ -23,7 +23,7 @@ from . import DEFAULT_BATCH_SIZES, check_artifact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m runtime.parity",
         description="Check an exported graph against its PyTorch model: every output, several batch sizes.",
         epilog="examples:\n"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from exporter import artifact as art
-from exporter.console import Column, Console
+from exporter.console import Column, CommandParser, Console
 from exporter.errors import Terminated, UserError, run_guarded
 
 from ..resolve import resolve
@@ -22,7 +22,7 @@ DEFAULT_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m runtime.serve",
         description="Serve an exported graph with NVIDIA Triton Inference Server on 127.0.0.1 (dynamic batching), "
         "or write it into a Triton model repository for the onnxruntime backend.",

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 
-from exporter.console import Column, Console
+import pytest
+
+from exporter.console import Column, CommandParser, Console
+
+COMMANDS = [
+    "exporter.__main__",
+    "exporter.train.__main__",
+    "runtime.parity.__main__",
+    "runtime.bench.__main__",
+    "runtime.serve.__main__",
+    "runtime.loadtest.__main__",
+]
 
 
 class _Terminal(io.StringIO):
@@ -45,3 +57,20 @@ def test_progress_without_a_terminal_prints_plain_lines() -> None:
     assert lines[0] == "bench: 2 steps"
     assert lines[1].startswith("[0/2") and lines[1].endswith("] resnet18 batch 1")
     assert lines[2].startswith("[1/2") and lines[2].endswith("] resnet18 batch 8")
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+@pytest.mark.parametrize("argv", [["--no-such-flag"], ["--seed", "many"]])
+def test_every_command_reports_a_bad_flag_in_one_line(
+    module: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = importlib.import_module(module).build_parser()
+    assert isinstance(parser, CommandParser)
+    if argv[0] == "--seed" and "--seed" not in parser.format_help():
+        argv = ["--no-such-flag"]
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["lenet5", *argv] if "runtime.bench" not in module else argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    # argparse alone would print its whole usage block first
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "--help" in err, err

@@ -127,6 +127,7 @@ USER_MODELS = textwrap.dedent(
     "args, message",
     [
         (["lenet5", "--input-shape", "3x40x40"], "forward pass at input 2x3x40x40 failed: RuntimeError: mat1"),
+        (["lenet5", "--input-shape", "3x32"], "lenet5 takes a 3-dimensional input per sample like 3x32x32"),
         (["m.py:Broken", "--input-shape", "3x8x8"], "forward pass at input 2x3x8x8 failed: ValueError: this model"),
         (["m.py:Dict", "--input-shape", "3x8x8"], "returns a dict: export needs a tensor"),
         (["m.py:Tokens", "--input-shape", "5"], "forward pass at input 2x5 failed: RuntimeError"),
