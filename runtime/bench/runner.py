@@ -646,28 +646,40 @@ class _Run:
         medians = {c: s.median_ms for c, (_, s) in good.items()}  # type: ignore[attr-defined]
         best = min(medians, key=medians.get)  # type: ignore[arg-type]
         pytorch = ("pytorch", "fp32") if ("pytorch", "fp32") in good else None
+        # each median's own soundness first: a ratio is only as sound as both of its medians
+        own: dict[tuple[str, str], list[str]] = {}
+        for c, (t, stats) in good.items():
+            own[c] = []
+            width = stats.median.width  # type: ignore[attr-defined]
+            if width > config.max_ci_width:
+                own[c].append(f"median 95% CI spans {width:.0%} of it")
+            if t.capped:
+                own[c].append(f"only {len(t.samples)} samples within --max-seconds")
+            spread = stats.median_ms / stats.min_ms if stats.min_ms > 0 else float("inf")  # type: ignore[attr-defined]
+            if spread > SPREAD_LIMIT:
+                own[c].append(f"median is {spread:.1f}x the fastest call (the CPU was contended; load {load:.1f})")
         for (c, runner, parity, max_err), t in zip(ready, timed):
             if c not in good:
                 continue
             _, stats = good[c]
-            reasons: list[str] = []
-            width = stats.median.width  # type: ignore[attr-defined]
-            if width > config.max_ci_width:
-                reasons.append(f"median 95% CI spans {width:.0%} of it")
-            if t.capped:
-                reasons.append(f"only {len(t.samples)} samples within --max-seconds")
-            spread = stats.median_ms / stats.min_ms if stats.min_ms > 0 else float("inf")  # type: ignore[attr-defined]
-            if spread > SPREAD_LIMIT:
-                reasons.append(f"median is {spread:.1f}x the fastest call (the CPU was contended; load {load:.1f})")
+            reasons: list[str] = list(own[c])
 
             def ratio(
-                num: tuple[str, str] | None, den: tuple[str, str] | None, what: str, reasons: list[str] = reasons
+                num: tuple[str, str] | None,
+                den: tuple[str, str] | None,
+                what: str,
+                reasons: list[str] = reasons,
+                me: tuple[str, str] = c,
             ) -> Interval | None:
                 if num is None or den is None or num == den or num not in good or den not in good:
                     return None
                 iv = ratio_interval(good[num][0].samples, good[den][0].samples, rng)
                 if iv.width > config.max_ci_width:
                     reasons.append(f"{what} 95% CI {iv.low:.2f}-{iv.high:.2f}x")
+                other = den if num == me else num
+                if own[other]:
+                    # a tight ratio interval over a contended median is still not a figure to trust
+                    reasons.append(f"{what} rests on {other[0]} {other[1]}, which is unstable")
                 return iv
 
             vs_pt = ratio(pytorch, c, "vs pytorch")

@@ -454,3 +454,32 @@ def test_cuda_tensorrt_runs_or_says_why(arts: Path, tmp_path: Path, capsys: pyte
         assert {r["precision"] for r in trt} == {"fp32", "fp16"}
         assert all(r["status"] == "ok" and "TensorrtExecutionProvider" in r["settings"]["providers"] for r in trt)
         assert all(r["setup_seconds"] > 0 for r in trt) and (arts / "resnet_cifar" / "tensorrt-cache").is_dir()
+
+
+def test_a_speedup_over_a_contended_median_is_flagged(
+    arts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tight ratio interval is not enough: PyTorch's median, taken while the CPU was busy, makes
+    onnxruntime's "vs pytorch" meaningless (a fresh-venv trial printed 1356x unflagged)."""
+    rng = np.random.default_rng()
+
+    def contended(runners, policy, on_round=None):  # type: ignore[no-untyped-def]
+        out = []
+        for r in runners:
+            steady = list(0.001 * (1 + 0.01 * rng.random(60)))
+            # PyTorch: two undisturbed calls, then every call 50x slower (something else ran)
+            busy = [0.0002, 0.0002] + list(0.01 * (1 + 0.01 * rng.random(58)))
+            out.append(runner.Timed(r, samples=busy if r.engine == "pytorch" else steady, spent=0.06, rounds=6))
+        return out
+
+    monkeypatch.setattr(runner, "measure_interleaved", contended)
+    out = tmp_path / "bench"
+    bench(arts, out, models=("lenet5",))
+    rows = {(r["engine"], r["batch_size"]): r for r in strict_load(out / "results.json")["rows"]}
+    for batch in (1, 3):
+        pt, ort = rows[("pytorch", batch)], rows[("onnxruntime", batch)]
+        assert pt["unstable"] and any("contended" in why for why in pt["unstable_reasons"])
+        assert ort["vs_pytorch"] == pytest.approx(10, rel=0.05)
+        assert ort["vs_pytorch_ci_high"] / ort["vs_pytorch_ci_low"] < 1.2  # the interval alone looks sound
+        assert ort["unstable"] and "vs pytorch rests on pytorch fp32, which is unstable" in ort["unstable_reasons"]
+    assert "not to be trusted" in capsys.readouterr().out
