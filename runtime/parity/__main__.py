@@ -103,6 +103,12 @@ def print_report(out: Console, name: str, path: Path, record: art.ParityRecord) 
             ]
         )
     out.table(cols, rows)
+    if tol.atol is not None:
+        # without this, "needed atol 0.0e+00" beside "max abs err 8.6e-09" reads as a contradiction
+        out.print(
+            f"needed atol: the smallest atol that passes with rtol {tol.rtol:g} "
+            f"(0 when rtol alone covers every error); needed rtol: the smallest rtol with atol {tol.atol:g}"
+        )
     if record.accuracy:
         a = record.accuracy
         out.print(

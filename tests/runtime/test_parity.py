@@ -155,6 +155,8 @@ def test_piped_table_keeps_markup_and_every_digit(resnet_cifar_dir: Path) -> Non
     assert "…" not in proc.stdout
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| output |")][1:]  # after the header
     assert len(rows) == 3 and all("e-0" in row and "| pass " in row for row in rows)
+    # "needed atol 0.0e+00" beside a non-zero error is explained, not left as a contradiction
+    assert "needed atol: the smallest atol that passes with rtol 0.001" in proc.stdout
 
 
 def test_memory_guard_refuses_a_batch_that_cannot_fit(resnet_cifar_dir: Path) -> None:
