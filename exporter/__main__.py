@@ -321,7 +321,7 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
                 seed=args.seed,
                 name=args.name,
                 dynamic_size=args.dynamic_size,
-                on_step=lambda msg: err.print(f"{args.model}: {msg}"),
+                on_step=lambda msg: err.print(f"{args.name or args.model}: {msg}"),
             )
             print_export(out, result)
             directory, path = result.directory, result.onnx_path
@@ -336,7 +336,7 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
                 key,
                 options=_variant_options(args),
                 reference=prepared,
-                on_step=lambda msg: err.print(f"{args.model} {key}: {msg}"),
+                on_step=lambda msg: err.print(f"{args.name or args.model} {key}: {msg}"),
             )
             print_variant(out, v)
             path = v.path

@@ -518,6 +518,8 @@ def locate(ref: str, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR) -> Locat
     if ref.endswith(".onnx"):
         directory = path.parent
         manifest = read_manifest(directory)
+        if manifest is None and not path.exists():
+            raise ArtifactError(f"{path} does not exist")
         if manifest is None:
             raise ArtifactError(
                 f"{path} has no {MANIFEST_FILE} beside it: the runtime commands check graphs the exporter wrote "

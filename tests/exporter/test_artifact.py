@@ -123,6 +123,12 @@ def test_locate_refuses_a_graph_without_manifest(tmp_path: Path) -> None:
         art.locate(str(tmp_path / "x.onnx"))
 
 
+def test_locate_says_a_missing_graph_does_not_exist(tmp_path: Path) -> None:
+    """Defect: a mistyped path was reported as having no manifest beside it."""
+    with pytest.raises(art.ArtifactError, match=r"missing\.onnx does not exist$"):
+        art.locate(str(tmp_path / "missing.onnx"))
+
+
 @pytest.mark.parametrize("name", ["../x", "/abs/x", "a/b", "..", ".hidden", "", "a\\b"])
 def test_names_that_leave_the_folder_are_refused(name: str) -> None:
     with pytest.raises(UserError, match="bad artifact name"):

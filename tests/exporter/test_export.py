@@ -255,6 +255,12 @@ def test_cli_export_prints_node_counts_and_parity(tmp_path: Path) -> None:
     assert (tmp_path / "lenet5" / "manifest.json").is_file()
 
 
+def test_cli_progress_names_the_artifact_it_writes(tmp_path: Path) -> None:
+    proc = run_cli("exporter", "lenet5", "--name", "lenet_a", "--output-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "lenet_a: tracing to ONNX" in proc.stderr and "lenet5: " not in proc.stderr
+
+
 def test_cli_list_table_and_json() -> None:
     proc = run_cli("exporter", "--list", "--json")
     assert proc.returncode == 0
