@@ -170,6 +170,9 @@ def test_signal_mid_run_keeps_the_rows_measured(arts: Path, tmp_path: Path, sig:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a test run started in the background (`pytest &`) inherits SIGINT
+        # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         seen = _wait_for(proc, "lenet5 batch 1: onnxruntime fp32", timeout=120)
@@ -374,7 +377,7 @@ def test_missing_artifact_is_exported_first_or_refused(tmp_path: Path, capsys: p
         (["--models", "lenet5", "--iterations", "0"], "--iterations must be at least 1"),
         (["--models", "lenet5", "--precisions", "fp8"], "unknown precision 'fp8'"),
         (["--models", "lenet5", "--engines", "tvm"], "unknown engine tvm"),
-        (["--models", "nowhere/lenet5.onnx"], "has no manifest.json beside it"),
+        (["--models", "nowhere/lenet5.onnx"], "nowhere/lenet5.onnx does not exist"),
         (["--models", "lenet5", "--reference", "x.txt"], "bad --reference"),
         (["--models", "lenet5", "--max-ci-width", "nan"], "--max-ci-width must be a finite number"),
     ],
