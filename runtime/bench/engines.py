@@ -47,17 +47,11 @@ ENGINES = ("onnxruntime", "pytorch", "torch-compile", "openvino", "tensorrt")
 #: ``python -m runtime.bench`` without ``--engines``: torch-compile is left out because it
 #: compiles once per batch size (about 30 s per model and batch on a 2-core CPU).
 DEFAULT_ENGINES = ("onnxruntime", "pytorch", "openvino", "tensorrt")
-#: Engines that run the ONNX graph (and need no PyTorch model to run).
-ONNX_ENGINES = ("onnxruntime", "openvino", "tensorrt")
 TORCH_ENGINES = ("pytorch", "torch-compile")
 #: Precisions other than the graph variants; only some engines take them.
 EXTRA_PRECISIONS = ("bf16",)
 
 OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-
-
-class EngineUnavailable(UserError):
-    """An engine that cannot run here (not installed, wrong device, missing libraries)."""
 
 
 def _install_hint(extra: str, package: str) -> str:
@@ -272,6 +266,9 @@ def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Run
     def infer(inp: np.ndarray) -> list[np.ndarray]:
         return _float32(run(sess, inp.astype(_feed_dtype(sess))))
 
+    def step() -> None:
+        sess.run(None, {in_name: feed})
+
     if info.device == "cuda":
         settings.update(
             io_binding=config.io_binding or config.cuda_graph,
@@ -282,20 +279,8 @@ def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Run
         if config.io_binding or config.cuda_graph:
             step, fixed = _bound_cuda_step(sess, feed, config.cuda_graph)
             settings["bound_outputs"] = fixed
-        else:
-
-            def step() -> None:
-                sess.run(None, {in_name: feed})
-
-        return Runner(
-            "onnxruntime", precision, "cuda", step, infer, wall_timer, settings, graph=ctx.graph_paths[precision]
-        )
-
-    def step_cpu() -> None:
-        sess.run(None, {in_name: feed})
-
     return Runner(
-        "onnxruntime", precision, "cpu", step_cpu, infer, wall_timer, settings, graph=ctx.graph_paths[precision]
+        "onnxruntime", precision, info.device, step, infer, wall_timer, settings, graph=ctx.graph_paths[precision]
     )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from exporter.artifact import ParityRecord, Tolerance, VariantKey
 from exporter.data import random_input
 from exporter.errors import UserError
@@ -54,17 +56,32 @@ def check_onnxruntime(
     )
 
 
+#: Seeded inputs and the reference's outputs on them, by (shape, seed): every engine of one
+#: (model, batch, size) group is checked on the same batch, so PyTorch runs it once.
+ReferenceCache = dict[tuple[tuple[int, ...], int], tuple[np.ndarray, list[np.ndarray]]]
+
+
 def check_runner(
-    ctx: ModelContext, runner: Runner, shape: tuple[int, ...], size: tuple[int, int] | None, seed: int = DEFAULT_SEED
+    ctx: ModelContext,
+    runner: Runner,
+    shape: tuple[int, ...],
+    size: tuple[int, int] | None,
+    seed: int = DEFAULT_SEED,
+    cache: ReferenceCache | None = None,
 ) -> ParityRecord:
     """A prepared engine against the PyTorch reference on one seeded batch of its own size."""
     assert ctx.reference is not None
     batch = int(shape[0])
     tf32 = bool(runner.settings.get("tf32")) if ctx.device == "cuda" else False
     tol = tolerance_for(ctx.device, runner.precision, tf32 or (runner.engine == "tensorrt"))
-    x = random_input(tuple(shape[1:]), batch, seed=seed)
-    refs = [r.float().numpy() for r in forward_outputs(ctx.reference.model, x, ctx.reference.name)]
-    outs = runner.infer(x.numpy())
+    cache = {} if cache is None else cache
+    key = (tuple(int(d) for d in shape), seed)
+    if key not in cache:
+        inp = random_input(tuple(shape[1:]), batch, seed=seed)
+        refs = [r.float().numpy() for r in forward_outputs(ctx.reference.model, inp, ctx.reference.name)]
+        cache[key] = (inp.numpy(), refs)
+    x, refs = cache[key]
+    outs = runner.infer(x)
     if len(outs) != len(refs):
         raise UserError(f"{runner.engine} gives {len(outs)} outputs, the PyTorch model {len(refs)}")
     specs = ctx.artifact.manifest.outputs

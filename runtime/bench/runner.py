@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ from exporter.zoo import get_spec, list_models
 from ..parity import DEFAULT_SEED as PARITY_SEED
 from ..parity import check_sizes
 from ..resolve import resolve
-from .config import BenchConfig, parse_precision, parse_references
+from .config import BenchConfig, numeric_precision, parse_precision, parse_references
 from .engines import (
     TORCH_ENGINES,
     ModelContext,
@@ -49,7 +48,7 @@ from .engines import (
     prepare,
     unavailable_reason,
 )
-from .gate import check_onnxruntime, check_runner, passed_at, worst_abs_err
+from .gate import ReferenceCache, check_onnxruntime, check_runner, passed_at, worst_abs_err
 from .machine import DeviceChoice, MachinePeak, describe, environment, measure_peak, merge_peaks, resolve_device
 from .plot import latency_png
 from .roofline import count_flops, roofline, weight_bytes
@@ -97,7 +96,6 @@ class ModelPlan:
 
     ref: str
     name: str
-    directory: Path
     key: art.VariantKey | None
     manifest: art.Manifest | None
     builder: str | None
@@ -139,7 +137,7 @@ def plan_models(config: BenchConfig) -> list[ModelPlan]:
                 f"no artifact for {loc.name} in {config.artifacts_dir}: export it: python -m exporter {loc.name}{out}"
             )
         name = manifest.name if manifest else loc.name
-        plan = ModelPlan(ref, name, loc.directory, loc.key, manifest, named.get(name))
+        plan = ModelPlan(ref, name, loc.key, manifest, named.get(name))
         if plan.is_user_model and plan.builder is None:
             plan.builder = plain
         if plan.is_user_model and plan.builder is None and needs_reference:
@@ -226,7 +224,7 @@ def with_roofline(row: BenchRow, machine: MachinePeak | None) -> BenchRow:
     )
     reasons = [r for r in row.unstable_reasons if r != BELOW_FLOOR]
     # Only fp32 is bounded by the fp32 peak: int8 (VNNI), fp16 and bf16 may beat its floor.
-    if row.precision in ("fp32", "fp32.opt-cpu", "fp32.opt-cuda") and roof.time_over_floor < PLAUSIBLE_BELOW_FLOOR:
+    if numeric_precision(row.precision) == "fp32" and roof.time_over_floor < PLAUSIBLE_BELOW_FLOOR:
         reasons.append(BELOW_FLOOR)
     return row.model_copy(
         update=dict(
@@ -273,6 +271,7 @@ class _Run:
         needs_torch = any(e in TORCH_ENGINES for e in config.engines)
         choice: DeviceChoice = resolve_device(config.session_config(config.device, self.threads), needs_torch)
         self.choice = choice
+        self.machine = describe(choice)  # reads /proc/cpuinfo: once per run, not per row
         self.session = config.session_config(choice.device, self.threads)
         self.doc = RunDocument(
             run_id=self.store.run_id,
@@ -457,7 +456,7 @@ class _Run:
             engine=engine,
             precision=precision,
             device=self.choice.device,
-            machine=describe(self.choice),
+            machine=self.machine,
             batch_size=batch,
             input_shape=list(shape),
             threads=self.threads,
@@ -552,6 +551,7 @@ class _Run:
             rows[c] = self.failed_row(ctx.name, c[0], c[1], batch, shape, status, reason)
 
         x = random_input(shape, batch, seed=config.seed + batch).numpy()
+        reference_cache: ReferenceCache = {}
         try:
             for c in contenders:
                 engine, precision = c
@@ -587,7 +587,9 @@ class _Run:
                 if config.parity and engine not in ("onnxruntime", "pytorch"):
                     self.hooks.tick(f"{where}: parity of {engine} {precision}")
                     try:
-                        record = check_runner(ctx, runner, x.shape, size, seed=PARITY_SEED + batch)
+                        record = check_runner(
+                            ctx, runner, x.shape, size, seed=PARITY_SEED + batch, cache=reference_cache
+                        )
                     except Exception as exc:
                         runner.close()
                         fail(c, "failed", f"parity check failed to run: {type(exc).__name__}: {first_line(exc)}")
@@ -606,7 +608,7 @@ class _Run:
                 ready.append((c, runner, parity, max_err))
 
             if ready:
-                labels = ", ".join(f"{r.engine} {r.precision}" for _, r, _, _ in ready)
+                labels = ", ".join(r.label for _, r, _, _ in ready)
                 self.hooks.step(f"{where}: timing {labels} (interleaved)")
                 timed = measure_interleaved(
                     [r for _, r, _, _ in ready],
@@ -694,7 +696,7 @@ class _Run:
                 engine=c[0],
                 precision=c[1],
                 device=runner.device,
-                machine=describe(self.choice),
+                machine=self.machine,
                 batch_size=batch,
                 input_shape=list(shape),
                 threads=self.threads,

@@ -23,7 +23,13 @@ from tests.helpers import ROOT, write_user_model
 from .conftest import QUICK, strict_load
 
 
-def bench(arts: Path, out: Path, *extra: str, models: tuple[str, ...] = ("lenet5", "resnet_cifar")) -> int:
+def bench(
+    arts: Path,
+    out: Path,
+    *extra: str,
+    models: tuple[str, ...] = ("lenet5", "resnet_cifar"),
+    quick: tuple[str, ...] = tuple(QUICK),
+) -> int:
     return main(
         [
             "--models",
@@ -31,7 +37,7 @@ def bench(arts: Path, out: Path, *extra: str, models: tuple[str, ...] = ("lenet5
             "--batch-sizes",
             "1",
             "3",
-            *QUICK,
+            *quick,
             *extra,
             "--output",
             str(out),
@@ -43,21 +49,8 @@ def bench(arts: Path, out: Path, *extra: str, models: tuple[str, ...] = ("lenet5
 
 def test_bench_writes_strict_json_csv_and_plot(arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
-    code = main(
-        [
-            "--models",
-            "lenet5",
-            "resnet_cifar",
-            "--batch-sizes",
-            "1",
-            "3",
-            *QUICK[:-1],
-            "--output",
-            str(out),
-            "--artifacts-dir",
-            str(arts),
-        ]
-    )
+    # the roofline included: QUICK without --no-roofline
+    code = bench(arts, out, quick=tuple(q for q in QUICK if q != "--no-roofline"))
     assert code == 0
     printed = capsys.readouterr()
     # without a terminal: a Markdown table with every column, nothing cut, and plain progress lines
