@@ -263,8 +263,10 @@ def _check_variant_flags(args: argparse.Namespace) -> None:
         raise UserError("--fp16-io goes with --precision fp16")
     if args.calibration_dir is not None and not args.calibration_dir.is_dir():
         raise UserError(f"calibration directory not found: {args.calibration_dir}")
-    if args.port is not None and not 0 <= args.port <= 65535:
-        raise UserError(f"--port {args.port} is not a valid port (0-65535)")
+    if args.port is not None:
+        from .viewer import validate_port
+
+        validate_port(args.port)
 
 
 def _check_render() -> None:

@@ -106,6 +106,18 @@ def random_input(input_shape: tuple[int, ...], batch: int, seed: int) -> torch.T
     return torch.rand((batch, *input_shape), generator=gen) * 2 - 1
 
 
+def check_batch(
+    input_shape: tuple[int, ...], batch: int, index: int, *, seed: int, held_out: Split | None = None
+) -> torch.Tensor:
+    """The ``index``-th batch a parity check feeds: a window of ``held_out`` digits where given and
+    large enough, else uniform noise seeded ``seed + index``. One definition for the parity check,
+    its per-layer explanation and the int8 input-rounding floor, so all three see the same inputs."""
+    if held_out is not None and batch <= len(held_out.x):
+        start = (index * 37) % (len(held_out.x) - batch + 1)
+        return held_out.x[start : start + batch]
+    return random_input(input_shape, batch, seed=seed + index)
+
+
 def accuracy(logits: np.ndarray | torch.Tensor, labels: torch.Tensor) -> float:
     pred = np.asarray(logits).argmax(axis=1)
     return float((pred == labels.numpy()).mean())

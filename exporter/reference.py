@@ -24,7 +24,7 @@ from torch import nn
 from .artifact import Manifest, Source, Weights
 from .errors import ExportFailed, UserError, first_line
 from .user_model import build_user_model, is_user_model_ref
-from .weights import DEFAULT_SEED, calibrate_batchnorm, load_weights, state_fingerprint
+from .weights import DEFAULT_SEED, calibrate_batchnorm, load_weights, state_fingerprints
 from .zoo import count_params, get_spec
 
 MAX_SEED = 2**63 - 1
@@ -112,6 +112,7 @@ def prepare(
     else:
         record = dict(kind="as_given")
     model.eval()
+    state_sha256, params_sha256 = state_fingerprints(model)
     return Prepared(
         name=model_name,
         model=model,
@@ -120,8 +121,8 @@ def prepare(
         source=source,
         weights=Weights(
             **record,  # type: ignore[arg-type]
-            state_sha256=state_fingerprint(model),
-            params_sha256=state_fingerprint(model, without_bn_statistics=True),
+            state_sha256=state_sha256,
+            params_sha256=params_sha256,
         ),
         trained_on=trained_on,
     )

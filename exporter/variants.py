@@ -1,7 +1,7 @@
 """Faster variants of an exported fp32 graph: fp16 (CUDA), int8 (CPU), offline-optimized graphs.
 
 One transform per function (Polygraphy's "one loader per transform"): :func:`strip_identity_ops`,
-:func:`to_fp16`, :func:`to_int8`, and offline optimization through the session factory. A
+:func:`to_fp16`, :func:`quantize_int8`, and offline optimization through the session factory. A
 variant is built from the artifact's current fp32 graph in a temporary folder, verified
 against PyTorch with :func:`runtime.parity.check` (the same check ``runtime.parity`` runs
 later, so both give the same verdict), and only then written beside the fp32 graph and
@@ -255,30 +255,6 @@ def quantize_int8(
     }
 
 
-def to_int8(
-    fp32_path: Path,
-    out_path: Path,
-    calibration: torch.Tensor,
-    method: str = "minmax",
-    per_channel: bool = True,
-    reduce_range: bool | None = None,
-    keep_float: Sequence[str] = (),
-) -> dict[str, object]:
-    """Static QDQ quantization (uint8 activations, int8 per-channel weights) calibrated on images."""
-    prepared = out_path.with_name(out_path.stem + ".pre.onnx")
-    prepare_for_int8(fp32_path, prepared)
-    facts = quantize_int8(
-        prepared,
-        out_path,
-        calibration,
-        method=method,
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        keep_float=keep_float,
-    )
-    return {**facts, "calibration_images": int(len(calibration))}
-
-
 def input_grid(model: onnx.ModelProto) -> tuple[float, int] | None:
     """(scale, zero point) of the QuantizeLinear on the graph's input, None where the input stays float."""
     from onnx import numpy_helper
@@ -306,7 +282,7 @@ def input_rounding_floor(
     """
     from runtime.compare import compare, default_tolerance
 
-    from .data import random_input
+    from .data import check_batch
     from .reference import forward_outputs
 
     scale, zero = grid
@@ -314,7 +290,7 @@ def input_rounding_floor(
     sqnr: list[float | None] = []
     cosine: list[float] = []
     for i, batch in enumerate(batch_sizes):
-        x = random_input(reference.input_shape, batch, seed=seed + i)
+        x = check_batch(reference.input_shape, batch, i, seed=seed)
         rounded = (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
         for a, b in zip(
             forward_outputs(reference.model, x, reference.name),
@@ -455,7 +431,8 @@ def _int8_graph(
     reasons = ["BatchNormalization after a ReLU: no int8 kernel, kept exact"] if facts["float_nodes"] else []
 
     tolerance, tolerance_reason, floor = None, None, (None, None)
-    grid = input_grid(onnx.load(str(out), load_external_data=False))
+    data = out.read_bytes()
+    grid = input_grid(onnx.load_from_string(data))
     if reference.weights.kind == "random" and reference.trained_on is None and grid is not None:
         step("measuring how far rounding the input to 8 bits moves the PyTorch model")
         floor = input_rounding_floor(reference, grid, DEFAULT_BATCH_SIZES, DEFAULT_SEED)
@@ -463,7 +440,7 @@ def _int8_graph(
         tolerance = adjusted if tolerance_reason else None
 
     step("verifying the int8 graph against PyTorch")
-    parity = verify(out.read_bytes(), tolerance)
+    parity = verify(data, tolerance)
     attempts: list[str] = []
     layers = 0
     while not parity.passed and layers < MAX_FLOAT_STEM:
@@ -477,7 +454,7 @@ def _int8_graph(
         facts = quantize_int8(prepared, out, None, keep_float=stem, **common)
         parity = verify(out.read_bytes(), tolerance)
     if layers and parity.passed:
-        kept = [n for n in facts["float_nodes"] if n in set(float_stem(model, layers))]  # type: ignore[union-attr]
+        kept = [n for n in facts["float_nodes"] if n in set(stem)]  # type: ignore[union-attr]
         reasons.append(
             f"stem kept float ({', '.join(kept)}): with fewer of its layers float the graph failed verification "
             "(see attempts); python -m runtime.parity NAME --precision int8 --explain shows where precision goes"
@@ -638,12 +615,11 @@ def build_variant(
 
 @contextlib.contextmanager
 def _quiet_library_output() -> Iterator[None]:
-    """onnxruntime's quantization tools print progress and, on failure, their own traceback; the
-    user gets the toolkit's one line instead (and everything they printed when the build fails
-    for a reason the toolkit does not explain itself)."""
-    captured = io.StringIO()
+    """onnxruntime's quantization tools print progress and, on failure, their own traceback; both
+    are dropped and the user gets the toolkit's one line instead (the exception's first line)."""
+    dropped = io.StringIO()
     try:
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        with contextlib.redirect_stdout(dropped), contextlib.redirect_stderr(dropped):
             yield
     except OSError as exc:
         raise UserError(describe_os_error(exc, "building the variant")) from exc

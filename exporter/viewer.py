@@ -50,11 +50,16 @@ def _port_problem(host: str, port: int, exc: OSError) -> UserError:
     return UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
+def validate_port(port: int) -> None:
+    """UserError unless ``port`` is a TCP port number (0 asks the system for a free one)."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a valid port (0-65535)")
+
+
 def pick_port(host: str, port: int | None) -> int:
     """``port`` if given and usable (busy or forbidden is an error); else 8080 or the next free one."""
     if port is not None:
-        if not 0 <= port <= 65535:
-            raise UserError(f"--port {port} is not a valid port (0-65535)")
+        validate_port(port)
         problem = _bind_error(host, port) if port else None
         if problem is not None:
             raise _port_problem(host, port, problem)

@@ -135,19 +135,22 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
 BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def state_fingerprint(model: nn.Module, *, without_bn_statistics: bool = False) -> str:
-    """sha256 over every state_dict entry (name, dtype, shape, bytes): the weights' identity.
+def state_fingerprints(model: nn.Module) -> tuple[str, str]:
+    """sha256 over every state_dict entry (name, dtype, shape, bytes), with and without the
+    BatchNorm running statistics: the weights' identity.
 
     Recorded at export and checked when a reference model is rebuilt, so a parity check
-    can never compare a graph against different weights without saying so. With
-    ``without_bn_statistics`` the BatchNorm running statistics are left out: calibrated ones
-    come from a forward pass whose last bits can differ between CPUs.
+    can never compare a graph against different weights without saying so. The second
+    leaves out the BatchNorm running statistics: calibrated ones come from a forward pass
+    whose last bits can differ between CPUs. One pass fills both (VGG's state is ~550 MB).
     """
-    h = hashlib.sha256()
+    state, params = hashlib.sha256(), hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
-        if without_bn_statistics and key.rsplit(".", 1)[-1] in BN_STATISTICS:
-            continue
         t = value.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+        header = f"{key}|{t.dtype}|{tuple(t.shape)}|".encode()
+        data = t.view(-1).view(torch.uint8).numpy() if t.numel() else b""
+        hashers = (state,) if key.rsplit(".", 1)[-1] in BN_STATISTICS else (state, params)
+        for h in hashers:
+            h.update(header)
+            h.update(data)
+    return state.hexdigest(), params.hexdigest()

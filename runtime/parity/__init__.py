@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from exporter.artifact import Accuracy, Artifact, ParityRecord, Tolerance, VariantKey
-from exporter.data import accuracy, digits, random_input
+from exporter.data import accuracy, check_batch, digits
 from exporter.errors import UserError
 from exporter.memory import check_fits
 from exporter.reference import Prepared, forward_outputs
@@ -111,11 +111,7 @@ def check(
         held_out = digits(shape)[1] if use_digits else None
         for i, batch in enumerate(batch_sizes):
             step(f"parity batch {batch}" + (f" at {size[0]}x{size[1]}" if size else ""))
-            if held_out is not None and batch <= len(held_out.x):
-                start = (i * 37) % (len(held_out.x) - batch + 1)
-                x = held_out.x[start : start + batch]
-            else:
-                x = random_input(shape, batch, seed=seed + 97 * j + i)
+            x = check_batch(shape, batch, i, seed=seed + 97 * j, held_out=held_out)
             refs = forward_outputs(reference.model, x, reference.name)
             outs = _run(sess, x)
             if len(outs) != len(refs):

@@ -305,18 +305,11 @@ def check_inputs(
 ) -> list[np.ndarray]:
     """The batches :func:`runtime.parity.check` feeds at the export size, in the same order and from
     the same seeds, so a layer table explains the parity figures printed above it."""
-    from exporter.data import digits, random_input
+    from exporter.data import check_batch, digits
 
     shape = tuple(int(d) for d in input_shape)
     held_out = digits(shape)[1] if digits_inputs else None
-    batches = []
-    for i, batch in enumerate(batch_sizes):
-        if held_out is not None and batch <= len(held_out.x):
-            start = (i * 37) % (len(held_out.x) - batch + 1)
-            batches.append(held_out.x[start : start + batch].numpy())
-        else:
-            batches.append(random_input(shape, batch, seed=seed + i).numpy())
-    return batches
+    return [check_batch(shape, batch, i, seed=seed, held_out=held_out).numpy() for i, batch in enumerate(batch_sizes)]
 
 
 def explain_artifact(
