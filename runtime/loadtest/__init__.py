@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,17 +33,21 @@ from exporter.artifact import OutputComparison, Tolerance, now
 from exporter.errors import UserError
 from exporter.files import finite_or_none
 
+from ..bench.stats import min_samples_for
 from ..compare import compare, default_tolerance
 from ..resolve import Resolved
 from .client import PROTOCOLS, RequestRefused, ServerModel, TritonEndpoint, check_loopback, split_url
 from .metrics import MetricsUnavailable, ServerFigures, difference, scrape
 
+if TYPE_CHECKING:
+    from ..serve.config import GraphIO
+
 DEFAULT_CONCURRENCY = (1, 4, 16)
 MAX_CONCURRENCY = 256
 MAX_SECONDS = 600.0
 #: percentiles need enough samples to mean anything
-MIN_SAMPLES_P99 = 100
-MIN_SAMPLES_P90 = 10
+MIN_SAMPLES_P99 = min_samples_for(99)
+MIN_SAMPLES_P90 = min_samples_for(90)
 
 
 @dataclass(frozen=True)
@@ -208,11 +213,9 @@ def environment() -> dict[str, object]:
     }
 
 
-def check_model(resolved: Resolved, server: ServerModel, batch: int) -> None:
-    """Refuse a served model that is not this artifact's graph (names, types, shapes) or a batch it cannot take."""
-    from ..serve.config import graph_io
-
-    io = graph_io(resolved.graph)
+def check_model(resolved: Resolved, io: GraphIO, server: ServerModel, batch: int) -> None:
+    """Refuse a served model that is not this artifact's graph (``io``: its names, types, shapes)
+    or a batch it cannot take."""
     who = f"the server's model '{server.name}'"
     for kind, mine, theirs in (("input", io.inputs, server.inputs), ("output", io.outputs, server.outputs)):
         served = {t.name: t for t in theirs}
@@ -244,11 +247,8 @@ def check_model(resolved: Resolved, server: ServerModel, batch: int) -> None:
             raise UserError(f"{who} does not batch and takes batch {first} only: use --batch {first}")
 
 
-def sample_inputs(resolved: Resolved, batch: int, seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs at the graph's export size: uniform in [-1, 1) for floats."""
-    from ..serve.config import graph_io
-
-    io = graph_io(resolved.graph)
+def sample_inputs(resolved: Resolved, io: GraphIO, batch: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs for the graph's inputs (``io``) at its export size: uniform in [-1, 1) for floats."""
     rng = np.random.default_rng(seed)
     shape = list(resolved.artifact.manifest.input_shape)
     arrays = {}
@@ -388,7 +388,7 @@ def run_load_test(
     """Check the served model, check parity through the server, then measure; Ctrl-C keeps what was measured."""
     from exporter.files import sha256_bytes
 
-    from ..serve.config import default_model_name
+    from ..serve.config import default_model_name, graph_io
     from ..sessions import SessionConfig, create_session
 
     config.check()
@@ -406,7 +406,8 @@ def run_load_test(
             version = endpoint.server_version()
         except UserError:
             pass
-        check_model(resolved, served, config.batch)
+        io = graph_io(resolved.graph)  # parsed once, for the check and every set of inputs
+        check_model(resolved, io, served, config.batch)
 
         # the same session settings as the server's instances (spinning off, as in the benchmark): the
         # difference between the two measurements is Triton's path, not onnxruntime's configuration
@@ -448,7 +449,7 @@ def run_load_test(
         comparisons = []
         say(f"parity through the server at batch sizes {', '.join(map(str, sizes))}")
         for size in sizes:
-            arrays = sample_inputs(resolved, size, seed=config.seed + size)
+            arrays = sample_inputs(resolved, io, size, seed=config.seed + size)
             local = dict(zip(output_names, sess.run(output_names, arrays)))
             remote = endpoint.infer_arrays(model_name, arrays, output_names)
             for name in output_names:
@@ -465,7 +466,7 @@ def run_load_test(
         if not result.parity.passed:
             return result
 
-    arrays = sample_inputs(resolved, config.batch, seed=config.seed)
+    arrays = sample_inputs(resolved, io, config.batch, seed=config.seed)
     try:
         if config.local_baseline:
             say(f"local onnxruntime, batch {config.batch}, {config.seconds:g} s")
@@ -478,6 +479,35 @@ def run_load_test(
         result.interrupted = True
     result.environment["load_avg_end"] = list(os.getloadavg())
     return result
+
+
+def _row(
+    result: LoadTestResult,
+    config: LoadTestConfig,
+    mode: str,
+    requests: int,
+    window: float,
+    latencies: Sequence[float],
+    load: float,
+    **fields: object,
+) -> Row:
+    """A row of this run: ``requests`` completed in ``window`` seconds, with the fields both modes share."""
+    return Row(
+        artifact=result.artifact,
+        variant=result.variant,
+        model_name=result.model_name,
+        mode=mode,
+        batch_size=config.batch,
+        requests=requests,
+        seconds=window,
+        throughput_ips=requests * config.batch / window if requests else None,
+        throughput_rps=requests / window if requests else None,
+        **_latency_stats(latencies),
+        load_1m=load,
+        run_id=result.run_id,
+        measured_at=now(),
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def _scrape_or_note(result: LoadTestResult, config: LoadTestConfig, host: str) -> dict[str, float] | None:
@@ -524,29 +554,22 @@ def _triton_row(
     window = max((last if stop.event.is_set() else stop.deadline) - measure_from, 1e-9)
     if not latencies and errors:
         raise RequestRefused(first_error or "every request failed")
-    n = len(done)
-    return Row(
-        artifact=result.artifact,
-        variant=result.variant,
-        model_name=result.model_name,
-        mode="triton",
+    return _row(
+        result,
+        config,
+        "triton",
+        len(done),
+        window,
+        latencies,
+        load,
         protocol=config.protocol,
         concurrency=level,
-        batch_size=config.batch,
-        requests=n,
         errors=errors,
-        seconds=window,
-        throughput_ips=n * config.batch / window if n else None,
-        throughput_rps=n / window if n else None,
-        **_latency_stats(latencies),
         mean_formed_batch=finite_or_none(figures.mean_batch) if figures else None,
         executions=figures.executions if figures else None,
         queue_ms=figures.queue_us / 1e3 if figures and figures.queue_us is not None else None,
         compute_ms=figures.compute_us / 1e3 if figures and figures.compute_us is not None else None,
-        load_1m=load,
         first_error=first_error,
-        run_id=result.run_id,
-        measured_at=now(),
     )
 
 
@@ -573,25 +596,18 @@ def _local_row(
         sess.run(output_names, arrays)
         latencies.append(time.perf_counter() - t0)
     window = time.perf_counter() - start
-    n = len(latencies)
-    return Row(
-        artifact=result.artifact,
-        variant=result.variant,
-        model_name=result.model_name,
-        mode="local",
+    return _row(
+        result,
+        config,
+        "local",
+        len(latencies),
+        window,
+        latencies,
+        load,
         protocol=None,
         concurrency=1,
-        batch_size=config.batch,
-        requests=n,
         errors=0,
-        seconds=window,
-        throughput_ips=n * config.batch / window if n else None,
-        throughput_rps=n / window if n else None,
-        **_latency_stats(latencies),
-        load_1m=load,
         device=device,
-        run_id=result.run_id,
-        measured_at=now(),
     )
 
 

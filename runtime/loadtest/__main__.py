@@ -14,7 +14,7 @@ from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 
 from ..resolve import resolve
-from . import DEFAULT_CONCURRENCY, LoadTestConfig, LoadTestResult, run_load_test
+from . import DEFAULT_CONCURRENCY, MIN_SAMPLES_P99, LoadTestConfig, LoadTestResult, run_load_test
 from .client import PROTOCOLS
 
 DEFAULT_OUTPUT = art.DEFAULT_ARTIFACTS_DIR / "loadtest"
@@ -116,7 +116,7 @@ def print_report(out: Console, result: LoadTestResult) -> None:
         )
     p99_missing = [r for r in result.rows if r.p99_ms is None and r.requests]
     if p99_missing:
-        out.print("p99 is given only for levels with at least 100 requests")
+        out.print(f"p99 is given only for levels with at least {MIN_SAMPLES_P99} requests")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -149,9 +149,6 @@ class TritonEndpoint:
 
     # -- queries --
 
-    def ready(self) -> bool:
-        return bool(self._call("health", self._client.is_server_ready))
-
     def model(self, name: str) -> ServerModel:
         """The model's metadata and configuration; a model the server does not have is one clear line."""
         if not self._call("health", self._client.is_server_live):

@@ -75,7 +75,6 @@ class ServerFigures:
     executions: int
     queue_us: float | None
     compute_us: float | None
-    request_us: float | None
 
     @property
     def mean_batch(self) -> float | None:
@@ -110,5 +109,4 @@ def difference(before: dict[str, float], after: dict[str, float]) -> ServerFigur
         executions=int(round(d["nv_inference_exec_count"])),
         queue_us=per_request("nv_inference_queue_duration_us"),
         compute_us=compute,
-        request_us=per_request("nv_inference_request_duration_us"),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from filelock import FileLock
@@ -22,42 +22,14 @@ from exporter.artifact import now
 from exporter.errors import UserError
 from exporter.files import atomic_outputs, ensure_writable_dir, remove_stale_partials, require_free_space, strict_json
 
-from . import LoadTestResult
+from . import LoadTestResult, Row
 
 SCHEMA = "cnn-onnx-toolkit/loadtest/1"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 PLOT = "throughput.png"
 KEY = ("artifact", "variant", "model_name", "mode", "protocol", "batch_size", "concurrency")
-CSV_FIELDS = [
-    "artifact",
-    "variant",
-    "model_name",
-    "mode",
-    "protocol",
-    "concurrency",
-    "batch_size",
-    "requests",
-    "errors",
-    "seconds",
-    "throughput_ips",
-    "throughput_rps",
-    "median_ms",
-    "p90_ms",
-    "p99_ms",
-    "mean_ms",
-    "min_ms",
-    "max_ms",
-    "mean_formed_batch",
-    "executions",
-    "queue_ms",
-    "compute_ms",
-    "load_1m",
-    "device",
-    "first_error",
-    "run_id",
-    "measured_at",
-]
+CSV_FIELDS = [f.name for f in fields(Row)]
 
 
 @dataclass
@@ -140,8 +112,7 @@ def _csv(rows: list[dict[str, object]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
+    writer.writerows(rows)  # None and a missing field are both written as ""
     return buf.getvalue()
 
 

@@ -120,6 +120,7 @@ def serve(spec: dict[str, Any], status_fd: int) -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
+    from exporter.errors import first_line
     from runtime.sessions import SessionConfig, create_session
 
     graph = Path(spec["graph"]).read_bytes()
@@ -193,8 +194,7 @@ def serve(spec: dict[str, Any], status_fd: int) -> int:
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-            _status(status_fd, event="error", message=(lines[0] if lines else type(exc).__name__)[:500])
+            _status(status_fd, event="error", message=first_line(exc)[:500])
             return 1
         version = ""
         with contextlib.suppress(Exception):

@@ -134,12 +134,6 @@ class GraphIO:
     inputs: tuple[TensorIO, ...]
     outputs: tuple[TensorIO, ...]
 
-    def input(self, name: str) -> TensorIO | None:
-        return next((t for t in self.inputs if t.name == name), None)
-
-    def output(self, name: str) -> TensorIO | None:
-        return next((t for t in self.outputs if t.name == name), None)
-
 
 def graph_io(graph: bytes) -> GraphIO:
     """The inputs (initializers excluded) and outputs of an ONNX graph, with Triton data types."""

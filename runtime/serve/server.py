@@ -569,9 +569,6 @@ class LocalServer:
                 out[role] = out.get(role, 0) + p.memory_info().rss
         return out
 
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def check_alive(self) -> None:
         """ServerFailed when the server has died (for a caller that waits on it)."""
         self._remember()
