@@ -102,18 +102,20 @@ class DynamicAdaptivePool2d(nn.Module):
     """Adaptive average/max pooling with PyTorch's exact bins, computed from the runtime size.
 
     Has no parameters or buffers, so swapping it in keeps ``state_dict`` keys unchanged.
-    ``output_size`` entries may be ``None`` (keep that dimension, as in PyTorch).
+    ``output_size`` entries may be ``None`` (keep that dimension, as in PyTorch). ``static``:
+    the bins are fixed at the traced size (constants in the graph), for fixed-size exports.
     """
 
-    def __init__(self, output_size: tuple[int | None, int | None], mode: str) -> None:
+    def __init__(self, output_size: tuple[int | None, int | None], mode: str, static: bool = False) -> None:
         super().__init__()
         if mode not in ("avg", "max"):
             raise ValueError(f"mode must be 'avg' or 'max', not {mode!r}")
         self.output_size = (output_size[0], output_size[1])
         self.mode = mode
+        self.static = static
 
     @classmethod
-    def from_module(cls, module: nn.Module, where: str = "") -> DynamicAdaptivePool2d:
+    def from_module(cls, module: nn.Module, where: str = "", static: bool = False) -> DynamicAdaptivePool2d:
         """The replacement for an ``nn.AdaptiveAvgPool2d`` / ``nn.AdaptiveMaxPool2d``."""
         if isinstance(module, nn.AdaptiveMaxPool2d):
             if module.return_indices:
@@ -121,20 +123,22 @@ class DynamicAdaptivePool2d(nn.Module):
                     f"layer '{where}' (AdaptiveMaxPool2d, return_indices=True) cannot be exported with "
                     "--dynamic-size: only the pooled values can be computed for a symbolic size"
                 )
-            return cls(_output_size(module, where), "max")
+            return cls(_output_size(module, where), "max", static)
         if isinstance(module, nn.AdaptiveAvgPool2d):
-            return cls(_output_size(module, where), "avg")
+            return cls(_output_size(module, where), "avg", static)
         raise TypeError(f"not an adaptive 2-D pool: {type(module).__name__}")
 
     def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, mode={self.mode!r}"
+        return f"output_size={self.output_size}, mode={self.mode!r}, static={self.static}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out_h, out_w = self.output_size
         # While tracing, x.shape[d] is a 0-d tensor recorded as Shape+Gather: the bins follow
-        # the runtime size. In eager mode it is an int and the same code runs.
-        mask_h = None if out_h is None else bin_mask(x.shape[-2], out_h)
-        mask_w = None if out_w is None else bin_mask(x.shape[-1], out_w)
+        # the runtime size. In eager mode it is an int and the same code runs. Static: ints, so
+        # the bins are constants (and no Shape node is shared with the graph's other pools).
+        h, w = (int(x.shape[-2]), int(x.shape[-1])) if self.static else (x.shape[-2], x.shape[-1])
+        mask_h = None if out_h is None else bin_mask(h, out_h)
+        mask_w = None if out_w is None else bin_mask(w, out_w)
         if self.mode == "avg":
             return self._average(x, mask_h, mask_w)
         return self._maximum(x, mask_h, mask_w)
@@ -170,21 +174,48 @@ def _needs_swap(module: nn.Module) -> bool:
     return tuple(pair) != (1, 1)  # global pooling exports as GlobalAveragePool / GlobalMaxPool
 
 
+def _indivisible_pools(model: nn.Module, example: torch.Tensor) -> set[int]:
+    """ids of the adaptive pools torch's TorchScript exporter refuses even at a fixed size: an
+    output size that does not divide the input they get from ``example``, or one left ``None``."""
+    seen: set[int] = set()
+    if not any(_needs_swap(m) for m in model.modules()):
+        return seen  # nothing to probe: spare the forward pass
+
+    def note(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        h, w = args[0].shape[-2:]
+        oh, ow = _output_size(module, type(module).__name__)
+        if oh is None or ow is None or h % oh or w % ow:
+            seen.add(id(module))
+
+    hooks = [m.register_forward_pre_hook(note) for m in model.modules() if _needs_swap(m)]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
 @contextlib.contextmanager
-def dynamic_adaptive_pooling(model: nn.Module) -> Iterator[int]:
+def dynamic_adaptive_pooling(model: nn.Module, indivisible_at: torch.Tensor | None = None) -> Iterator[int]:
     """Temporarily replace adaptive 2-D pools (except global ``(1, 1)`` ones) by :class:`DynamicAdaptivePool2d`.
 
+    With ``indivisible_at`` (a fixed-size export's example input) only the pools torch cannot
+    export at that size are replaced, with static bins: the rest export as plain pools.
     Like :func:`exporter.trace.native_lrn`: yields the number of modules swapped and restores
     the original modules on exit, even on error. Raises :class:`ExportFailed` (before swapping
     anything) for an ``AdaptiveMaxPool2d`` with ``return_indices=True`` or an invalid output size.
     Functional calls (``F.adaptive_avg_pool2d``) are not modules and are not swapped.
     """
+    only = _indivisible_pools(model, indivisible_at) if indivisible_at is not None else None
     planned: list[tuple[nn.Module, str, nn.Module, nn.Module]] = []
     for parent_name, parent in model.named_modules():
         for child_name, child in parent.named_children():
-            if _needs_swap(child):
+            if _needs_swap(child) and (only is None or id(child) in only):
                 where = f"{parent_name}.{child_name}" if parent_name else child_name
-                planned.append((parent, child_name, child, DynamicAdaptivePool2d.from_module(child, where)))
+                replacement = DynamicAdaptivePool2d.from_module(child, where, static=only is not None)
+                planned.append((parent, child_name, child, replacement))
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     try:
         for parent, child_name, child, replacement in planned:

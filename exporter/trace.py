@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -77,6 +79,23 @@ def native_lrn(model: nn.Module) -> Iterator[int]:
             setattr(parent, child_name, child)
 
 
+@contextlib.contextmanager
+def _native_stdout_dropped() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null: on some failures torch's C++ side prints the whole
+    TorchScript graph to stdout (dozens of lines before the one-line error); Python-level
+    redirection cannot catch it."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def trace_to_onnx(
     model: nn.Module, example: torch.Tensor, opset: int, *, dynamic_size: bool = False
 ) -> onnx.ModelProto:
@@ -87,7 +106,8 @@ def trace_to_onnx(
 
     With ``dynamic_size`` the input's dims 2 and 3 are symbolic too (``height``, ``width``) and
     adaptive pools are swapped for :class:`exporter.pooling.DynamicAdaptivePool2d` while
-    tracing, so they compute PyTorch's bins from the runtime size. Outputs keep ``batch``;
+    tracing, so they compute PyTorch's bins from the runtime size (at a fixed size, only the
+    pools whose output does not divide their input are, which torch refuses to export). Outputs keep ``batch``;
     any spatial output dims keep the names the exporter derives. This does not check that the
     model accepts other sizes: see :func:`exporter.pooling.find_size_limits`.
     """
@@ -104,10 +124,11 @@ def trace_to_onnx(
     dynamic_axes = {name: {0: BATCH_DIM} for name in [INPUT_NAME, *output_names]}
     if dynamic_size:
         dynamic_axes[INPUT_NAME] = {0: BATCH_DIM, 2: HEIGHT_DIM, 3: WIDTH_DIM}
-    pooling = dynamic_adaptive_pooling(model) if dynamic_size else contextlib.nullcontext()
+    # at a fixed size only the pools torch cannot export (output not dividing input) are swapped
+    pooling = dynamic_adaptive_pooling(model, None if dynamic_size else example)
     buf = io.BytesIO()
     try:
-        with native_lrn(model), pooling, warnings.catch_warnings():
+        with native_lrn(model), pooling, warnings.catch_warnings(), _native_stdout_dropped():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,

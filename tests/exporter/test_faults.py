@@ -105,6 +105,10 @@ USER_MODELS = textwrap.dedent(
         def forward(self, x):
             raise ValueError("this model cannot run")
 
+    class Functional(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x, 3).flatten(1)
+
     class Dict(nn.Module):
         def forward(self, x):
             return {"logits": x.flatten(1)}
@@ -121,6 +125,16 @@ USER_MODELS = textwrap.dedent(
             return x + torch.empty(2**42, device=x.device).sum()
     """
 )
+
+
+def test_a_failing_torch_export_prints_one_error_line_and_no_graph(tmp_path: Path) -> None:
+    """Defect: torch's C++ side printed its whole TorchScript graph (dozens of lines) to stdout."""
+    (tmp_path / "m.py").write_text(USER_MODELS)
+    proc = run_cli("exporter", "m.py:Functional", "--input-shape", "3x20x20", "--output-dir", "out", cwd=tmp_path)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: torch.onnx.export failed at opset 17: Unsupported")
+    assert proc.stdout == ""
+    assert not list(tmp_path.rglob("*.onnx"))
 
 
 @pytest.mark.parametrize(

@@ -230,6 +230,27 @@ def test_default_export_is_unchanged() -> None:
     assert io_shapes(graph)["input"] == [BATCH_DIM, c, h, w]
 
 
+def test_fixed_size_exports_pools_whose_output_does_not_divide_the_input() -> None:
+    """Defect: at a fixed size torch refuses an adaptive pool whose output does not divide its
+    input (alexnet at 3x256x256: 7x7 into 6x6; a user's 3x3 pool over 20x20), and the export
+    failed. Only such pools are swapped; the divisible one still exports as a plain pool."""
+    torch.manual_seed(0)
+    # at 24x30: avg66, avg35 and max21 divide their input; max77 does not; two keep a dim (None)
+    model = _Pools().eval()
+    x = torch.rand(3, 3, 24, 30) * 2 - 1
+    graph = trace_to_onnx(model, x[:2], 17)
+    ops = op_counts(graph)
+    assert ops.get("AveragePool") == 2 and "MatMul" in ops  # avg66, avg35 plain; avg_keep_h exact bins
+    assert "Shape" not in ops  # static bins: nothing depends on the runtime size
+    assert io_shapes(graph)["input"] == [BATCH_DIM, 3, 24, 30]
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = [t.numpy() for t in model(x)]
+    for w, g in zip(want, sess.run(None, {"input": x.numpy()})):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert isinstance(model.avg35, nn.AdaptiveAvgPool2d)  # restored
+
+
 # --------------------------------------------------------------------------- size limits
 
 MINIMUM_SIZES = {"alexnet": (63, 63), "vgg11": (32, 32), "googlenet": (15, 15), "resnet18": (1, 1)}
