@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import artifact as art
-from .console import Column, CommandParser, Console, fmt
+from .console import Column, CommandParser, Console, fmt, size_text
 from .errors import UserError, describe_os_error, first_line, run_guarded
 from .files import sha256_file
 from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
@@ -152,7 +152,7 @@ def print_export(out: Console, result) -> None:  # type: ignore[no-untyped-def]
         "as_given": "as your code built them (unchanged)",
     }[w.kind]
     out.print(
-        f"exported {m.name} -> {result.onnx_path} ({m.size_bytes / 1e6:.1f} MB, opset {m.settings.opset}, "
+        f"exported {m.name} -> {result.onnx_path} ({size_text(m.size_bytes)}, opset {m.settings.opset}, "
         f"{result.seconds:.1f}s)",
         style="bold green",
     )
@@ -189,7 +189,7 @@ def print_parity_summary(out: Console, what: str, parity: art.ParityRecord) -> N
 def print_variant(out: Console, v) -> None:  # type: ignore[no-untyped-def]
     rec: art.VariantRecord = v.record
     out.print(
-        f"variant {v.key} -> {v.path} ({rec.size_bytes / 1e6:.1f} MB, {rec.nodes} nodes, "
+        f"variant {v.key} -> {v.path} ({size_text(rec.size_bytes)}, {rec.nodes} nodes, "
         f"{rec.identity_nodes_removed} identity nodes removed, {v.seconds:.1f}s)",
         style="bold green",
     )

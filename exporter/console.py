@@ -161,6 +161,15 @@ class Progress:
             self._bar = None
 
 
+def size_text(nbytes: int) -> str:
+    """A file size a person can read: ``244.4 MB``, ``28.9 kB``, ``512 bytes`` (never ``0.0 MB``)."""
+    if nbytes >= 1_000_000:
+        return f"{nbytes / 1e6:.1f} MB"
+    if nbytes >= 1_000:
+        return f"{nbytes / 1e3:.1f} kB"
+    return f"{nbytes} bytes"
+
+
 def fmt(value: float | None, spec: str, missing: str = "-") -> str:
     """``value`` formatted with ``spec``, or ``missing`` where there is no figure."""
     return missing if value is None else format(value, spec)

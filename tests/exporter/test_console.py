@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from exporter.console import Column, CommandParser, Console
+from exporter.console import Column, CommandParser, Console, size_text
 
 COMMANDS = [
     "exporter.__main__",
@@ -74,3 +74,8 @@ def test_every_command_reports_a_bad_flag_in_one_line(
     err = capsys.readouterr().err
     # argparse alone would print its whole usage block first
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "--help" in err, err
+
+
+def test_sizes_read_at_every_scale() -> None:
+    """Defect: a small user model was reported as "(0.0 MB, ...)"."""
+    assert [size_text(n) for n in (553_412_641, 28_871, 999, 0)] == ["553.4 MB", "28.9 kB", "999 bytes", "0 bytes"]
