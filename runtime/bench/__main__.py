@@ -19,9 +19,10 @@ from exporter.errors import run_guarded
 from exporter.user_model import parse_input_sizes
 
 from ..sessions import CUDNN_SEARCH, DEVICES
+from .baseline import DEFAULT_MAX_SLOWDOWN
 from .config import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, DEFAULT_OUTPUT, BenchConfig
 from .engines import DEFAULT_ENGINES, ENGINES
-from .report import saved_lines, summary, table, title
+from .report import baseline_lines, baseline_table, saved_lines, summary, table, title
 from .runner import BenchResult, Hooks, run_benchmark
 from .stats import DEFAULT_MAX_CI_WIDTH
 from .timing import TimingPolicy
@@ -124,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
     o.add_argument("--no-rebuild", action="store_true", help="refuse a missing or stale graph instead of rebuilding it")
+    g = p.add_argument_group("regression gate")
+    g.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="RESULTS",
+        help="an earlier run's results.json (or its folder): compare every matching row, exit 1 where this run is "
+        "slower beyond --max-slowdown over the whole 95%% CI, or where parity failed",
+    )
+    g.add_argument(
+        "--max-slowdown",
+        type=float,
+        default=DEFAULT_MAX_SLOWDOWN,
+        help=f"the slowdown the gate tolerates, as a fraction (default {DEFAULT_MAX_SLOWDOWN})",
+    )
     return p
 
 
@@ -156,6 +171,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         output_dir=args.output,
         artifacts_dir=args.artifacts_dir,
         rebuild=not args.no_rebuild,
+        baseline=args.baseline,
+        max_slowdown=args.max_slowdown,
     )
 
 
@@ -166,6 +183,12 @@ def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Co
         out.table(cols, cells, title=title(doc))
     for line in summary(doc, config.max_ci_width):
         out.print(line)
+    if doc.baseline is not None:
+        cols, cells, heading = baseline_table(doc.baseline)
+        if cells:
+            out.table(cols, cells, title=heading)
+        for line in baseline_lines(doc.baseline):
+            out.print(line)
     for line in saved_lines(result.saved, str(config.output_dir)):
         out.print(line)
     if result.interrupted_by:

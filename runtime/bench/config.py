@@ -85,6 +85,9 @@ class BenchConfig:
     output_dir: Path = DEFAULT_OUTPUT
     artifacts_dir: Path = art.DEFAULT_ARTIFACTS_DIR
     rebuild: bool = True
+    #: an earlier run's results.json (or its folder) to gate this run against (runtime.bench.baseline)
+    baseline: Path | None = None
+    max_slowdown: float = 0.05
 
     def validate(self) -> None:
         if not self.models:
@@ -110,6 +113,8 @@ class BenchConfig:
             raise UserError("--seed must be >= 0")
         self.timing.validate()
         parse_references(self.references)
+        if not (self.max_slowdown >= 0 and math.isfinite(self.max_slowdown)):
+            raise UserError(f"--max-slowdown must be a finite number >= 0, got {self.max_slowdown}")
 
     def session_config(self, device: str, threads: int) -> SessionConfig:
         """The onnxruntime settings of this run (also what its parity checks use). Spinning is off:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.console import Cell, Column
 
+from .baseline import BaselineComparison
 from .rows import RunDocument
 from .store import SaveOutcome
 
@@ -134,3 +135,63 @@ def saved_lines(outcome: SaveOutcome | None, output_dir: str) -> list[str]:
         f"kept the earlier results in {output_dir} ({outcome.previous_measured} measured rows, more than this "
         f"run's {outcome.measured}); this run's results are in {outcome.run_dir}"
     ]
+
+
+def _figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return ms(value) if unit == "ms per call" else f"{1 / value:.1f}" if value > 0 else ""
+
+
+def baseline_table(gate: BaselineComparison) -> tuple[list[Column], list[list[Cell]], str]:
+    """Columns, cells and title of the regression gate's table: every matched pair."""
+    throughput = any(r.mode == "throughput" for r in gate.rows)
+    cols = [Column("model"), Column("input"), Column("batch", True), Column("engine"), Column("prec")]
+    if throughput:
+        cols += [Column("streams", True), Column("in flight", True)]
+    cols += [Column("figure"), Column("baseline", True), Column("this run", True)]
+    cols += [Column("ratio", True), Column("95% CI", True), Column("verdict"), Column("note")]
+    cells: list[list[Cell]] = []
+    styles = {"slower": "red", "parity failed": "red", "faster": "green", "same": "green"}
+    for r in gate.rows:
+        line: list[Cell] = [r.model, "x".join(map(str, r.input_shape)), str(r.batch_size), r.engine, r.precision]
+        if throughput:
+            line += [str(r.streams or ""), str(r.concurrency or "")]
+        what = "img/s" if r.unit == "s per image" else "median ms"
+        line += [what, _figure(r.baseline, r.unit), _figure(r.this_run, r.unit)]
+        line.append(f"{r.ratio:.3f}" if r.ratio is not None else "")
+        ci = f"{r.ratio_ci_low:.3f}-{r.ratio_ci_high:.3f}" if r.ratio_ci_low is not None else ""
+        line += [ci, (r.verdict, styles.get(r.verdict)) if r.verdict in styles else r.verdict]
+        line.append("; ".join(x for x in (r.method if r.method == "confidence bounds" else None, r.note) if x))
+        cells.append(line)
+    title = (
+        f"Against the baseline {gate.path}" + (f" (run {gate.run_id})" if gate.run_id else "")
+        + f": ratio = this run / baseline (time per call or per image; above 1 is slower), "
+        f"fails where the whole 95% CI is above {1 + gate.max_slowdown:.2f}"
+    )  # fmt: skip
+    return cols, cells, title
+
+
+def baseline_lines(gate: BaselineComparison) -> list[str]:
+    """Lines after the gate's table: unmatched rows, notes, and the verdict."""
+    lines = [f"note: {n}" for n in gate.notes]
+    if gate.only_here:
+        lines.append(f"not in the baseline ({len(gate.only_here)}): " + "; ".join(gate.only_here))
+    if gate.only_baseline:
+        lines.append(f"in the baseline only ({len(gate.only_baseline)}): " + "; ".join(gate.only_baseline))
+    counts: dict[str, int] = {}
+    for r in gate.rows:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+    if not gate.rows:
+        lines.append("regression gate: no row matches the baseline, nothing compared")
+    elif gate.passed:
+        lines.append(f"regression gate passed ({len(gate.rows)} rows compared: {tally})")
+    else:
+        worst = ", ".join(
+            f"{r.label} {r.verdict}" + (f" {r.ratio:.2f}x ({r.ratio_ci_low:.2f}-{r.ratio_ci_high:.2f})"
+                                        if r.ratio is not None and r.ratio_ci_low is not None else "")
+            for r in gate.failures
+        )  # fmt: skip
+        lines.append(f"regression gate FAILED ({len(gate.rows)} rows compared: {tally}): {worst}")
+    return lines

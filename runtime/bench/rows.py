@@ -1,9 +1,9 @@
 """The benchmark's records: one typed row per (model, input size, batch, engine, precision), and the run.
 
 :class:`BenchRow` is the schema of every row in ``results.json``; the CSV's columns are its
-fields, in order (:func:`csv_text`). Numbers are finite or absent: a figure the data do not
-support (a p99 from 40 samples, a speedup without a PyTorch row) is None, never NaN, and the
-JSON is strict.
+fields, in order, all but the kept samples (:func:`csv_text`). Numbers are finite or absent: a
+figure the data do not support (a p99 from 40 samples, a speedup without a PyTorch row) is None,
+never NaN, and the JSON is strict.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from exporter.artifact import ParityRecord
 from exporter.files import strict_json
 
+from .baseline import BaselineComparison
 from .machine import MachinePeak
+from .stats import SampleSummary
 
 FORMAT = "runtime.bench results"
 FORMAT_VERSION = 3
@@ -60,6 +62,9 @@ class BenchRow(BaseModel):
     max_ms: float | None = None
     std_ms: float | None = None
     throughput_ips: float | None = None
+    #: the timed samples (ms) as far as a later run needs them to bootstrap a ratio against this row
+    #: (``--baseline``); absent in results written before it was kept
+    sample_summary: SampleSummary | None = None
     # ratios of medians in this (model, size, batch), each with its 95% bootstrap interval
     vs_pytorch: float | None = None
     vs_pytorch_ci_low: float | None = None
@@ -137,6 +142,8 @@ class RunDocument(BaseModel):
     rows: list[BenchRow] = Field(default_factory=list)
     untrustworthy: list[str] = Field(default_factory=list)
     fastest: list[str] = Field(default_factory=list)
+    #: the regression gate's outcome when the run was given ``--baseline``
+    baseline: BaselineComparison | None = None
 
     @property
     def measured(self) -> int:
@@ -146,7 +153,9 @@ class RunDocument(BaseModel):
         return strict_json(self.model_dump(mode="json"))
 
 
-CSV_COLUMNS: tuple[str, ...] = tuple(BenchRow.model_fields)
+#: Fields of a row kept out of the CSV: lists of hundreds of numbers are for the JSON, not a spreadsheet.
+JSON_ONLY = ("sample_summary",)
+CSV_COLUMNS: tuple[str, ...] = tuple(f for f in BenchRow.model_fields if f not in JSON_ONLY)
 
 
 def _cell(value: object) -> object:
@@ -160,7 +169,7 @@ def _cell(value: object) -> object:
 
 
 def csv_text(rows: list[BenchRow]) -> str:
-    """The rows as CSV: one column per :class:`BenchRow` field (lists joined, settings as JSON)."""
+    """The rows as CSV: a column per :class:`BenchRow` field but :data:`JSON_ONLY` (lists joined, settings as JSON)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()

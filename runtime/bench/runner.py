@@ -37,6 +37,7 @@ from exporter.zoo import get_spec, list_models
 from ..parity import DEFAULT_SEED as PARITY_SEED
 from ..parity import check_sizes
 from ..resolve import resolve
+from .baseline import BaselineFile, compare_runs, load_baseline
 from .config import BenchConfig, numeric_precision, parse_precision, parse_references
 from .engines import (
     TORCH_ENGINES,
@@ -53,7 +54,7 @@ from .machine import DeviceChoice, MachinePeak, describe, environment, measure_p
 from .plot import latency_png
 from .roofline import count_flops, roofline, weight_bytes
 from .rows import BenchRow, ParityEntry, RunDocument
-from .stats import Interval, ratio_interval, summarize
+from .stats import Interval, ratio_interval, summarize, summarize_samples
 from .store import ResultStore, SaveOutcome, new_run_id
 from .timing import Timed, measure_interleaved
 
@@ -87,7 +88,8 @@ class BenchResult:
     def exit_code(self) -> int:
         if self.interrupted_by:
             return 143 if self.interrupted_by == "SIGTERM" else 130
-        return 0 if all(r.ok for r in self.rows) else 1
+        gate = self.document.baseline
+        return 0 if all(r.ok for r in self.rows) and (gate is None or gate.passed) else 1
 
 
 @dataclass
@@ -170,13 +172,14 @@ def run_benchmark(config: BenchConfig, hooks: Hooks | None = None) -> BenchResul
     hooks = hooks or Hooks()
     config.validate()
     plans = plan_models(config)
+    baseline = load_baseline(config.baseline) if config.baseline is not None else None
     store = ResultStore(config.output_dir, new_run_id())
     store.prove_writable()
     threads = config.threads or torch.get_num_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _Run(config, hooks, store, plans, threads, previous_threads).execute()
+        return _Run(config, hooks, store, plans, threads, previous_threads, baseline).execute()
     except BaseException:
         store.remove_if_empty()  # a run that stopped before measuring leaves no empty folder behind
         raise
@@ -252,9 +255,11 @@ class _Run:
         plans: list[ModelPlan],
         threads: int,
         default_threads: int,
+        baseline: BaselineFile | None = None,
     ):
         self.config, self.hooks, self.store, self.plans = config, hooks, store, plans
         self.threads, self.default_threads = threads, default_threads
+        self.baseline = baseline
         self.precisions = [parse_precision(p) for p in dict.fromkeys(config.precisions)]
         self.batches = list(dict.fromkeys(config.batch_sizes))
         self.group_index = 0
@@ -336,6 +341,10 @@ class _Run:
             self.doc.interrupted_by = interrupted
         self.doc.finished = art.now()
         self.summarize()
+        if self.baseline is not None and self.doc.rows:
+            self.doc.baseline = compare_runs(
+                self.doc.rows, self.doc.environment, self.baseline, self.config.max_slowdown, self.config.seed
+            )
         saved = self.store.finish(self.doc, latency_png)
         return BenchResult(self.doc, saved, interrupted)
 
@@ -706,6 +715,7 @@ class _Run:
                 rounds=t.rounds,
                 timed_seconds=t.spent,
                 **stats.to_dict(),  # type: ignore[attr-defined]
+                sample_summary=summarize_samples(np.asarray(t.samples) * 1e3),
                 vs_pytorch=vs_pt.value if vs_pt else None,
                 vs_pytorch_ci_low=vs_pt.low if vs_pt else None,
                 vs_pytorch_ci_high=vs_pt.high if vs_pt else None,

@@ -19,10 +19,11 @@ with 50,000 samples of a 20-microsecond model costs as little as one with 10.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 #: Bootstrap draws per interval.
 DRAWS = 4000
@@ -82,19 +83,93 @@ class LatencyStats:
         return asdict(self)
 
 
-def bootstrap_medians(
-    samples: Sequence[float] | np.ndarray, rng: np.random.Generator, draws: int = DRAWS
-) -> np.ndarray:
-    """``draws`` medians drawn from the bootstrap distribution of the sample median (exactly; see above)."""
+#: Up to this many samples a row keeps them all (sorted); beyond, the window below.
+KEEP_ALL_SAMPLES = 256
+#: The median's bootstrap draws the k-th order statistic with k/n ~ Beta(n/2, n/2), whose standard
+#: deviation is sqrt(n)/2 order statistics; a window of this many deviations each side (plus the
+#: even-n neighbour) holds every order statistic a draw reaches but with probability ~2e-9.
+WINDOW_SIGMAS = 6.0
+
+
+class SampleSummary(BaseModel):
+    """What a row keeps of its samples so that a later run can bootstrap a ratio against it.
+
+    ``values`` are the sorted samples (milliseconds, or seconds per image for throughput
+    windows) from order statistic ``first`` (0-based) on: all of them for up to
+    :data:`KEEP_ALL_SAMPLES`, else the window around the median that the median's bootstrap
+    reaches (:data:`WINDOW_SIGMAS`). The bootstrap of the median drawn from a summary is the one
+    drawn from the full samples (see the module docstring: it only reads order statistics).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    count: int
+    first: int
+    values: list[float]
+
+    @property
+    def complete(self) -> bool:
+        return self.first == 0 and len(self.values) == self.count
+
+    @property
+    def median(self) -> float:
+        n = self.count
+        k = (n - 1) // 2
+        lo = self.values[k - self.first]
+        return lo if n % 2 else (lo + self.values[k + 1 - self.first]) / 2
+
+    def scaled(self, factor: float) -> SampleSummary:
+        """The same samples times ``factor`` (a baseline made faster or slower, in tests and what-ifs)."""
+        return SampleSummary(count=self.count, first=self.first, values=[v * factor for v in self.values])
+
+    def order_statistics(self, index: np.ndarray) -> np.ndarray:
+        """The order statistics at 0-based ``index`` (clipped to the window kept)."""
+        arr = np.asarray(self.values, dtype=np.float64)
+        return arr[np.clip(index - self.first, 0, arr.size - 1)]
+
+
+def summarize_samples(samples: Sequence[float] | np.ndarray, digits: int = 9) -> SampleSummary:
+    """The :class:`SampleSummary` of ``samples`` (rounded to ``digits`` decimals: 1 ns in milliseconds)."""
     x = np.sort(np.asarray(samples, dtype=np.float64))
-    n = x.size
+    n = int(x.size)
+    if n == 0:
+        raise ValueError("no samples")
+    if n <= KEEP_ALL_SAMPLES:
+        first, last = 0, n
+    else:
+        half = math.ceil(WINDOW_SIGMAS * math.sqrt(n) / 2) + 2
+        mid = (n - 1) // 2
+        first, last = max(0, mid - half), min(n, mid + 1 + half)
+    return SampleSummary(count=n, first=first, values=[round(float(v), digits) for v in x[first:last]])
+
+
+Samples = Sequence[float] | np.ndarray | SampleSummary
+
+
+def _order_statistics(samples: Samples) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+    """The sample count and a lookup of 0-based order statistics, for full samples or a summary."""
+    if isinstance(samples, SampleSummary):
+        return samples.count, samples.order_statistics
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    return int(x.size), lambda i: x[np.clip(i, 0, x.size - 1)]
+
+
+def sample_median(samples: Samples) -> float:
+    if isinstance(samples, SampleSummary):
+        return samples.median
+    return float(np.median(np.asarray(samples, dtype=np.float64)))
+
+
+def bootstrap_medians(samples: Samples, rng: np.random.Generator, draws: int = DRAWS) -> np.ndarray:
+    """``draws`` medians drawn from the bootstrap distribution of the sample median (exactly; see above)."""
+    n, stat = _order_statistics(samples)
     if n == 0:
         raise ValueError("no samples")
     if n == 1:
-        return np.full(draws, x[0])
+        return np.full(draws, stat(np.zeros(1, dtype=np.int64))[0])
 
     def pick(u: np.ndarray) -> np.ndarray:
-        return x[np.clip(np.ceil(u * n).astype(np.int64) - 1, 0, n - 1)]
+        return stat(np.clip(np.ceil(u * n).astype(np.int64) - 1, 0, n - 1))
 
     k = (n + 1) // 2 if n % 2 else n // 2
     lower = rng.beta(k, n - k + 1, size=draws)
@@ -116,19 +191,15 @@ def median_interval(samples: Sequence[float] | np.ndarray, rng: np.random.Genera
     return _interval(float(np.median(x)), bootstrap_medians(x, rng))
 
 
-def ratio_interval(
-    numerator: Sequence[float] | np.ndarray, denominator: Sequence[float] | np.ndarray, rng: np.random.Generator
-) -> Interval:
+def ratio_interval(numerator: Samples, denominator: Samples, rng: np.random.Generator) -> Interval:
     """median(numerator) / median(denominator) with a 95% bootstrap interval (both resampled independently).
 
     A speedup of B over A is ``ratio_interval(a_times, b_times)``: above 1 when B is faster.
+    Either side may be a :class:`SampleSummary` (an earlier run's row).
     """
     num = bootstrap_medians(numerator, rng)
     den = bootstrap_medians(denominator, rng)
-    value = float(
-        np.median(np.asarray(numerator, dtype=np.float64)) / np.median(np.asarray(denominator, dtype=np.float64))
-    )
-    return _interval(value, num / den)
+    return _interval(sample_median(numerator) / sample_median(denominator), num / den)
 
 
 def summarize(seconds: Sequence[float] | np.ndarray, batch_size: int, rng: np.random.Generator) -> LatencyStats:
