@@ -173,6 +173,8 @@ class Runner:
     setup_seconds: float | None = None
     graph: str | None = None
     close: Callable[[], None] = lambda: None
+    #: what it took to get the first result (seconds; see :class:`runtime.bench.rows.ColdStart`)
+    cold_start: dict[str, float | bool | None] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -192,11 +194,14 @@ class ModelContext:
     session: SessionConfig
     threads: int
     sessions: dict[object, tuple[object, SessionInfo]] = field(default_factory=dict)
+    #: seconds each cached session took to create (same keys as ``sessions``)
+    session_seconds: dict[object, float] = field(default_factory=dict)
     cuda_model: torch.nn.Module | None = None
     openvino_core: object | None = None
 
     def release(self) -> None:
         self.sessions.clear()
+        self.session_seconds.clear()
         self.cuda_model = None
         self.openvino_core = None
         if self.device == "cuda":
@@ -246,8 +251,11 @@ def _bound_cuda_step(sess, x: np.ndarray, cuda_graph: bool) -> tuple[Callable[[]
 def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
     config = ctx.session
     cache_key: object = (precision, x.shape) if config.cuda_graph else precision
-    if cache_key not in ctx.sessions:
+    shared = cache_key in ctx.sessions
+    if not shared:
+        started = time.perf_counter()
         ctx.sessions[cache_key] = create_session(ctx.graphs[precision], config)
+        ctx.session_seconds[cache_key] = time.perf_counter() - started
     sess, info = ctx.sessions[cache_key]
     if info.device != ctx.device:
         raise UserError(f"onnxruntime ran on {info.device}, this run is on {ctx.device}: {info.reason}")
@@ -279,8 +287,17 @@ def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Run
         if config.io_binding or config.cuda_graph:
             step, fixed = _bound_cuda_step(sess, feed, config.cuda_graph)
             settings["bound_outputs"] = fixed
+    cold = {"create_s": ctx.session_seconds.get(cache_key), "first_inference_s": wall_timer(step), "shared": shared}
     return Runner(
-        "onnxruntime", precision, info.device, step, infer, wall_timer, settings, graph=ctx.graph_paths[precision]
+        "onnxruntime",
+        precision,
+        info.device,
+        step,
+        infer,
+        wall_timer,
+        settings,
+        graph=ctx.graph_paths[precision],
+        cold_start=cold,
     )
 
 
@@ -336,7 +353,17 @@ def prepare_pytorch(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
             model(xt)
 
     timer = cuda_event_timer if dev == "cuda" else wall_timer
-    return Runner("pytorch", precision, dev, step, _torch_infer(model, dev, torch.inference_mode), timer, settings)
+    first = wall_timer(lambda: (step(), torch.cuda.synchronize() if dev == "cuda" else None))
+    return Runner(
+        "pytorch",
+        precision,
+        dev,
+        step,
+        _torch_infer(model, dev, torch.inference_mode),
+        timer,
+        settings,
+        cold_start={"first_inference_s": first},
+    )
 
 
 def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
@@ -359,7 +386,9 @@ def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> R
     previous = inductor_config.freezing
     inductor_config.freezing = True  # kept on while this runner lives: guards must not see it change
     torch._dynamo.reset()  # a fresh compile for this batch shape (no stale cache entries, no recompile limit)
+    started = time.perf_counter()
     compiled = torch.compile(model, backend="inductor", dynamic=False)
+    create_s = time.perf_counter() - started
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     started = time.perf_counter()
     try:
@@ -379,6 +408,8 @@ def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> R
         inductor_config.freezing = previous
         torch._dynamo.reset()
 
+    first = wall_timer(lambda: (step(), sync()))
+
     timer = cuda_event_timer if dev == "cuda" else wall_timer
     return Runner(
         "torch-compile",
@@ -390,6 +421,7 @@ def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> R
         settings,
         setup_seconds=compile_s,
         close=close,
+        cold_start={"create_s": create_s + compile_s, "compile_s": compile_s, "first_inference_s": first},
     )
 
 
@@ -401,6 +433,7 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
     core: ov.Core = ctx.openvino_core  # type: ignore[assignment]
     key = graph_key("openvino", precision)
     assert key is not None
+    started = time.perf_counter()
     model = core.read_model(ctx.graphs[key])  # the same verified ONNX bytes onnxruntime runs
     if len(model.inputs) != 1:
         raise UserError(f"openvino: {ctx.name} has {len(model.inputs)} inputs; the benchmark feeds one")
@@ -411,13 +444,16 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
     }
+    read_s = time.perf_counter() - started
     started = time.perf_counter()
     compiled = core.compile_model(model, "CPU", config)
+    compile_s = time.perf_counter() - started
     request = compiled.create_infer_request()
     feed = np.ascontiguousarray(x, dtype=np.float32)
     request.set_input_tensor(ov.Tensor(feed, shared_memory=True))
-    request.infer()
-    setup_s = time.perf_counter() - started
+    create_s = time.perf_counter() - started + read_s
+    first = wall_timer(request.infer)
+    setup_s = create_s - read_s + first
     settings: dict[str, str | int | float | bool | None] = {"openvino": ov.__version__}
     for prop in (
         "INFERENCE_PRECISION_HINT",
@@ -455,6 +491,7 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
         settings,
         setup_seconds=setup_s,
         graph=ctx.graph_paths[key],
+        cold_start={"create_s": create_s, "compile_s": compile_s, "first_inference_s": first},
     )
 
 
@@ -473,13 +510,16 @@ def prepare_tensorrt(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
         "trt_profile_opt_shapes": shape,
         "trt_profile_max_shapes": shape,
     }
+    cached = any(cache.glob("*.engine"))
     started = time.perf_counter()
     sess, info = create_tensorrt_session(ctx.graphs["fp32"], ctx.session, options)
+    create_s = time.perf_counter() - started
     feed = np.ascontiguousarray(x, dtype=np.float32)
     check_feed(sess, feed)
     step, fixed = _bound_cuda_step(sess, feed, cuda_graph=False)
-    step()  # builds the engine (or loads it from the cache)
+    engine_s = wall_timer(step)  # builds the engine (or loads it from the cache)
     build_s = time.perf_counter() - started
+    first = wall_timer(step)
     settings: dict[str, str | int | float | bool | None] = {
         "providers": ",".join(info.providers),
         "fp16": precision == "fp16",
@@ -502,6 +542,7 @@ def prepare_tensorrt(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
         settings,
         setup_seconds=build_s,
         graph=ctx.graph_paths["fp32"],
+        cold_start={"create_s": create_s, "build_s": engine_s, "engine_cached": cached, "first_inference_s": first},
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from exporter.console import Cell, Column
 
 from .baseline import BaselineComparison
-from .rows import RunDocument
+from .rows import ColdStart, RunDocument
 from .store import SaveOutcome
 
 
@@ -30,12 +30,19 @@ def ratio(value: float | None, low: float | None = None, high: float | None = No
     return text
 
 
+def _cold(cold: ColdStart | None) -> str:
+    total = cold.to_first_result_s if cold is not None else None
+    if cold is None or total is None:
+        return ""
+    return f"{total:.3g}" + (" (shared)" if cold.shared else "")
+
+
 def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
     """Columns and cells of the results table: every row, nothing abbreviated away."""
     rows = doc.rows
     has_fp32_ratio = any(r.vs_fp32 is not None for r in rows)
     has_roof = any(r.achieved_gflops is not None for r in rows)
-    has_setup = any(r.setup_seconds is not None for r in rows)
+    has_cold = any(r.cold_start is not None and r.cold_start.to_first_result_s is not None for r in rows)
     cols = [Column("model"), Column("input"), Column("batch", True), Column("engine"), Column("prec")]
     cols += [Column(c, True) for c in ("median ms", "95% CI ms", "p90 ms", "p99 ms", "n", "img/s")]
     if has_roof:
@@ -43,8 +50,8 @@ def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
     cols += [Column("vs pytorch", True), Column("vs best", True)]
     if has_fp32_ratio:
         cols.append(Column("vs fp32", True))
-    if has_setup:
-        cols.append(Column("setup s", True))
+    if has_cold:
+        cols.append(Column("cold start s", True))
     cols.append(Column("note"))
     cells: list[list[Cell]] = []
     for r in rows:
@@ -75,8 +82,8 @@ def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
         ]
         if has_fp32_ratio:
             line.append(ratio(r.vs_fp32, r.vs_fp32_ci_low, r.vs_fp32_ci_high))
-        if has_setup:
-            line.append(f"{r.setup_seconds:.1f}" if r.setup_seconds is not None else "")
+        if has_cold:
+            line.append(_cold(r.cold_start))
         line.append(("unstable", "yellow") if r.unstable else "")
         cells.append(line)
     return cols, cells

@@ -29,6 +29,36 @@ Status = Literal["ok", "failed", "refused", "parity-failed"]
 Setting = str | int | float | bool | None
 
 
+class ColdStart(BaseModel):
+    """What it took an engine to give its first result here, in seconds (None: no such step).
+
+    ``create_s``: everything before the first inference (onnxruntime: the session, graph
+    optimisation included; OpenVINO: reading, reshaping and compiling the graph, and its infer
+    request; torch.compile: its compiling first call; TensorRT: the session); ``compile_s``: the
+    compiling part of it (OpenVINO's ``compile_model``, inductor's compile); ``build_s``:
+    TensorRT's first run, which builds its
+    engine (or loads it from the cache, ``engine_cached``); ``first_inference_s``: the first
+    inference once ready, at this row's batch and size. ``shared``: the onnxruntime session
+    was made earlier in this run (for another batch size) and reused: ``create_s`` is that
+    creation's time, and the first inference is not a fresh session's.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    create_s: float | None = None
+    compile_s: float | None = None
+    build_s: float | None = None
+    engine_cached: bool | None = None
+    first_inference_s: float | None = None
+    shared: bool = False
+
+    @property
+    def to_first_result_s(self) -> float | None:
+        """From nothing to the first result: creation (compiling included), any engine build, the first call."""
+        known = [p for p in (self.create_s, self.build_s, self.first_inference_s) if p is not None]
+        return sum(known) if known else None
+
+
 class BenchRow(BaseModel):
     """One measurement (``status == "ok"``), or why there is none."""
 
@@ -88,6 +118,7 @@ class BenchRow(BaseModel):
     bound: str | None = None
     # how it was run
     setup_seconds: float | None = None
+    cold_start: ColdStart | None = None
     parity: Literal["pass", "fail", "skipped"] | None = None
     parity_max_abs_err: float | None = None
     tf32: bool | None = None

@@ -53,7 +53,7 @@ from .gate import ReferenceCache, check_onnxruntime, check_runner, passed_at, wo
 from .machine import DeviceChoice, MachinePeak, describe, environment, measure_peak, merge_peaks, resolve_device
 from .plot import latency_png
 from .roofline import count_flops, roofline, weight_bytes
-from .rows import BenchRow, ParityEntry, RunDocument
+from .rows import BenchRow, ColdStart, ParityEntry, RunDocument
 from .stats import Interval, ratio_interval, summarize, summarize_samples
 from .store import ResultStore, SaveOutcome, new_run_id
 from .timing import Timed, measure_interleaved
@@ -731,6 +731,7 @@ class _Run:
                 gflop=gflop,
                 weight_bytes=weight_bytes(ctx.artifact.manifest.num_params, c[1]),
                 setup_seconds=runner.setup_seconds,
+                cold_start=ColdStart(**runner.cold_start) if runner.cold_start else None,
                 parity=parity,  # type: ignore[arg-type]
                 parity_max_abs_err=max_err,
                 tf32=s.get("tf32") if isinstance(s.get("tf32"), bool) else None,  # type: ignore[arg-type]
