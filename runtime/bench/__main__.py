@@ -22,7 +22,16 @@ from ..sessions import CUDNN_SEARCH, DEVICES
 from .baseline import DEFAULT_MAX_SLOWDOWN
 from .config import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, DEFAULT_OUTPUT, BenchConfig
 from .engines import DEFAULT_ENGINES, ENGINES
-from .report import baseline_lines, baseline_table, saved_lines, summary, table, title
+from .report import (
+    baseline_lines,
+    baseline_table,
+    saved_lines,
+    summary,
+    table,
+    throughput_table,
+    throughput_title,
+    title,
+)
 from .runner import BenchResult, Hooks, run_benchmark
 from .stats import DEFAULT_MAX_CI_WIDTH
 from .timing import TimingPolicy
@@ -81,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="[ARTIFACT=]FILE.py:Builder",
         help="your own model's code, for the PyTorch engines and the parity check of your artifact",
+    )
+    m = p.add_argument_group("throughput mode (instead of one call at a time)")
+    m.add_argument(
+        "--streams",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run N streams at once, the threads split between them: onnxruntime N sessions, OpenVINO NUM_STREAMS N; "
+        "one row per setting with throughput (95%% CI) and request latency percentiles",
+    )
+    m.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="requests kept in flight (default: one per stream); with --streams, every pair is a setting",
     )
     t = p.add_argument_group("how long to time")
     t.add_argument(
@@ -173,14 +198,19 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         rebuild=not args.no_rebuild,
         baseline=args.baseline,
         max_slowdown=args.max_slowdown,
+        streams=tuple(args.streams or ()),
+        concurrency=tuple(args.concurrency or ()),
     )
 
 
 def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Console) -> None:
     doc = result.document
-    if doc.rows:
+    if any(r.mode == "latency" for r in doc.rows):
         cols, cells = table(doc)
         out.table(cols, cells, title=title(doc))
+    if any(r.mode == "throughput" for r in doc.rows):
+        cols, cells = throughput_table(doc)
+        out.table(cols, cells, title=throughput_title(doc))
     for line in summary(doc, config.max_ci_width):
         out.print(line)
     if doc.baseline is not None:

@@ -88,6 +88,13 @@ class BenchConfig:
     #: an earlier run's results.json (or its folder) to gate this run against (runtime.bench.baseline)
     baseline: Path | None = None
     max_slowdown: float = 0.05
+    #: throughput mode (runtime.bench.throughput): engine streams and requests in flight per setting
+    streams: tuple[int, ...] = ()
+    concurrency: tuple[int, ...] = ()
+
+    @property
+    def throughput(self) -> bool:
+        return bool(self.streams or self.concurrency)
 
     def validate(self) -> None:
         if not self.models:
@@ -113,6 +120,8 @@ class BenchConfig:
             raise UserError("--seed must be >= 0")
         self.timing.validate()
         parse_references(self.references)
+        if any(v < 1 for v in (*self.streams, *self.concurrency)):
+            raise UserError("--streams and --concurrency must be at least 1")
         if not (self.max_slowdown >= 0 and math.isfinite(self.max_slowdown)):
             raise UserError(f"--max-slowdown must be a finite number >= 0, got {self.max_slowdown}")
 

@@ -10,8 +10,8 @@ from .rows import RunDocument
 
 
 def latency_png(doc: RunDocument) -> bytes | None:
-    """The plot as PNG bytes; None when no row was measured."""
-    rows = [r for r in doc.rows if r.ok and r.median_ms is not None]
+    """The plot as PNG bytes; None when no latency row was measured (throughput rows have their table)."""
+    rows = [r for r in doc.rows if r.ok and r.median_ms is not None and r.mode == "latency"]
     if not rows:
         return None
     import matplotlib

@@ -21,6 +21,13 @@ def ms(value: float | None) -> str:
     return f"{value:.0f}"
 
 
+def ips(value: float | None) -> str:
+    """Images per second: whole numbers from 100 on, three significant digits below."""
+    if value is None:
+        return ""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def ratio(value: float | None, low: float | None = None, high: float | None = None) -> str:
     if value is None:
         return ""
@@ -38,8 +45,8 @@ def _cold(cold: ColdStart | None) -> str:
 
 
 def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
-    """Columns and cells of the results table: every row, nothing abbreviated away."""
-    rows = doc.rows
+    """Columns and cells of the results table: every latency row, nothing abbreviated away."""
+    rows = [r for r in doc.rows if r.mode == "latency"]
     has_fp32_ratio = any(r.vs_fp32 is not None for r in rows)
     has_roof = any(r.achieved_gflops is not None for r in rows)
     has_cold = any(r.cold_start is not None and r.cold_start.to_first_result_s is not None for r in rows)
@@ -87,6 +94,53 @@ def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
         line.append(("unstable", "yellow") if r.unstable else "")
         cells.append(line)
     return cols, cells
+
+
+def throughput_table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
+    """Columns and cells of throughput mode's rows: throughput with its interval, request latency."""
+    rows = [r for r in doc.rows if r.mode == "throughput"]
+    cols = [Column("model"), Column("input"), Column("batch", True), Column("engine"), Column("prec")]
+    cols += [Column(c, True) for c in ("streams", "threads", "in flight", "img/s", "95% CI img/s", "windows")]
+    cols += [Column(c, True) for c in ("p50 ms", "p90 ms", "p99 ms", "requests", "vs best", "cold start s")]
+    cols.append(Column("note"))
+    cells: list[list[Cell]] = []
+    for r in rows:
+        head: list[Cell] = [r.model, "x".join(map(str, r.input_shape)), str(r.batch_size), r.engine, r.precision]
+        head += [str(r.streams or ""), str(r.threads_per_stream or ""), str(r.concurrency or "")]
+        if not r.ok:
+            cells.append([*head, (r.status, "red"), *[""] * (len(cols) - len(head) - 2), r.reason or ""])
+            continue
+        ci = (
+            f"{ips(r.throughput_ci_low_ips)}-{ips(r.throughput_ci_high_ips)}"
+            if r.throughput_ci_low_ips is not None and r.throughput_ci_high_ips is not None
+            else ""
+        )
+        cells.append(
+            [
+                *head,
+                ips(r.throughput_ips),
+                ci,
+                str(r.windows or ""),
+                ms(r.median_ms),
+                ms(r.p90_ms),
+                ms(r.p99_ms),
+                str(r.samples or ""),
+                ratio(r.vs_best, r.vs_best_ci_low, r.vs_best_ci_high),
+                _cold(r.cold_start),
+                ("unstable", "yellow") if r.unstable else "",
+            ]
+        )
+    return cols, cells
+
+
+def throughput_title(doc: RunDocument) -> str:
+    env = doc.environment
+    where = env.get("gpu_name") or f"{env.get('cpu_model')} ({env.get('cpu_cores')} cores)"
+    return (
+        f"Throughput on {doc.device.upper()}: {where}, {env.get('threads')} threads split between the streams "
+        "(img/s: median window with its 95% bootstrap CI; p50/p90/p99: latency of each request; "
+        "vs best: time per image over the best setting's)"
+    )
 
 
 def title(doc: RunDocument) -> str:

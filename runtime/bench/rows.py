@@ -29,6 +29,12 @@ Status = Literal["ok", "failed", "refused", "parity-failed"]
 Setting = str | int | float | bool | None
 
 
+def describe_setting(streams: int | None, threads_per_stream: int | None, concurrency: int | None) -> str:
+    """A throughput setting in words: ``2 streams x 1 thread, 2 in flight``."""
+    per = f" x {threads_per_stream} thread{'s' if threads_per_stream != 1 else ''}" if threads_per_stream else ""
+    return f"{streams} stream{'s' if streams != 1 else ''}{per}, {concurrency} in flight"
+
+
 class ColdStart(BaseModel):
     """What it took an engine to give its first result here, in seconds (None: no such step).
 
@@ -92,6 +98,23 @@ class BenchRow(BaseModel):
     max_ms: float | None = None
     std_ms: float | None = None
     throughput_ips: float | None = None
+    #: the 95% interval of throughput (latency mode: batch over the median's interval; throughput
+    #: mode: from the windows)
+    throughput_ci_low_ips: float | None = None
+    throughput_ci_high_ips: float | None = None
+    # throughput mode (--streams/--concurrency): the setting, and its windows
+    mode: Literal["latency", "throughput"] = "latency"
+    streams: int | None = None
+    concurrency: int | None = None
+    threads_per_stream: int | None = None
+    windows: int | None = None
+    window_seconds: float | None = None
+    #: the median window's seconds per image (1 / throughput), with its 95% bootstrap interval
+    seconds_per_image: float | None = None
+    seconds_per_image_ci_low: float | None = None
+    seconds_per_image_ci_high: float | None = None
+    #: the windows' seconds per image as far as a later run needs them (``--baseline``)
+    window_summary: SampleSummary | None = None
     #: the timed samples (ms) as far as a later run needs them to bootstrap a ratio against this row
     #: (``--baseline``); absent in results written before it was kept
     sample_summary: SampleSummary | None = None
@@ -138,6 +161,9 @@ class BenchRow(BaseModel):
 
     @property
     def label(self) -> str:
+        if self.mode == "throughput":
+            setting = describe_setting(self.streams, self.threads_per_stream, self.concurrency)
+            return f"{self.engine} {self.precision} [{setting}]"
         return f"{self.engine} {self.precision}"
 
 
@@ -185,7 +211,7 @@ class RunDocument(BaseModel):
 
 
 #: Fields of a row kept out of the CSV: lists of hundreds of numbers are for the JSON, not a spreadsheet.
-JSON_ONLY = ("sample_summary",)
+JSON_ONLY = ("sample_summary", "window_summary")
 CSV_COLUMNS: tuple[str, ...] = tuple(f for f in BenchRow.model_fields if f not in JSON_ONLY)
 
 

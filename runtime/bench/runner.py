@@ -56,6 +56,18 @@ from .roofline import count_flops, roofline, weight_bytes
 from .rows import BenchRow, ColdStart, ParityEntry, RunDocument
 from .stats import Interval, ratio_interval, summarize, summarize_samples
 from .store import ResultStore, SaveOutcome, new_run_id
+from .throughput import (
+    NOT_IN_THROUGHPUT,
+    THROUGHPUT_ENGINES,
+    Setting,
+    ThroughputTimed,
+    Workers,
+    measure_throughput_interleaved,
+    prepare_streams,
+    settings_from,
+)
+from .throughput import figures as throughput_figures
+from .throughput import vs_best as throughput_vs_best
 from .timing import Timed, measure_interleaved
 
 
@@ -187,6 +199,10 @@ def run_benchmark(config: BenchConfig, hooks: Hooks | None = None) -> BenchResul
         torch.set_num_threads(previous_threads)
 
 
+def _why(exc: BaseException) -> str:
+    return first_line(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc)}"
+
+
 def _fmt_ms(ms: float) -> str:
     return f"{ms:.3g} ms" if ms < 100 else f"{ms:.0f} ms"
 
@@ -291,6 +307,8 @@ class _Run:
         self.engines: list[str] = []
         for engine in dict.fromkeys(config.engines):
             why = unavailable_reason(engine, choice.device)
+            if why is None and config.throughput and engine not in THROUGHPUT_ENGINES:
+                why = NOT_IN_THROUGHPUT.get(engine, "not in throughput mode")
             if why:
                 self.doc.skipped_engines[engine] = why
                 self.note(f"{engine}: not available ({why})")
@@ -473,6 +491,12 @@ class _Run:
             reason=reason,
         )
 
+    def failed_setting(
+        self, model: str, c: tuple[str, str, Setting], batch: int, shape: tuple[int, ...], status: str, reason: str
+    ) -> BenchRow:
+        row = self.failed_row(model, c[0], c[1], batch, shape, status, reason)
+        return row.model_copy(update=dict(mode="throughput", streams=c[2].streams, concurrency=c[2].concurrency))
+
     def save(self, rows: list[BenchRow]) -> None:
         self.doc.rows.extend(rows)
         self.store.save(self.doc)
@@ -527,12 +551,15 @@ class _Run:
                 self.save(rows)
                 self.hooks.done(f"{where}: refused ({refused[batch]})")
                 continue
-            rows = self.run_group(ctx, contenders, blocked, ort_parity, batch, shape, size, flops, where)
+            group = self.run_throughput_group if config.throughput else self.run_group
+            rows = group(ctx, contenders, blocked, ort_parity, batch, shape, size, flops, where)
             self.save(rows)
             self.hooks.done(f"{where}: " + ", ".join(self.describe_row(r) for r in rows))
 
     @staticmethod
     def describe_row(row: BenchRow) -> str:
+        if row.ok and row.mode == "throughput" and row.throughput_ips is not None:
+            return f"{row.label} {row.throughput_ips:.4g} img/s" + (" (unstable)" if row.unstable else "")
         if row.ok and row.median_ms is not None:
             return f"{row.label} {_fmt_ms(row.median_ms)}" + (" (unstable)" if row.unstable else "")
         return f"{row.label} {row.status}"
@@ -633,6 +660,170 @@ class _Run:
                     pass
         return [rows[c] for c in contenders if c in rows]
 
+    def run_throughput_group(
+        self,
+        ctx: ModelContext,
+        contenders: list[tuple[str, str]],
+        blocked: dict[str, str],
+        ort_parity: dict[str, object],
+        batch: int,
+        shape: tuple[int, ...],
+        size: tuple[int, int] | None,
+        flops: int | None,
+        where: str,
+    ) -> list[BenchRow]:
+        """Throughput mode: every (engine, precision) at every setting, parity-checked on its own
+        first stream, then timed in interleaved windows (runtime.bench.throughput)."""
+        config = self.config
+        self.group_index += 1
+        settings = settings_from(config.streams, config.concurrency)
+        rows: dict[tuple[str, str, Setting], BenchRow] = {}
+        ready: list[tuple[tuple[str, str, Setting], Workers, str | None, float | None]] = []
+
+        def fail(c: tuple[str, str, Setting], status: str, reason: str) -> None:
+            rows[c] = self.failed_setting(ctx.name, c, batch, shape, status, reason)
+
+        x = random_input(shape, batch, seed=config.seed + batch).numpy()
+        cache: ReferenceCache = {}
+        try:
+            for engine, precision in contenders:
+                for setting in settings:
+                    c = (engine, precision, setting)
+                    key = graph_key(engine, precision)
+                    if key is not None and key in blocked:
+                        fail(c, "failed", blocked[key])
+                        continue
+                    if config.parity and engine == "onnxruntime":
+                        record = ort_parity.get(precision)
+                        if isinstance(record, str) or record is None:
+                            fail(c, "failed", record or "no parity check")
+                            continue
+                        ok, why = passed_at(record, batch, size)  # type: ignore[arg-type]
+                        if not ok:
+                            fail(c, "parity-failed", f"parity: {why}")
+                            continue
+                    self.hooks.tick(f"{where}: preparing {engine} {precision} [{setting.describe()}]")
+                    try:
+                        workers = prepare_streams(engine, ctx, precision, x, setting)
+                    except Exception as exc:
+                        text = (
+                            first_line(exc)
+                            if isinstance(exc, UserError)
+                            else f"{type(exc).__name__}: {first_line(exc)}"
+                        )
+                        fail(c, "failed", text)
+                        continue
+                    parity, max_err = ("skipped", None) if not config.parity else (None, None)
+                    if config.parity:
+                        try:
+                            record = check_runner(
+                                ctx, workers.probe, x.shape, size, seed=PARITY_SEED + batch, cache=cache
+                            )
+                        except Exception as exc:
+                            workers.close()
+                            fail(c, "failed", f"parity check failed to run: {type(exc).__name__}: {first_line(exc)}")
+                            continue
+                        self.doc.parity.append(
+                            ParityEntry(model=ctx.name, engine=engine, precision=precision, record=record)
+                        )
+                        ok, why = passed_at(record, batch, size)
+                        if not ok:
+                            workers.close()
+                            fail(c, "parity-failed", f"parity: {why}")
+                            continue
+                        parity, max_err = "pass", worst_abs_err(record)
+                    ready.append((c, workers, parity, max_err))
+            if ready:
+                self.hooks.step(f"{where}: timing {len(ready)} settings in throughput windows (interleaved)")
+                timed = measure_throughput_interleaved(
+                    [w for _, w, _, _ in ready],
+                    config.timing,
+                    batch,
+                    on_round=lambda n: self.hooks.tick(f"{where}: throughput windows, round {n}"),
+                )
+                rows.update(self.throughput_rows(ctx, ready, timed, batch, shape, flops))
+        finally:
+            for _, workers, _, _ in ready:
+                try:
+                    workers.close()
+                except Exception:
+                    pass
+        return [rows[(e, p, s)] for e, p in contenders for s in settings if (e, p, s) in rows]
+
+    def throughput_rows(
+        self,
+        ctx: ModelContext,
+        ready: list[tuple[tuple[str, str, Setting], Workers, str | None, float | None]],
+        timed: list[ThroughputTimed],
+        batch: int,
+        shape: tuple[int, ...],
+        flops: int | None,
+    ) -> dict[tuple[str, str, Setting], BenchRow]:
+        config = self.config
+        rng = np.random.default_rng([config.seed, self.group_index])
+        load = _load()
+        out: dict[tuple[str, str, Setting], BenchRow] = {}
+        good = {}
+        for (c, *_), t in zip(ready, timed):
+            if t.error is not None or not t.windows:
+                row = self.failed_row(ctx.name, c[0], c[1], batch, shape, "failed", t.error or "no windows")
+                out[c] = row.model_copy(
+                    update=dict(mode="throughput", streams=c[2].streams, concurrency=c[2].concurrency)
+                )
+                continue
+            good[c] = (t, throughput_figures(t, batch, rng, config.max_ci_width, SPREAD_LIMIT, load))
+        if not good:
+            return out
+        best = min(good, key=lambda c: good[c][1].seconds_per_image.value)
+        for (c, workers, parity, max_err), _t in zip(ready, timed):
+            if c not in good:
+                continue
+            t, figs = good[c]
+            reasons = list(figs.own_reasons)
+            iv = throughput_vs_best(t, good[best][0], rng)
+            if c != best:
+                if iv.width > config.max_ci_width:
+                    reasons.append(f"vs best 95% CI {iv.low:.2f}-{iv.high:.2f}x")
+                if good[best][1].own_reasons:
+                    reasons.append(
+                        f"vs best rests on {workers.label if False else good[best][0].workers.label}, which is unstable"
+                    )
+            fields = dict(
+                run_id=self.doc.run_id,
+                model=ctx.name,
+                engine=c[0],
+                precision=c[1],
+                device=workers.device,
+                machine=self.machine,
+                batch_size=batch,
+                input_shape=list(shape),
+                threads=self.threads,
+                load_average=finite(load),
+                status="ok",
+                graph=workers.graph,
+                rounds=t.rounds,
+                timed_seconds=t.spent,
+                **figs.fields,
+                mode="throughput",
+                streams=c[2].streams,
+                concurrency=c[2].concurrency,
+                threads_per_stream=workers.threads_per_stream,
+                vs_best=iv.value,
+                vs_best_ci_low=iv.low,
+                vs_best_ci_high=iv.high,
+                best=good[best][0].workers.label,
+                unstable=bool(reasons),
+                unstable_reasons=reasons,
+                gflop=flops * batch / 1e9 if flops is not None else None,
+                weight_bytes=weight_bytes(ctx.artifact.manifest.num_params, c[1]),
+                parity=parity,
+                parity_max_abs_err=max_err,
+                cold_start=ColdStart(**workers.cold_start) if workers.cold_start else None,
+                settings=dict(workers.settings),
+            )
+            out[c] = BenchRow(**{k: finite(v) if isinstance(v, float) else v for k, v in fields.items()})  # type: ignore[arg-type]
+        return out
+
     def measured_rows(
         self,
         ctx: ModelContext,
@@ -715,6 +906,8 @@ class _Run:
                 rounds=t.rounds,
                 timed_seconds=t.spent,
                 **stats.to_dict(),  # type: ignore[attr-defined]
+                throughput_ci_low_ips=batch / (stats.median_ci_high_ms / 1e3),  # type: ignore[attr-defined]
+                throughput_ci_high_ips=batch / (stats.median_ci_low_ms / 1e3),  # type: ignore[attr-defined]
                 sample_summary=summarize_samples(np.asarray(t.samples) * 1e3),
                 vs_pytorch=vs_pt.value if vs_pt else None,
                 vs_pytorch_ci_low=vs_pt.low if vs_pt else None,
@@ -757,5 +950,10 @@ class _Run:
         for r in doc.rows:
             if r.ok and r.vs_best == 1.0 and r.group not in seen:
                 seen.add(r.group)
-                fastest.append(f"{_where(r)}: {r.label} {_fmt_ms(r.median_ms or 0.0)}")
+                figure = (
+                    f"{r.throughput_ips or 0.0:.4g} img/s, p50 {_fmt_ms(r.median_ms or 0.0)}"
+                    if r.mode == "throughput"
+                    else _fmt_ms(r.median_ms or 0.0)
+                )
+                fastest.append(f"{_where(r)}: {r.label} {figure}")
         doc.fastest = fastest
