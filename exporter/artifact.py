@@ -197,6 +197,22 @@ class ExportSettings(_Record):
     weights: str | None = None
 
 
+class LayerMap(_Record):
+    """Which module of the PyTorch model each node of a graph came from (``exporter/layers.py``).
+
+    ``nodes``: node name -> module path (``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``);
+    ``scopes``: the node-name scope prefixes -> module path, for names an engine derives from
+    them; ``module_types``: module path -> class (``Conv2d``); ``unmapped``: nodes traced outside
+    any submodule, or added by a tool, which keep their own names. A variant's map holds
+    ``nodes`` and ``unmapped`` of its own graph; the scopes and types are the fp32 graph's.
+    """
+
+    nodes: dict[str, str] = Field(default_factory=dict)
+    scopes: dict[str, str] = Field(default_factory=dict)
+    module_types: dict[str, str] = Field(default_factory=dict)
+    unmapped: list[str] = Field(default_factory=list)
+
+
 class QuantizationRecord(_Record):
     format: str
     activations: str
@@ -246,6 +262,8 @@ class VariantRecord(_Record):
     quantization: QuantizationRecord | None = None
     optimization: OptimizationRecord | None = None
     parity: ParityRecord
+    #: which module each node of this graph came from (None: built before layer maps were recorded)
+    layers: LayerMap | None = None
 
 
 class Manifest(_Record):
@@ -271,6 +289,8 @@ class Manifest(_Record):
     parity: ParityRecord
     versions: dict[str, str]
     variants: dict[str, VariantRecord] = Field(default_factory=dict)
+    #: which module each node of the fp32 graph came from (None: exported before layer maps were recorded)
+    layers: LayerMap | None = None
 
     @field_validator("name")
     @classmethod

@@ -22,6 +22,7 @@ from .data import random_input
 from .errors import ExportFailed, UserError
 from .files import atomic_outputs, ensure_writable_dir, remove_stale_partials, require_free_space, sha256_bytes
 from .graph import check_graph, io_spec, op_counts, simplify_graph
+from .layers import map_modules
 from .memory import check_fits
 from .reference import Prepared, forward_outputs, prepare
 from .trace import DEFAULT_OPSET, trace_to_onnx, validate_opset
@@ -126,6 +127,7 @@ def export_model(
     if simplify:
         step("simplified with onnxsim")
     spec = io_spec(final)
+    layers = map_modules(prepared.model, final)
     graph_bytes = final.SerializeToString()
     if len(graph_bytes) >= 2**31:
         raise ExportFailed("graph exceeds 2 GB; external-data export is not supported yet")
@@ -163,6 +165,7 @@ def export_model(
         op_counts=op_counts(final),
         parity=parity,
         versions=versions(),
+        layers=layers,
     )
     step("writing")
     messages: list[str] = []

@@ -603,6 +603,7 @@ def build_variant(
             inputs=spec["inputs"],  # type: ignore[arg-type]
             outputs=spec["outputs"],  # type: ignore[arg-type]
             parity=parity,
+            layers=_variant_layers(manifest, artifact.path(), graph),
             **facts,  # type: ignore[arg-type]
         )
         remove_stale_partials(directory)
@@ -611,6 +612,15 @@ def build_variant(
             writer.write_bytes(final, data)
             art.write_manifest(writer, directory, manifest.with_variant(record))
     return VariantResult(artifact.name, key, final, record, time.perf_counter() - started)
+
+
+def _variant_layers(manifest: art.Manifest, base: Path, graph: onnx.ModelProto) -> art.LayerMap | None:
+    """The variant's layer map, derived from the fp32 graph's (None where that has none)."""
+    from .layers import LayerIndex, map_variant
+
+    if manifest.layers is None:
+        return None
+    return map_variant(LayerIndex(manifest.layers, onnx.load(str(base))), graph)
 
 
 @contextlib.contextmanager

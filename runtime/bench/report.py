@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.console import Cell, Column
 
+from ..machine import peak_lines
 from .baseline import BaselineComparison
 from .rows import ColdStart, RunDocument
 from .store import SaveOutcome
@@ -79,7 +80,7 @@ def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
         if has_roof:
             line += [
                 f"{r.achieved_gflops:.1f}" if r.achieved_gflops is not None else "",
-                f"{r.fraction_of_peak:.0%}" if r.fraction_of_peak is not None else "",
+                f"{r.fraction_of_peak:.0%} {r.peak_precision or ''}".strip() if r.fraction_of_peak is not None else "",
                 ms(r.floor_ms),
                 f"{r.time_over_floor:.2f}" if r.time_over_floor is not None else "",
             ]
@@ -154,19 +155,17 @@ def summary(doc: RunDocument, max_ci_width: float) -> list[str]:
     lines = []
     if doc.machine is not None:
         m = doc.machine
-        lines.append(
-            f"machine: fp32 MatMul peak {m.matmul_gflops:.0f} GFLOP/s ({m.matmul}); "
-            f"memory bandwidth {m.bandwidth_gbs:.1f} GB/s ({m.bandwidth})"
-        )
+        lines += peak_lines(m)
         cache = (
             f" (weights within the {m.cache_bytes >> 20} MiB last-level cache: FLOPs / peak)" if m.cache_bytes else ""
         )
-        lines.append(f"roofline floor = max(FLOPs / peak, weight bytes / bandwidth){cache}; x floor = median / floor")
-        if any(r.ok and not r.precision.startswith("fp32") for r in doc.rows):
-            lines.append(
-                "int8, fp16 and bf16 rows are set against the fp32 peak: their own limit is higher, "
-                "so they can run below the fp32 floor (x floor < 1)"
-            )
+        lines.append(
+            "roofline floor = max(FLOPs / peak of the precision the row computes in, weight bytes / bandwidth)"
+            f"{cache}; x floor = median / floor; % peak names that precision"
+        )
+        unheld = sorted({r.label for r in doc.rows if r.ok and r.gflop is not None and r.peak_precision is None})
+        if unheld:
+            lines.append(f"no floor for {', '.join(unheld)}: this machine has no measured peak for its precision")
     for line in doc.fastest:
         lines.append(f"fastest: {line}")
     measured = [r for r in doc.rows if r.ok]

@@ -1,8 +1,8 @@
 """How close a measured latency is to what the machine physically allows.
 
-For a row of ``flops`` floating-point operations (the whole batch) reading ``weight_bytes`` of
-weights, on a machine whose measured fp32 matrix-multiply peak is ``peak_gflops`` and memory
-read bandwidth ``bandwidth_gbs``:
+For a row of ``flops`` operations (the whole batch) reading ``weight_bytes`` of weights, on a
+machine whose measured matrix-multiply peak in the row's own precision (fp32, TF32, fp16, bf16 or
+int8: :mod:`runtime.machine`) is ``peak_gflops`` and memory read bandwidth ``bandwidth_gbs``:
 
 * achieved GFLOP/s = flops / median time, and its fraction of the peak;
 * the roofline floor = max(flops / peak, weight_bytes / bandwidth): no implementation can be

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from exporter.artifact import ParityRecord
 from exporter.files import strict_json
 
+from ..machine import MachinePeak
 from .baseline import BaselineComparison
-from .machine import MachinePeak
 from .stats import SampleSummary
 
 FORMAT = "runtime.bench results"
@@ -139,6 +139,8 @@ class BenchRow(BaseModel):
     floor_ms: float | None = None
     time_over_floor: float | None = None
     bound: str | None = None
+    #: the precision whose measured peak the row is held to (int8 rows to the int8 peak, ...)
+    peak_precision: str | None = None
     # how it was run
     setup_seconds: float | None = None
     cold_start: ColdStart | None = None

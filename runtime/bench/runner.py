@@ -7,7 +7,7 @@
    (a bad name, a user model without ``--reference``, a size the graph cannot take: one
    error before anything runs);
 2. decide the device once, find which engines can run (the others are named with why);
-3. measure the machine's peak (fp32 MatMul, memory bandwidth) once;
+3. measure the machine's peaks (every precision's, best of several probes) and memory bandwidth;
 4. per model: resolve its graphs (rebuilding stale ones, said in one line), rebuild its
    PyTorch reference, refuse batches that cannot fit in memory, check every engine's
    parity with PyTorch; then per (input size, batch): time the engines interleaved,
@@ -34,11 +34,21 @@ from exporter.memory import check_fits
 from exporter.reference import rebuild
 from exporter.zoo import get_spec, list_models
 
+from ..machine import (
+    DeviceChoice,
+    MachinePeak,
+    compute_precision,
+    describe,
+    environment,
+    measure_peak,
+    merge_peaks,
+    resolve_device,
+)
 from ..parity import DEFAULT_SEED as PARITY_SEED
 from ..parity import check_sizes
 from ..resolve import resolve
 from .baseline import BaselineFile, compare_runs, load_baseline
-from .config import BenchConfig, numeric_precision, parse_precision, parse_references
+from .config import BenchConfig, parse_precision, parse_references
 from .engines import (
     TORCH_ENGINES,
     ModelContext,
@@ -50,7 +60,6 @@ from .engines import (
     unavailable_reason,
 )
 from .gate import ReferenceCache, check_onnxruntime, check_runner, passed_at, worst_abs_err
-from .machine import DeviceChoice, MachinePeak, describe, environment, measure_peak, merge_peaks, resolve_device
 from .plot import latency_png
 from .roofline import count_flops, roofline, weight_bytes
 from .rows import BenchRow, ColdStart, ParityEntry, RunDocument
@@ -221,29 +230,31 @@ def _load() -> float:
         return float("nan")
 
 
-#: The unstable reason of an fp32 row measured far faster than the machine's measured peak allows.
+#: The unstable reason of a row measured far faster than its precision's measured peak allows.
 BELOW_FLOOR = "faster than the measured peak allows (the peak probe met a busier CPU)"
-#: How far below the fp32 floor a row may land before the probe, not the row, is suspect. The peak
-#: is onnxruntime's own SGEMM; its NCHWc convolution kernels run a few percent faster on the same
-#: CPU (measured here: resnet18 and VGG-16 at 305-318 GFLOP/s against a 294 GFLOP/s MatMul).
+#: How far below its floor a row may land before the probe, not the row, is suspect. The peak is
+#: the best of several libraries' GEMMs; convolution kernels can still run a few percent faster on
+#: the same CPU (measured here: onnxruntime's NCHWc kernels on resnet18 and VGG-16 at 305-318
+#: GFLOP/s against a 294 GFLOP/s onnxruntime MatMul).
 PLAUSIBLE_BELOW_FLOOR = 0.8
 
 
 def with_roofline(row: BenchRow, machine: MachinePeak | None) -> BenchRow:
-    """``row`` with its roofline figures against ``machine`` (recomputed if it had some)."""
+    """``row`` with its roofline figures against the peak of the precision it computes in (fp32,
+    TF32, fp16, bf16 or int8; see :func:`runtime.machine.compute_precision`), recomputed if it had
+    some. A row whose precision has no peak on this machine gets none."""
     if not row.ok or machine is None or row.gflop is None or row.weight_bytes is None or not row.median_ms:
         return row
-    roof = roofline(
-        row.gflop * 1e9,
-        row.weight_bytes,
-        row.median_ms,
-        machine.matmul_gflops,
-        machine.bandwidth_gbs,
-        machine.cache_bytes,
-    )
+    precision = compute_precision(row.precision, row.device, row.tf32 if row.tf32 is not None else machine.tf32)
+    peak = machine.peak_gflops(precision)
     reasons = [r for r in row.unstable_reasons if r != BELOW_FLOOR]
-    # Only fp32 is bounded by the fp32 peak: int8 (VNNI), fp16 and bf16 may beat its floor.
-    if numeric_precision(row.precision) == "fp32" and roof.time_over_floor < PLAUSIBLE_BELOW_FLOOR:
+    if peak is None:
+        cleared = dict.fromkeys(("achieved_gflops", "fraction_of_peak", "floor_ms", "time_over_floor", "bound"))
+        return row.model_copy(
+            update=dict(**cleared, peak_precision=None, unstable_reasons=reasons, unstable=bool(reasons))
+        )
+    roof = roofline(row.gflop * 1e9, row.weight_bytes, row.median_ms, peak, machine.bandwidth_gbs, machine.cache_bytes)
+    if roof.time_over_floor < PLAUSIBLE_BELOW_FLOOR:
         reasons.append(BELOW_FLOOR)
     return row.model_copy(
         update=dict(
@@ -252,6 +263,7 @@ def with_roofline(row: BenchRow, machine: MachinePeak | None) -> BenchRow:
             floor_ms=finite(roof.floor_ms),
             time_over_floor=finite(roof.time_over_floor),
             bound=roof.bound,
+            peak_precision=precision,
             unstable_reasons=reasons,
             unstable=bool(reasons),
         )
@@ -338,16 +350,17 @@ class _Run:
         interrupted: str | None = None
         try:
             if config.roofline:
-                self.hooks.step("measuring the machine: fp32 MatMul peak and memory bandwidth")
-                self.doc.machine = measure_peak(choice, self.session, self.threads)
+                self.hooks.step("measuring the machine: each precision's peak and the memory bandwidth")
+                self.doc.machine = measure_peak(choice, self.session, self.threads, precisions=self.peak_precisions())
             total = sum(max(1, len(p.sizes)) * len(self.batches) for p in self.plans)
             self.hooks.start(total)
             for plan in self.plans:
                 self.run_model(plan)
             if self.doc.machine is not None and self.doc.measured:
                 # the peak is a maximum: probed again at the end, in case the CPU was busier at the start
-                self.hooks.step("measuring the machine again: fp32 MatMul peak and memory bandwidth")
-                self.doc.machine = merge_peaks(self.doc.machine, measure_peak(choice, self.session, self.threads))
+                self.hooks.step("measuring the machine again: each precision's peak and the memory bandwidth")
+                again = measure_peak(choice, self.session, self.threads, precisions=self.peak_precisions())
+                self.doc.machine = merge_peaks(self.doc.machine, again)
                 self.doc.rows = [with_roofline(r, self.doc.machine) for r in self.doc.rows]
             self.doc.status = "complete"
         except KeyboardInterrupt:
@@ -365,6 +378,13 @@ class _Run:
             )
         saved = self.store.finish(self.doc, latency_png)
         return BenchResult(self.doc, saved, interrupted)
+
+    def peak_precisions(self) -> list[str]:
+        """The compute precisions whose peaks this run's rows are held to (PyTorch's fp32 always)."""
+        tf32 = self.session.tf32
+        wanted = [compute_precision("fp32", self.choice.device, tf32)]
+        wanted += [compute_precision(p, self.choice.device, tf32) for p in self.precisions]
+        return list(dict.fromkeys(wanted))
 
     # --- one model --------------------------------------------------------------------------
 

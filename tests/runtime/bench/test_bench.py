@@ -55,7 +55,7 @@ def test_bench_writes_strict_json_csv_and_plot(arts: Path, tmp_path: Path, capsy
     printed = capsys.readouterr()
     # without a terminal: a Markdown table with every column, nothing cut, and plain progress lines
     assert "| model " in printed.out and " vs pytorch |" in printed.out and "…" not in printed.out
-    assert "x floor" in printed.out and "machine: fp32 MatMul peak" in printed.out
+    assert "x floor" in printed.out and "fp32 peak" in printed.out and "CPU features: AVX-512" in printed.out
     assert "running on CPU" in printed.err
     assert "[1/4" in printed.err and "[4/4" in printed.err and "lenet5 batch 1: onnxruntime fp32" in printed.err
 

@@ -66,7 +66,7 @@ def test_weights_that_fit_in_the_cache_are_not_read_from_memory() -> None:
 
 def test_rows_get_their_roofline_again_against_the_final_peak() -> None:
     """A row faster than the measured peak allows is flagged; against a higher peak it is not."""
-    from runtime.bench.machine import MachinePeak, merge_peaks
+    from runtime.machine import MachinePeak, merge_peaks
     from runtime.bench.rows import BenchRow
     from runtime.bench.runner import BELOW_FLOOR, with_roofline
 
@@ -94,25 +94,38 @@ def test_rows_get_their_roofline_again_against_the_final_peak() -> None:
     assert not final.unstable and final.unstable_reasons == []
 
 
-def test_only_fp32_rows_far_below_the_fp32_floor_are_suspect() -> None:
-    """int8 (VNNI) beats the fp32 floor legitimately, and onnxruntime's convolutions run a few
-    percent above its own SGEMM: neither is a sign of a disturbed peak probe."""
-    from runtime.bench.machine import MachinePeak
+def test_every_row_is_held_to_the_peak_of_its_own_precision() -> None:
+    """int8 rows to the int8 peak, fp32 (and fp16 on CPU, which computes in fp32) to the fp32 peak;
+    a precision the machine has no peak for gets no floor, never the fp32 one; onnxruntime's
+    convolutions running a few percent above the GEMM probes is no sign of a disturbed probe."""
     from runtime.bench.rows import BenchRow
     from runtime.bench.runner import BELOW_FLOOR, with_roofline
+    from runtime.machine import MachinePeak, PrecisionPeak
+
+    def p(precision: str, gflops: float) -> PrecisionPeak:
+        return PrecisionPeak(precision=precision, gflops=gflops, probe=f"{precision} probe", probes={"x": gflops})
 
     peak = MachinePeak(
-        device="cpu", threads=2, matmul_gflops=100.0, matmul="m", bandwidth_gbs=10.0, bandwidth="b", probe_seconds=1.0
-    )
+        device="cpu", threads=2, matmul_gflops=100.0, matmul="m", bandwidth_gbs=10.0, bandwidth="b",
+        probe_seconds=1.0, peaks={"fp32": p("fp32", 100.0), "int8": p("int8", 400.0)},
+        missing={"bf16": "no bf16 arithmetic"},
+    )  # fmt: skip
 
-    def row(precision: str, median_ms: float) -> BenchRow:
+    def row(precision: str, median_ms: float, engine: str = "onnxruntime") -> BenchRow:
         return BenchRow(
-            run_id="r", model="m", engine="onnxruntime", precision=precision, device="cpu", machine="cpu",
+            run_id="r", model="m", engine=engine, precision=precision, device="cpu", machine="cpu",
             batch_size=1, input_shape=[3, 8, 8], threads=2, status="ok", median_ms=median_ms, gflop=2.0,
             weight_bytes=4_000_000,
         )  # fmt: skip
 
-    assert not with_roofline(row("fp32", 19.0), peak).unstable  # 5% above the SGEMM peak: plausible
+    fp32 = with_roofline(row("fp32", 19.0), peak)  # 5% above the GEMM peak: plausible
+    assert not fp32.unstable and fp32.peak_precision == "fp32" and fp32.floor_ms == pytest.approx(20.0)
     assert with_roofline(row("fp32", 10.0), peak).unstable_reasons == [BELOW_FLOOR]
-    int8 = with_roofline(row("int8", 5.0), peak)
-    assert int8.time_over_floor == pytest.approx(0.25) and not int8.unstable
+    int8 = with_roofline(row("int8.opt-cpu", 10.0), peak)
+    assert int8.peak_precision == "int8" and int8.floor_ms == pytest.approx(5.0)
+    assert int8.time_over_floor == pytest.approx(2.0) and int8.fraction_of_peak == pytest.approx(0.5)
+    assert not int8.unstable
+    assert with_roofline(row("int8", 2.0, engine="openvino"), peak).unstable_reasons == [BELOW_FLOOR]
+    assert with_roofline(row("fp16", 40.0), peak).peak_precision == "fp32"
+    bf16 = with_roofline(row("bf16", 5.0, engine="openvino"), peak)
+    assert bf16.floor_ms is None and bf16.peak_precision is None and not bf16.unstable
