@@ -66,9 +66,9 @@ def test_weights_that_fit_in_the_cache_are_not_read_from_memory() -> None:
 
 def test_rows_get_their_roofline_again_against_the_final_peak() -> None:
     """A row faster than the measured peak allows is flagged; against a higher peak it is not."""
-    from runtime.machine import MachinePeak, merge_peaks
     from runtime.bench.rows import BenchRow
     from runtime.bench.runner import BELOW_FLOOR, with_roofline
+    from runtime.machine import MachinePeak, merge_peaks
 
     def peak(gflops: float) -> MachinePeak:
         return MachinePeak(
