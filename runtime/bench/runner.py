@@ -758,7 +758,6 @@ class _Run:
                 timed = measure_throughput_interleaved(
                     [w for _, w, _, _ in ready],
                     config.timing,
-                    batch,
                     on_round=lambda n: self.hooks.tick(f"{where}: throughput windows, round {n}"),
                 )
                 rows.update(self.throughput_rows(ctx, ready, timed, batch, shape, flops))

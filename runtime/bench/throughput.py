@@ -93,6 +93,8 @@ class Workers:
     cold_start: dict[str, float | bool | None] = field(default_factory=dict)
     graph: str | None = None
     close: Callable[[], None] = lambda: None
+    #: images per request
+    batch: int = 1
 
     @property
     def label(self) -> str:
@@ -138,7 +140,7 @@ def prepare_onnxruntime_streams(ctx: ModelContext, precision: str, x: np.ndarray
     probe = Runner("onnxruntime", precision, info.device, slots[0], infer, settings=settings)
     return Workers(
         "onnxruntime", precision, info.device, setting, per, slots, probe, settings,
-        {"create_s": create_s, "first_inference_s": first}, ctx.graph_paths[precision],
+        {"create_s": create_s, "first_inference_s": first}, ctx.graph_paths[precision], batch=int(x.shape[0]),
     )  # fmt: skip
 
 
@@ -197,6 +199,7 @@ def prepare_openvino_streams(ctx: ModelContext, precision: str, x: np.ndarray, s
     return Workers(
         "openvino", precision, "cpu", setting, per, slots, probe, settings,
         {"create_s": create_s, "compile_s": compile_s, "first_inference_s": first}, ctx.graph_paths[key],
+        batch=int(x.shape[0]),
     )  # fmt: skip
 
 
@@ -273,10 +276,10 @@ def window_throughput(spans: Sequence[tuple[float, float]], start: float, end: f
     return done * batch / (end - start)
 
 
-def _enough(t: ThroughputTimed, policy: TimingPolicy) -> bool:
+def _enough(t: ThroughputTimed, policy: TimingPolicy, min_requests: int = 0) -> bool:
     if policy.exact is not None:
         return len(t.windows) >= policy.exact
-    return len(t.windows) >= policy.min_samples and t.spent >= policy.min_seconds
+    return len(t.windows) >= policy.min_samples and t.spent >= policy.min_seconds and len(t.latencies) >= min_requests
 
 
 def run_each(slots: Sequence[Callable[[], None]], count: int, seconds: float) -> list[float]:
@@ -317,10 +320,14 @@ def warm_up(t: ThroughputTimed, policy: TimingPolicy) -> None:
 def measure_throughput_interleaved(
     workers: Sequence[Workers],
     policy: TimingPolicy,
-    batch: int,
     on_round: Callable[[int], None] | None = None,
+    min_requests: int = 0,
 ) -> list[ThroughputTimed]:
-    """Time every setting in interleaved rounds of one window each (see the module docstring)."""
+    """Time every setting in interleaved rounds of one window each (see the module docstring).
+
+    The settings may differ in batch size (tune confirms its finalists together); ``min_requests``
+    asks for at least that many request latencies too (100 for a p99).
+    """
     timed = [ThroughputTimed(w) for w in workers]
     for t in timed:
         try:
@@ -331,17 +338,17 @@ def measure_throughput_interleaved(
     rounds = 0
     while True:
         active = [t for t in timed if t.error is None]
-        if not active or all(_enough(t, policy) for t in active):
+        if not active or all(_enough(t, policy, min_requests) for t in active):
             break
         if time.perf_counter() - started >= policy.max_seconds:
             for t in active:
-                t.capped = not _enough(t, policy)
+                t.capped = not _enough(t, policy, min_requests)
             break
         for t in active:
             if _enough(t, policy) and policy.exact is not None:
                 continue
             try:
-                ips, latencies = run_window(t.workers.slots, batch, t.window_seconds)
+                ips, latencies = run_window(t.workers.slots, t.workers.batch, t.window_seconds)
             except Exception as exc:
                 t.error = f"{type(exc).__name__}: {first_line(exc)}"
                 continue

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m runtime.serve resnet18 --write-repository models --device cuda --tensorrt fp16\n"
         "  python -m runtime.serve lenet5 --write-repository models --precision int8\n"
         "  python -m runtime.serve --check-repository models\n"
+        "  python -m runtime.serve --repository artifacts/tune/resnet18/repository   # a tune deployment\n"
         "needs the serve extra: pip install -e '.[serve]'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--check-repository", type=Path, metavar="DIR", help="validate every model of a repository (or the one named)"
+    )
+    r.add_argument(
+        "--repository",
+        type=Path,
+        metavar="DIR",
+        help="serve a model repository's model (one, or --model-name) on the local Triton with the engine and "
+        "settings its config.pbtxt names: onnxruntime or OpenVINO, instances, threads, streams, batching",
     )
     r.add_argument(
         "--tensorrt",
@@ -169,23 +177,65 @@ def _write_repository(args: argparse.Namespace, options: ModelOptions, out: Cons
     return 0
 
 
-def _serve(args: argparse.Namespace, options: ModelOptions, out: Console, err: Console) -> int:
+#: flags the repository's config.pbtxt decides when serving --repository (dest -> its default)
+_REPOSITORY_DECIDES = {
+    "artifact": None, "precision": None, "max_batch": 32, "preferred_batch_sizes": None, "max_queue_delay_us": 500,
+    "instances": 1, "device": "auto", "threads": None, "tensorrt": None, "cuda_graphs": False, "no_warmup": False,
+    "write_repository": None, "print_config": False,
+}  # fmt: skip
+
+
+def _serve_repository(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .repository import read_repository_model
+    from .server import ServedGraph, check_serve_dependencies
+
+    given = [k for k, default in _REPOSITORY_DECIDES.items() if getattr(args, k) != default]
+    if given:
+        what = given[0].replace("_", "-")
+        raise UserError(
+            f"{'the artifact' if what == 'artifact' else '--' + what} goes with serving an artifact: "
+            "with --repository the repository's config.pbtxt says what is served and how (choose one with --model-name)"
+        )
+    check_serve_dependencies()
+    model = read_repository_model(args.repository, args.model_name)
+    artifact, variant = _origin(model.config_text, model.name)
+    served = ServedGraph(artifact, variant, model.graph_path, model.graph, model.warmup_shape)
+    out.print(f"serving {model.name} from {model.graph_path.parent.parent} ({model.options.backend} backend)")
+    return _serve(args, model.options, out, err, served=served, model_name=model.name)
+
+
+def _origin(config_text: str, fallback: str) -> tuple[str, str]:
+    """The artifact and graph a toolkit-written config.pbtxt names in its header (else the model's name)."""
+    import re
+
+    m = re.search(r"^# artifact (\S+), graph (\S+)", config_text, flags=re.M)
+    return (m.group(1).rstrip(","), m.group(2)) if m else (fallback, "fp32")
+
+
+def _serve(
+    args: argparse.Namespace,
+    options: ModelOptions,
+    out: Console,
+    err: Console,
+    served=None,  # type: ignore[no-untyped-def]
+    model_name: str | None = None,
+) -> int:
     from .server import LocalServer, ServeOptions, ServerFailed, check_serve_dependencies
 
     check_serve_dependencies()
-    resolved = _resolve(args, err)
+    source = served if served is not None else _resolve(args, err)
     ports = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in DEFAULT_PORTS.items()}
     server = LocalServer(
-        resolved,
+        source,
         ServeOptions(
             model=options,
-            model_name=args.model_name,
+            model_name=model_name or args.model_name,
             startup_timeout_s=args.startup_timeout,
             log_path=args.log,
             **ports,
         ),
     )
-    out.print(f"starting Triton for {resolved.artifact.name} [{resolved.key}] from {resolved.path} ...")
+    out.print(f"starting Triton for {server.served.name} [{server.served.variant}] from {server.served.path} ...")
     try:
         server.start()
         _announce(out, server)
@@ -250,8 +300,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.write_repository is not None:
             raise UserError("--check-repository and --write-repository go separately")
         return _check_repository(args, out)
+    if args.repository is not None:
+        return _serve_repository(args, out, err)
     if not args.artifact:
-        raise UserError("name an artifact to serve (or --check-repository DIR): see python -m runtime.serve --help")
+        raise UserError(
+            "name an artifact to serve (or --repository DIR, --check-repository DIR): "
+            "see python -m runtime.serve --help"
+        )
     options = _model_options(args)
     server_flags = [f"--{k.replace('_', '-')}" for k in DEFAULT_PORTS if getattr(args, k) is not None]
     if args.log is not None:

@@ -115,13 +115,54 @@ def make_infer(
     return infer
 
 
+class OpenVINOSession:
+    """One infer request of an OpenVINO compiled model, with onnxruntime's ``run(names, feeds)``:
+    a Triton instance of the OpenVINO backend is one such request on the model's compiled model."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.request = compiled.create_infer_request()
+
+    def run(self, output_names: list[str], feeds: dict[str, Any]) -> list[Any]:
+        import numpy as np
+
+        self.request.infer(feeds)
+        # copies: the request's output tensors are reused by its next inference
+        return [np.array(self.request.get_tensor(name).data) for name in output_names]
+
+
+def create_engines(graph: bytes, spec: dict[str, Any], instances: int, threads: int | None) -> tuple[list[Any], dict]:
+    """One session per instance (onnxruntime), or one compiled model and a request per instance (OpenVINO)."""
+    if spec.get("engine") == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(graph), "CPU", dict(spec.get("openvino") or {}))
+        streams = str(compiled.get_property("NUM_STREAMS"))
+        done = {
+            "device": "cpu",
+            "providers": [f"OpenVINO {ov.__version__} CPU, {streams} streams"],
+            "reason": "OpenVINO runs on the CPU",
+            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        }
+        return [OpenVINOSession(compiled) for _ in range(instances)], done
+    from runtime.sessions import SessionConfig, create_session
+
+    config = SessionConfig(device=spec["device"], threads=threads, allow_spinning=False)
+    sessions, infos = [], []
+    for _ in range(instances):
+        sess, info = create_session(graph, config)
+        sessions.append(sess)
+        infos.append(info)
+    done = {"device": infos[0].device, "providers": infos[0].providers, "reason": infos[0].reason, "threads": threads}
+    return sessions, done
+
+
 def serve(spec: dict[str, Any], status_fd: int) -> int:
     import numpy as np
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
     from exporter.errors import first_line
-    from runtime.sessions import SessionConfig, create_session
 
     graph = Path(spec["graph"]).read_bytes()
     if hashlib.sha256(graph).hexdigest() != spec["sha256"]:
@@ -129,15 +170,10 @@ def serve(spec: dict[str, Any], status_fd: int) -> int:
         return 1
     instances = int(spec["instances"])
     threads = spec["threads"] or (max(1, (os.cpu_count() or 1) // instances) if instances > 1 else None)
-    config = SessionConfig(device=spec["device"], threads=threads, allow_spinning=False)
     batching = spec["max_batch"] > 0
     input_names = [t["name"] for t in spec["inputs"]]
     output_names = [t["name"] for t in spec["outputs"]]
-    sessions, infos = [], []
-    for _ in range(instances):
-        sess, info = create_session(graph, config)
-        sessions.append(sess)
-        infos.append(info)
+    sessions, engine = create_engines(graph, spec, instances, threads)
     if spec["warmup"]:  # the first runs at a batch size allocate; do them before the first client
         shape = [int(d) for d in spec["warmup_shape"]]
         sizes = sorted({1, spec["max_batch"]}) if batching else [None]
@@ -152,7 +188,7 @@ def serve(spec: dict[str, Any], status_fd: int) -> int:
                 with contextlib.suppress(Exception):
                     sess.run(output_names, feeds)
     logging.info(
-        "sessions ready on %s (%s), %s intra-op threads", infos[0].device, ", ".join(infos[0].providers), threads
+        "sessions ready on %s (%s), %s threads", engine["device"], ", ".join(engine["providers"]), engine["threads"]
     )
 
     host = spec["host"]
@@ -206,10 +242,10 @@ def serve(spec: dict[str, Any], status_fd: int) -> int:
         _status(
             status_fd,
             event="ready",
-            device=infos[0].device,
-            providers=infos[0].providers,
-            reason=infos[0].reason,
-            threads=threads,
+            device=engine["device"],
+            providers=engine["providers"],
+            reason=engine["reason"],
+            threads=engine["threads"],
             triton_version=version,
         )
         while triton.is_alive():

@@ -12,6 +12,11 @@ names, data types and dims must match the graph, the batch dimension must be sym
 must be complete, accelerators must exist for the instance kind. A configuration this module
 accepts is one the server would load for that graph.
 
+Two backends: ``onnxruntime`` (the default) and ``openvino`` (Triton's OpenVINO backend, which
+reads the same ``model.onnx`` when ``default_model_filename`` names it, and takes
+``NUM_STREAMS``, ``INFERENCE_NUM_THREADS``, ``PERFORMANCE_HINT``, ``HINT_BF16`` as parameters,
+checked here as that backend parses them; it runs CPU instances only).
+
 Nothing here prints; problems are :class:`ConfigError` (one line).
 """
 
@@ -27,6 +32,12 @@ from exporter.errors import UserError
 WILDCARD = -1
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
+OPENVINO_BACKEND = "openvino"
+BACKENDS = (BACKEND, OPENVINO_BACKEND)
+#: Triton's OpenVINO backend: the parameters it parses, and their values (case-insensitive)
+OPENVINO_NUMBER_PARAMETERS = ("INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS")
+OPENVINO_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+OPENVINO_BOOL_PARAMETERS = ("SKIP_OV_DYNAMIC_BATCHSIZE", "ENABLE_BATCH_PADDING", "RESHAPE_IO_LAYERS")
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
 DEVICES = ("auto", "cpu", "cuda")
@@ -171,6 +182,11 @@ class ModelOptions:
     none are given; ``device`` picks the instance kind (``auto`` lets Triton choose a GPU
     where there is one); ``tensorrt`` (``fp16``/``fp32``) and ``cuda_graphs`` ask for
     the GPU accelerators; ``threads`` sets onnxruntime's intra-op threads per instance.
+
+    ``backend="openvino"``: Triton's OpenVINO backend on the same graph, CPU instances only;
+    ``threads`` is then ``INFERENCE_NUM_THREADS`` (shared by the model's streams),
+    ``openvino_streams`` its ``NUM_STREAMS``, ``openvino_hint`` its ``PERFORMANCE_HINT`` and
+    ``bf16`` its ``HINT_BF16``. Each instance is one infer request on the one compiled model.
     """
 
     max_batch: int = 32
@@ -182,9 +198,26 @@ class ModelOptions:
     tensorrt: str | None = None
     cuda_graphs: bool = False
     threads: int | None = None
+    backend: str = BACKEND
+    openvino_streams: int | None = None
+    openvino_hint: str | None = None
+    bf16: bool = False
 
     def check(self) -> None:
         """Refuse settings that make no sense whatever the graph (one line each)."""
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}: choose {', '.join(BACKENDS)}")
+        if self.backend == OPENVINO_BACKEND:
+            if self.device == "cuda" or self.tensorrt or self.cuda_graphs:
+                raise ConfigError("Triton's OpenVINO backend runs CPU instances only (no CUDA, TensorRT, CUDA graphs)")
+            if self.openvino_streams is not None and self.openvino_streams < 1:
+                raise ConfigError(f"OpenVINO streams must be at least 1, got {self.openvino_streams}")
+            if self.openvino_hint is not None and self.openvino_hint not in OPENVINO_HINTS:
+                raise ConfigError(
+                    f"OpenVINO performance hint {self.openvino_hint!r}: choose {', '.join(OPENVINO_HINTS)}"
+                )
+        elif self.openvino_streams is not None or self.openvino_hint is not None or self.bf16:
+            raise ConfigError("OpenVINO streams, hint and bf16 go with the openvino backend")
         if self.max_batch < 0:
             raise ConfigError(f"--max-batch must be 0 (no batching) or more, got {self.max_batch}")
         if self.max_queue_delay_us < 0:
@@ -265,7 +298,13 @@ def build_config(
     check_model_name(name)
     refuse_fixed_batch(name, io, options.max_batch)
     batching = options.max_batch > 0
-    config = pb2.ModelConfig(name=name, platform=PLATFORM, backend=BACKEND, max_batch_size=options.max_batch)
+    if options.backend == OPENVINO_BACKEND:
+        # the OpenVINO backend looks for model.xml unless told: it reads the same ONNX graph
+        config = pb2.ModelConfig(
+            name=name, backend=OPENVINO_BACKEND, max_batch_size=options.max_batch, default_model_filename=MODEL_FILE
+        )
+    else:
+        config = pb2.ModelConfig(name=name, platform=PLATFORM, backend=BACKEND, max_batch_size=options.max_batch)
 
     def dims(t: TensorIO) -> list[int]:
         return t.dims[1:] if batching else t.dims
@@ -277,9 +316,8 @@ def build_config(
     if batching:
         config.dynamic_batching.preferred_batch_size.extend(options.preferred)
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    config.instance_group.add(
-        kind=pb2.ModelInstanceGroup.Kind.Value(INSTANCE_KINDS[options.device]), count=options.instances
-    )
+    kind = "KIND_CPU" if options.backend == OPENVINO_BACKEND else INSTANCE_KINDS[options.device]
+    config.instance_group.add(kind=pb2.ModelInstanceGroup.Kind.Value(kind), count=options.instances)
     if options.tensorrt or options.cuda_graphs:
         gpu = config.optimization.execution_accelerators.gpu_execution_accelerator
         if options.tensorrt:
@@ -291,7 +329,17 @@ def build_config(
                 trt.parameters["trt_cuda_graph_enable"] = "1"
         else:
             gpu.add(name="cuda").parameters["enable_cuda_graph"] = "1"
-    if options.threads:
+    if options.backend == OPENVINO_BACKEND:
+        params = {
+            "NUM_STREAMS": str(options.openvino_streams) if options.openvino_streams else None,
+            "INFERENCE_NUM_THREADS": str(options.threads) if options.threads else None,
+            "PERFORMANCE_HINT": options.openvino_hint,
+            "HINT_BF16": "YES" if options.bf16 else None,
+        }
+        for key, value in params.items():
+            if value is not None:
+                config.parameters[key].string_value = value
+    elif options.threads:
         config.parameters["intra_op_thread_count"].string_value = str(options.threads)
         config.parameters["inter_op_thread_count"].string_value = "1"
     if options.warmup:
@@ -340,6 +388,7 @@ _ORDER = {
         "name",
         "platform",
         "backend",
+        "default_model_filename",
         "max_batch_size",
         "input",
         "output",
@@ -447,10 +496,19 @@ def validate_config(config, io: GraphIO, where: str | None = None) -> None:  # t
         fail("must specify 'name'")
     if not config.platform and not config.backend:
         fail(f"must specify platform '{PLATFORM}' or backend '{BACKEND}'")
-    if config.backend and config.backend != BACKEND:
-        fail(f"backend '{config.backend}' is not '{BACKEND}' (this toolkit configures ONNX graphs only)")
-    if config.platform and config.platform != PLATFORM:
-        fail(f"platform '{config.platform}' does not go with backend '{BACKEND}': use '{PLATFORM}'")
+    if config.backend and config.backend not in BACKENDS:
+        fail(
+            f"backend '{config.backend}' is not one of {', '.join(BACKENDS)} "
+            "(this toolkit configures ONNX graphs for these two)"
+        )
+    openvino = config.backend == OPENVINO_BACKEND
+    if config.platform and (openvino or config.platform != PLATFORM):
+        fail(f"platform '{config.platform}' does not go with backend '{config.backend or BACKEND}'")
+    if openvino and config.default_model_filename != MODEL_FILE:
+        fail(
+            f"the openvino backend reads model.xml unless default_model_filename names the graph: "
+            f'set default_model_filename: "{MODEL_FILE}"'
+        )
     mbs = config.max_batch_size
     if mbs < 0:
         fail(f"max_batch_size must be 0 or more, got {mbs}")
@@ -513,6 +571,10 @@ def validate_config(config, io: GraphIO, where: str | None = None) -> None:  # t
         if group.profile:
             fail("instance group 'profile' is only supported for TensorRT plan models")
 
+    if openvino:
+        _validate_openvino(fail, config, kinds)
+        return _validate_warmup(fail, config, mbs)
+
     # accelerators: the backend refuses unknown names; GPU ones are never used by CPU-only instances
     accel = config.optimization.execution_accelerators
     for acc in accel.gpu_execution_accelerator:
@@ -538,7 +600,31 @@ def validate_config(config, io: GraphIO, where: str | None = None) -> None:  # t
             if not value.isdigit():
                 fail(f"parameter {key} must be a whole number, got {value!r}")
 
+    _validate_warmup(fail, config, mbs)
+
+
+def _validate_openvino(fail, config, kinds: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Triton's OpenVINO backend: CPU instances, no accelerators, its parameters as it parses them."""
+    if any(k != "KIND_CPU" for k in kinds):
+        fail(f"the openvino backend runs KIND_CPU instances only, got {', '.join(kinds)}")
+    accel = config.optimization.execution_accelerators
+    if accel.gpu_execution_accelerator or accel.cpu_execution_accelerator:
+        fail("execution accelerators belong to the onnxruntime backend, not the openvino backend")
+    for key, param in config.parameters.items():
+        value = param.string_value.strip().lower()
+        if key in OPENVINO_NUMBER_PARAMETERS and not value.isdigit():
+            fail(f"parameter {key} must be a non-negative number, got {param.string_value!r}")
+        if key == "NUM_STREAMS" and not (value.isdigit() or value in ("auto", "numa")):
+            fail(f"parameter NUM_STREAMS must be AUTO, NUMA or a number, got {param.string_value!r}")
+        if key == "PERFORMANCE_HINT" and value.upper() not in OPENVINO_HINTS:
+            fail(f"parameter PERFORMANCE_HINT must be one of {', '.join(OPENVINO_HINTS)}, got {param.string_value!r}")
+        if key == "HINT_BF16" and value != "yes":
+            fail(f"parameter HINT_BF16 must be YES, got {param.string_value!r}")
+
+
+def _validate_warmup(fail, config, mbs: int) -> None:  # type: ignore[no-untyped-def]
     # warm-up (the server builds these requests itself; every variable dim must be concrete)
+    pb2 = model_config_pb2()
     declared_inputs = {t.name: t for t in config.input}
     for warm in config.model_warmup:
         label = f"model_warmup '{warm.name or '?'}'"
@@ -597,6 +683,8 @@ class ConfigSummary:
     instances: list[str] = field(default_factory=list)
     accelerators: list[str] = field(default_factory=list)
     warmup: list[str] = field(default_factory=list)
+    backend: str = BACKEND
+    parameters: dict[str, str] = field(default_factory=dict)
 
 
 def summarize(config) -> ConfigSummary:  # type: ignore[no-untyped-def]
@@ -610,4 +698,67 @@ def summarize(config) -> ConfigSummary:  # type: ignore[no-untyped-def]
         instances=[f"{max(g.count, 1)}x {pb2.ModelInstanceGroup.Kind.Name(g.kind)}" for g in config.instance_group],
         accelerators=[a.name for a in config.optimization.execution_accelerators.gpu_execution_accelerator],
         warmup=[w.name for w in config.model_warmup],
+        backend=config.backend or BACKEND,
+        parameters={k: v.string_value for k, v in sorted(config.parameters.items())},
     )
+
+
+# --- reading a configuration back -------------------------------------------------------------------
+
+_KINDS_TO_DEVICE = {"KIND_CPU": "cpu", "KIND_GPU": "cuda", "KIND_AUTO": "auto"}
+
+
+def options_from_config(config) -> ModelOptions:  # type: ignore[no-untyped-def]
+    """The :class:`ModelOptions` a validated configuration says, so the local server can run it.
+
+    :func:`build_config` of the result gives the same configuration back, which the caller can
+    check (:func:`same_settings`): a setting this toolkit cannot reproduce is then named, not
+    quietly dropped.
+    """
+    pb2 = model_config_pb2()
+    kinds = {pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group} or {"KIND_AUTO"}
+    if len(kinds) > 1:
+        raise ConfigError(f"model '{config.name}': instance groups of several kinds ({', '.join(sorted(kinds))})")
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    openvino = config.backend == OPENVINO_BACKEND
+    gpu = list(config.optimization.execution_accelerators.gpu_execution_accelerator)
+    trt = next((a for a in gpu if a.name == "tensorrt"), None)
+    streams = params.get("NUM_STREAMS", "")
+    batching = config.HasField("dynamic_batching")
+    threads_key = "INFERENCE_NUM_THREADS" if openvino else "intra_op_thread_count"
+    return ModelOptions(
+        max_batch=config.max_batch_size,
+        preferred_batch_sizes=tuple(config.dynamic_batching.preferred_batch_size) if batching else None,
+        max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds if batching else 0,
+        instances=sum(max(g.count, 1) for g in config.instance_group) or 1,
+        device=_KINDS_TO_DEVICE[kinds.pop()],
+        warmup=bool(config.model_warmup),
+        tensorrt=(trt.parameters.get("precision_mode", "FP16").lower() if trt is not None else None),
+        cuda_graphs=any(
+            a.parameters.get("enable_cuda_graph") == "1" or a.parameters.get("trt_cuda_graph_enable") == "1"
+            for a in gpu
+        ),  # fmt: skip
+        threads=int(params[threads_key])
+        if params.get(threads_key, "").isdigit() and int(params[threads_key])
+        else None,
+        backend=config.backend or BACKEND,
+        openvino_streams=int(streams) if openvino and streams.isdigit() else None,
+        openvino_hint=params["PERFORMANCE_HINT"].upper() if openvino and "PERFORMANCE_HINT" in params else None,
+        bf16=openvino and params.get("HINT_BF16", "").lower() == "yes",
+    )
+
+
+def same_settings(given, rebuilt) -> list[str]:  # type: ignore[no-untyped-def]
+    """What ``given`` sets that ``rebuilt`` (from :func:`options_from_config`) does not: empty when equal."""
+    a, b = summarize(given), summarize(rebuilt)
+    # sequential execution (the default) never uses inter-op threads: that parameter changes nothing
+    for side in (a, b):
+        side.parameters.pop("inter_op_thread_count", None)
+    out = []
+    for key in ("max_batch_size", "preferred_batch_sizes", "max_queue_delay_us", "instances", "accelerators",
+                "backend", "parameters"):  # fmt: skip
+        if getattr(a, key) != getattr(b, key):
+            out.append(f"{key} {getattr(a, key)} (the local server would run {getattr(b, key)})")
+    if given.optimization.HasField("graph") or given.optimization.priority:
+        out.append("optimization.graph / priority")
+    return out

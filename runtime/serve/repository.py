@@ -25,11 +25,21 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import UserError, describe_os_error
 from exporter.files import ensure_writable_dir, sha256_bytes
 
-from .config import CONFIG_FILE, MODEL_FILE, ConfigError, graph_io, parse_config, validate_config
+from .config import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    ConfigError,
+    ModelOptions,
+    build_config,
+    graph_io,
+    parse_config,
+    validate_config,
+)
 
 VERSION = "1"
 STAGING_SUFFIX = ".staging"
@@ -228,3 +238,63 @@ def _check_model(folder: Path) -> CheckedModel:
         except ConfigError as exc:
             return CheckedModel(name, versions, False, str(exc))
     return CheckedModel(name, versions, True)
+
+
+@dataclass
+class ServableModel:
+    """A repository's model as the local server runs it: its configuration, graph and settings."""
+
+    name: str
+    config: Any  # the parsed ModelConfig
+    graph_path: Path
+    graph: bytes
+    options: ModelOptions
+    warmup_shape: tuple[int, ...]
+    config_text: str = ""
+
+
+def read_repository_model(directory: Path, name: str | None = None) -> ServableModel:
+    """One model of a repository, validated as the server would load it, with the settings to run it.
+
+    ``name`` may be left out when the repository holds one model. A configuration the local server
+    could not run the same way (a setting it would drop) is refused, naming the setting.
+    """
+    from .config import options_from_config, same_settings
+
+    directory = Path(directory)
+    checked = check_repository(directory, [name] if name else [])
+    if name is None and len(checked) > 1:
+        raise UserError(f"{directory} holds {len(checked)} models ({', '.join(c.name for c in checked)}): name one")
+    model = checked[0]
+    if not model.ok:
+        raise ConfigError(model.problem or f"{model.name}: not a valid model")
+    folder = directory / model.name
+    text = (folder / CONFIG_FILE).read_text()
+    config = parse_config(text, where=f"{model.name}/{CONFIG_FILE}")
+    version = model.versions[-1]
+    graph_path = folder / version / (config.default_model_filename or MODEL_FILE)
+    graph = graph_path.read_bytes()
+    options = options_from_config(config)
+    io = graph_io(graph)
+    shape = _sample_shape(config, io)
+    rebuilt = build_config(model.name, io, options, warmup_shape=shape)
+    dropped = same_settings(config, rebuilt)
+    if dropped:
+        raise ConfigError(f"{model.name}: the local server cannot run this configuration as written: {dropped[0]}")
+    return ServableModel(model.name, config, graph_path, graph, options, shape, text)
+
+
+def _sample_shape(config, io) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
+    """One sample's input shape: the declared dims where concrete, else the warm-up's."""
+    dims = [int(d) for d in config.input[0].dims] if config.input else []
+    batching = config.max_batch_size > 0
+    if not batching and dims:
+        dims = dims[1:]
+    if dims and all(d > 0 for d in dims):
+        return tuple(dims)
+    for warm in config.model_warmup:
+        data = warm.inputs.get(config.input[0].name)
+        if data is not None:
+            got = [int(d) for d in data.dims]
+            return tuple(got if batching else got[1:])
+    raise ConfigError(f"{config.name}: input dims {dims} are variable and no warm-up names a size to start with")

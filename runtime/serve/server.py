@@ -75,6 +75,33 @@ class ServerFailed(UserError):
 
 
 @dataclass(frozen=True)
+class ServedGraph:
+    """The graph a server serves: a resolved artifact's, or a model repository's ``model.onnx``."""
+
+    name: str  # the artifact's name (a repository's model name where there is no artifact)
+    variant: str
+    path: Path
+    graph: bytes
+    #: one sample's input shape (batch excluded), for warm-up requests
+    input_shape: tuple[int, ...]
+    min_size: tuple[int, int] | None = None
+
+    @classmethod
+    def of(cls, source: Resolved | ServedGraph) -> ServedGraph:
+        if isinstance(source, ServedGraph):
+            return source
+        manifest = source.artifact.manifest
+        return cls(
+            name=source.artifact.name,
+            variant=str(source.key),
+            path=Path(source.path),
+            graph=source.graph,
+            input_shape=tuple(manifest.input_shape),
+            min_size=tuple(manifest.min_size) if manifest.min_size else None,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     """Where and how to serve: ports on 127.0.0.1 (0 picks a free one) and the model's settings."""
 
@@ -305,7 +332,11 @@ def _hint(tail: Sequence[str]) -> str:
 
 
 class LocalServer:
-    """Triton on 127.0.0.1 serving one resolved artifact; a context manager.
+    """Triton on 127.0.0.1 serving one resolved artifact (or a repository's model); a context manager.
+
+    The model runs in the engine its options name: an onnxruntime session per instance, or for
+    ``backend="openvino"`` one OpenVINO compiled model with an infer request per instance, as
+    Triton's own backends run them.
 
     >>> with LocalServer(resolve("resnet_cifar"), ServeOptions(http_port=0, grpc_port=0, metrics_port=0)) as srv:
     ...     srv.info.endpoints.grpc
@@ -313,12 +344,13 @@ class LocalServer:
 
     def __init__(
         self,
-        resolved: Resolved,
+        resolved: Resolved | ServedGraph,
         options: ServeOptions | None = None,
         *,
         environment: Callable[[], dict[str, str]] = server_environment,
     ) -> None:
         self.resolved = resolved
+        self.served = ServedGraph.of(resolved)
         self.options = options or ServeOptions()
         self._environment = environment
         self.info: ServerInfo | None = None
@@ -342,15 +374,14 @@ class LocalServer:
 
     @property
     def model_name(self) -> str:
-        return self.options.model_name or default_model_name(self.resolved.artifact.name, str(self.resolved.key))
+        return self.options.model_name or default_model_name(self.served.name, self.served.variant)
 
     def start(self) -> ServerInfo:
         """Start the server process and return once the model answers (ServerFailed otherwise)."""
         check_serve_dependencies()
         opts = self.options
-        manifest = self.resolved.artifact.manifest
-        io = graph_io(self.resolved.graph)
-        config = build_config(self.model_name, io, opts.model, warmup_shape=manifest.input_shape)
+        io = graph_io(self.served.graph)
+        config = build_config(self.model_name, io, opts.model, warmup_shape=self.served.input_shape)
         summary = summarize(config)
         endpoints = choose_ports(opts)
         started = time.monotonic()
@@ -363,8 +394,8 @@ class LocalServer:
             raise
         self.info = ServerInfo(
             model_name=self.model_name,
-            artifact=self.resolved.artifact.name,
-            variant=str(self.resolved.key),
+            artifact=self.served.name,
+            variant=self.served.variant,
             graph_sha256=spec["sha256"],
             endpoints=endpoints,
             device=ready["device"],
@@ -385,12 +416,14 @@ class LocalServer:
     def _launch(self, io, config, summary, endpoints: Endpoints) -> dict[str, object]:  # type: ignore[no-untyped-def]
         """Write the server process's spec and start it, its output going to the log."""
         opts = self.options
-        manifest = self.resolved.artifact.manifest
+        served = self.served
         assert self._workdir is not None
         self._log_path = opts.log_path or (self._workdir / "server.log")
         spec = {
-            "graph": str(self.resolved.path),
-            "sha256": _sha(self.resolved),
+            "graph": str(served.path),
+            "sha256": _sha(served.graph),
+            "engine": opts.model.backend,
+            "openvino": _openvino_properties(opts.model),
             "model_name": self.model_name,
             "inputs": [
                 {"name": t.name, "dtype": t.numpy_dtype, "dims": list(d.dims)} for t, d in zip(io.inputs, config.input)
@@ -406,8 +439,8 @@ class LocalServer:
             "device": opts.model.device,
             "threads": opts.model.threads,
             "warmup": opts.model.warmup,
-            "warmup_shape": list(manifest.input_shape),
-            "min_size": list(manifest.min_size) if manifest.min_size else None,
+            "warmup_shape": list(served.input_shape),
+            "min_size": list(served.min_size) if served.min_size else None,
             "host": endpoints.host,
             "http_port": endpoints.http_port,
             "grpc_port": endpoints.grpc_port,
@@ -628,10 +661,28 @@ def _role(p: psutil.Process) -> str:
     return "helper"
 
 
-def _sha(resolved: Resolved) -> str:
+def _sha(graph: bytes) -> str:
     from exporter.files import sha256_bytes
 
-    return sha256_bytes(resolved.graph)
+    return sha256_bytes(graph)
+
+
+def _openvino_properties(model: ModelOptions) -> dict[str, object] | None:
+    """The compile properties of an OpenVINO model, as the backend would set them from its parameters.
+
+    The precision hint is f32 unless bf16 is asked for: what the toolkit measured (Triton's
+    OpenVINO backend has no f32 hint, and on a CPU with bf16 OpenVINO would choose bf16 itself).
+    """
+    if model.backend != "openvino":
+        return None
+    props: dict[str, object] = {"INFERENCE_PRECISION_HINT": "bf16" if model.bf16 else "f32"}
+    if model.openvino_streams:
+        props["NUM_STREAMS"] = model.openvino_streams
+    if model.threads:
+        props["INFERENCE_NUM_THREADS"] = model.threads
+    if model.openvino_hint:
+        props["PERFORMANCE_HINT"] = model.openvino_hint
+    return props
 
 
 def _death_signal() -> Callable[[], None]:
