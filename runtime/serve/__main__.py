@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 
 from exporter import artifact as art
+from exporter import options as vocabulary
 from exporter.console import Column, CommandParser, Console
 from exporter.errors import Terminated, UserError, run_guarded
 
@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--startup-timeout", type=float, default=120.0, help="seconds to wait for the model to answer (default 120)"
     )
     s.add_argument("--log", type=Path, help="keep the server's log in this file (default: removed after a clean stop)")
+    vocabulary.add(
+        s,
+        "--max-restarts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="restart a crashed Triton, giving up after N crashes in a row (default 5; 0: never restart)",
+    )
 
     r = p.add_argument_group("model repository")
     r.add_argument(
@@ -221,7 +229,10 @@ def _serve(
     model_name: str | None = None,
 ) -> int:
     from .server import LocalServer, ServeOptions, ServerFailed, check_serve_dependencies
+    from .supervise import RestartPolicy, Supervisor
 
+    policy = RestartPolicy(max_restarts=args.max_restarts)
+    policy.check()
     check_serve_dependencies()
     source = served if served is not None else _resolve(args, err)
     ports = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in DEFAULT_PORTS.items()}
@@ -235,20 +246,22 @@ def _serve(
             **ports,
         ),
     )
+    supervisor = Supervisor(
+        server, policy, on_crash=lambda r: _crashed(err, r, policy), on_restart=lambda r: _restarted(err, r)
+    )
     out.print(f"starting Triton for {server.served.name} [{server.served.variant}] from {server.served.path} ...")
     try:
-        server.start()
+        try:
+            server.start()
+        except ServerFailed as exc:
+            for line in exc.log_tail:
+                err.print(f"  | {line}")
+            raise
         _announce(out, server)
         try:
-            while True:
-                server.check_alive()
-                time.sleep(0.5)
+            supervisor.run()
         except (KeyboardInterrupt, Terminated):
             out.print("stopping Triton ...")
-    except ServerFailed as exc:
-        for line in exc.log_tail:
-            err.print(f"  | {line}")
-        raise
     finally:
         # a second Ctrl-C or a SIGTERM must not cut the clean-up short
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -260,8 +273,39 @@ def _serve(
     if report.remaining:
         raise UserError(f"server processes still running after the stop: {', '.join(map(str, report.remaining))}")
     killed = f" ({len(report.killed)} killed after the grace period)" if report.killed else ""
-    out.print(f"stopped in {report.seconds:.1f} s{killed}; no server process left")
+    restarts = supervisor.restarts
+    crashes = (
+        f"; Triton crashed and was restarted {len(restarts)} time{'s' if len(restarts) != 1 else ''}"
+        f" (last: {restarts[-1].crash.describe()})"
+        if restarts
+        else ""
+    )
+    out.print(f"stopped in {report.seconds:.1f} s{killed}; no server process left{crashes}")
     return 0
+
+
+def _crashed(err: Console, restart, policy) -> None:  # type: ignore[no-untyped-def]
+    """A crash, with its cause and the log's last lines, and the restart to come."""
+    crash = restart.crash
+    after = f" after {crash.uptime_s:.0f} s" if crash.process != "restart" else ""
+    err.print(
+        f"Triton crashed{after}: {crash.describe()}; restart {restart.number} "
+        f"({restart.in_a_row} of at most {policy.max_restarts} in a row) in {restart.delay_s:g} s",
+        style="yellow",
+    )
+    for line in crash.log_tail[-8:]:
+        err.print(f"  | {line}")
+
+
+def _restarted(err: Console, restart) -> None:  # type: ignore[no-untyped-def]
+    if restart.info is not None:
+        e = restart.info.endpoints
+        err.print(
+            f"Triton ready again in {restart.info.start_seconds:.1f} s (restart {restart.number}), "
+            f"same endpoints: HTTP {e.http}, gRPC {e.grpc}, metrics {e.metrics_port}"
+        )
+    else:
+        err.print(f"restart {restart.number} failed: {restart.error}", style="yellow")
 
 
 def _announce(out: Console, server) -> None:  # type: ignore[no-untyped-def]

@@ -66,6 +66,17 @@ def _end_descendants() -> None:
     logging.info("server process done")
 
 
+def _tritonserver_exit_code(triton: Any) -> int | None:
+    """How tritonserver ended: its exit code, negative for the signal that killed it (None: not known).
+
+    pytriton reaps tritonserver (through ``sh``) and keeps the code on its process handle, which
+    has no public name; without it the parent still sees tritonserver gone.
+    """
+    command = getattr(getattr(triton, "_triton_server", None), "_tritonserver_running_cmd", None)
+    code = getattr(getattr(command, "process", None), "exit_code", None)
+    return code if isinstance(code, int) else None
+
+
 def make_infer(
     sess: Any, input_names: list[str], output_names: list[str], batching: bool, min_size: list[int] | None = None
 ) -> Any:
@@ -250,6 +261,13 @@ def serve(spec: dict[str, Any], status_fd: int) -> int:
         )
         while triton.is_alive():
             time.sleep(0.25)
+        code = None
+        for _ in range(20):  # pytriton's own handler may still be reaping it
+            code = _tritonserver_exit_code(triton)
+            if code is not None:
+                break
+            time.sleep(0.05)
+        _status(status_fd, event="tritonserver_exited", code=code)
         _status(status_fd, event="error", message="tritonserver exited on its own")
         return 1
     finally:

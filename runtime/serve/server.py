@@ -6,7 +6,12 @@ batcher hands it the batches it forms. :class:`LocalServer` runs all of it in on
 process (the *server process*, ``python -m runtime.serve._worker``) whose output goes to a
 log file, then waits until the model answers, and on :meth:`LocalServer.stop` shuts it down
 and makes sure that no process it started is left (those that do not stop in time are
-killed by id).
+killed by id), nor what they leave behind when one of them crashes: the shared-memory segments
+of pytriton and of Triton's Python backend in ``/dev/shm``, and the folder ``/tmp/folderXXXXXX``
+where Triton copies a model it is given over its load API. :meth:`LocalServer.poll` says how a
+server that died ended (which process, its exit code or signal, the log's last lines), and
+:meth:`LocalServer.start` starts it again on the same ports: :mod:`runtime.serve.supervise`
+restarts a crashed server that way.
 
 Known pitfall handled here: pytriton's Python stub (``triton_python_backend_stub``) links
 ``libpython3.X.so.1.0`` and the dynamic loader finds the system's copy first; with a Python
@@ -171,6 +176,42 @@ class StopReport:
     seconds: float
     killed: list[int]
     remaining: list[int]
+    #: what the server's processes left that the stop removed (shared memory, Triton's model copy)
+    cleaned: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """How a running server died: which of its processes, how it ended, and the log's last lines."""
+
+    process: str  # "tritonserver", "python stub", "server process", or "restart" (a restart that failed)
+    pid: int | None
+    #: the exit code, negative for the signal that killed it; None where it is not known
+    returncode: int | None
+    #: the log line that says why, where one does
+    reason: str | None
+    log_tail: list[str]
+    #: seconds the server had been ready before it died
+    uptime_s: float
+
+    @property
+    def how(self) -> str:
+        if self.process == "restart":
+            return "failed"
+        if self.returncode is None:
+            return "is gone"
+        if self.returncode < 0:
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = f"signal {-self.returncode}"
+            return f"was killed by {name}"
+        return f"exited with code {self.returncode}"
+
+    def describe(self) -> str:
+        """One line: ``tritonserver was killed by SIGKILL`` (and the log's reason, where it gives one)."""
+        who = f"{self.process} (pid {self.pid})" if self.pid else self.process
+        return f"{who} {self.how}" + (f": {self.reason}" if self.reason else "")
 
 
 # --- the environment ------------------------------------------------------------------------------
@@ -285,15 +326,21 @@ def choose_ports(options: ServeOptions, host: str = HOST) -> Endpoints:
 # --- the server -----------------------------------------------------------------------------------
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+def _tail(path: Path, lines: int = LOG_TAIL_LINES, start: int = 0) -> list[str]:
+    """The log's last meaningful lines from byte ``start`` on (Triton's tables and stack frames left out)."""
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return []
     kept = [
         line.rstrip()
         for line in text.splitlines()
-        if line.strip() and not any(n in line for n in _NOISE) and not line.lstrip().startswith(("|", "+-"))
+        if line.strip()
+        and not any(n in line for n in _NOISE)
+        and not line.lstrip().startswith(("|", "+-"))
+        and not _FRAME.match(line)
     ]
     return kept[-lines:]
 
@@ -304,6 +351,16 @@ _EXITED = ("Triton Inference Server exited with failure", '] "failed to start')
 _BENIGN = ("CudaDriverHelper", "config modification time", "chttp2_server", "Failed to initialize NVML", "DCGM")
 #: glog's prefix on Triton's lines: severity, date, time, thread, file:line]
 _GLOG = re.compile(r'^[EWIF]\d{4} [\d:.]+\s+\d+ [^\]]+\]\s*"?(?P<text>.*?)"?\s*$')
+#: a stack frame of the backtrace Triton prints when a signal ends it, or a piece of one that
+#: other lines cut in two
+_FRAME = re.compile(r"^\s*\d+# |^\s*(\S+\s)?in /\S+$|^\s*tritonserver\s*$")
+#: the C++ runtime's words when an exception nobody caught ends the process
+_UNCAUGHT = re.compile(r"terminate called after throwing an instance of '[^']+'")
+#: where Triton copies a model given over its load API (hard-coded /tmp, not $TMPDIR)
+_MODEL_COPY = re.compile(r"^/tmp/folder[A-Za-z0-9]{6}$")
+#: the shared-memory segments pytriton (multiprocessing) and Triton's Python backend create
+_SHM_PREFIXES = ("psm_", "pytrtion")
+SHM_DIR = Path("/dev/shm")
 
 
 def _reason(tail: Sequence[str]) -> str | None:
@@ -317,6 +374,15 @@ def _reason(tail: Sequence[str]) -> str | None:
             continue
         return s if len(s) <= 300 else s[:297] + "..."
     return None
+
+
+def _crash_reason(tail: Sequence[str]) -> str | None:
+    """Why a running server died, as its log says: an uncaught C++ exception first, then error lines."""
+    for line in tail:
+        m = _UNCAUGHT.search(line)
+        if m:
+            return m.group(0)
+    return _reason(tail)
 
 
 def _hint(tail: Sequence[str]) -> str:
@@ -338,6 +404,9 @@ class LocalServer:
     ``backend="openvino"`` one OpenVINO compiled model with an infer request per instance, as
     Triton's own backends run them.
 
+    :meth:`start` may be called again after :meth:`stop` (or a crash): the server comes back on
+    the ports it had, and its log goes on in the same file.
+
     >>> with LocalServer(resolve("resnet_cifar"), ServeOptions(http_port=0, grpc_port=0, metrics_port=0)) as srv:
     ...     srv.info.endpoints.grpc
     """
@@ -356,12 +425,28 @@ class LocalServer:
         self.info: ServerInfo | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
-        self._log_path: Path | None = None
+        self._endpoints: Endpoints | None = None  # chosen once: a restart keeps the addresses clients use
+        self._log_path: Path | None = None  # one log for every run of this server
+        self._temporary_log = False
+        self._failed = False  # the last run failed: its temporary log is kept for the reader
         self._status_fd: int | None = None
+        self._reset_run()
+        # what the server's processes may leave behind, gathered while they run (see _remember)
+        self._shm: set[str] = set()
+        self._model_copies: set[Path] = set()
+
+    def _reset_run(self) -> None:
+        """Forget the processes and messages of a previous run."""
         self._buffer = b""
         self._seen: dict[int, float] = {}  # pid -> create_time of every process the server ran as
         self._roles: dict[int, str] = {}
         self._log_offset = 0
+        self._run_log_start = 0
+        self._ready_at: float | None = None
+        self._watched: dict[int, str] = {}  # the processes the running server cannot do without
+        self._tritonserver_exited = False  # the server process said so
+        self._tritonserver_exit: int | None = None
+        self._error: str | None = None
 
     # -- lifecycle --
 
@@ -376,15 +461,34 @@ class LocalServer:
     def model_name(self) -> str:
         return self.options.model_name or default_model_name(self.served.name, self.served.variant)
 
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
     def start(self) -> ServerInfo:
-        """Start the server process and return once the model answers (ServerFailed otherwise)."""
+        """Start the server process and return once the model answers (ServerFailed otherwise).
+
+        Called again after a stop or a crash, it starts a fresh server on the same ports.
+        """
+        if self._proc is not None:
+            raise UserError("the server is running: stop it before starting it again")
         check_serve_dependencies()
         opts = self.options
         io = graph_io(self.served.graph)
         config = build_config(self.model_name, io, opts.model, warmup_shape=self.served.input_shape)
         summary = summarize(config)
-        endpoints = choose_ports(opts)
+        if self._endpoints is None:
+            self._endpoints = choose_ports(opts)
+        else:
+            for what, port in (
+                ("HTTP", self._endpoints.http_port),
+                ("gRPC", self._endpoints.grpc_port),
+                ("metrics", self._endpoints.metrics_port),
+            ):
+                check_port(port, what)
+        endpoints = self._endpoints
         started = time.monotonic()
+        self._reset_run()
         self._workdir = Path(tempfile.mkdtemp(prefix="cnn-serve-"))
         try:
             spec = self._launch(io, config, summary, endpoints)
@@ -392,6 +496,13 @@ class LocalServer:
         except BaseException:
             self.stop()
             raise
+        self._ready_at = time.monotonic()
+        self._failed = False
+        alive = {p.pid for p in self.processes()}
+        self._watched = {
+            pid: role for pid, role in self._roles.items() if role in ("tritonserver", "python stub") and pid in alive
+        }
+        assert self._log_path is not None
         self.info = ServerInfo(
             model_name=self.model_name,
             artifact=self.served.name,
@@ -413,12 +524,23 @@ class LocalServer:
         )
         return self.info
 
+    def _open_log(self) -> Path:
+        """The server's log: ``--log``, or one temporary file for every run (removed after a clean stop)."""
+        if self._log_path is None:
+            if self.options.log_path is not None:
+                self._log_path = self.options.log_path
+                self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                fd, name = tempfile.mkstemp(prefix="cnn-serve-", suffix=".log")
+                os.close(fd)
+                self._log_path, self._temporary_log = Path(name), True
+        return self._log_path
+
     def _launch(self, io, config, summary, endpoints: Endpoints) -> dict[str, object]:  # type: ignore[no-untyped-def]
         """Write the server process's spec and start it, its output going to the log."""
         opts = self.options
         served = self.served
         assert self._workdir is not None
-        self._log_path = opts.log_path or (self._workdir / "server.log")
         spec = {
             "graph": str(served.path),
             "sha256": _sha(served.graph),
@@ -452,8 +574,9 @@ class LocalServer:
         spec_path.write_text(json.dumps(spec))
         read_fd, write_fd = os.pipe()
         try:
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self._log_path, "ab") as log:
+            log_path = self._open_log()
+            with open(log_path, "ab") as log:
+                self._run_log_start = self._log_offset = log.tell()
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "runtime.serve._worker", str(spec_path), str(write_fd)],
                     stdin=subprocess.DEVNULL,
@@ -474,8 +597,10 @@ class LocalServer:
         return spec
 
     def _messages(self, timeout: float) -> list[dict[str, object]]:
-        assert self._status_fd is not None
+        """The server process's new status messages (waiting up to ``timeout`` for the first)."""
         out: list[dict[str, object]] = []
+        if self._status_fd is None:
+            return out
         readable, _, _ = select.select([self._status_fd], [], [], timeout)
         if readable:
             chunk = os.read(self._status_fd, 65536)
@@ -485,7 +610,16 @@ class LocalServer:
                 with contextlib.suppress(ValueError):
                     out.append(json.loads(line))
             if not chunk:  # the server process closed its end: it is exiting
+                os.close(self._status_fd)
+                self._status_fd = None
                 out.append({"event": "closed"})
+        for msg in out:
+            if msg.get("event") == "tritonserver_exited":
+                self._tritonserver_exited = True
+                if isinstance(msg.get("code"), int):
+                    self._tritonserver_exit = msg["code"]  # type: ignore[assignment]
+            elif msg.get("event") == "error" and self._error is None:
+                self._error = str(msg.get("message"))
         return out
 
     def _wait_ready(self, started: float, timeout: float) -> dict[str, object]:
@@ -499,7 +633,7 @@ class LocalServer:
                         self._remember()
                         return msg
                     if msg.get("event") == "error":
-                        raise self._failed(f"Triton did not start: {msg.get('message')}")
+                        raise self._failed_with(f"Triton did not start: {msg.get('message')}")
                     if msg.get("event") == "closed":
                         closed = True
             else:
@@ -507,45 +641,46 @@ class LocalServer:
             self._remember()
             code = self._proc.poll()
             if code is not None:
-                raise self._failed(f"the Triton server process exited with code {code} before it was ready")
+                raise self._failed_with(f"the Triton server process exited with code {code} before it was ready")
             if self._triton_died():
                 time.sleep(0.5)  # let its last lines reach the log
-                raise self._failed("tritonserver exited during start-up")
+                raise self._failed_with("tritonserver exited during start-up")
             if time.monotonic() > deadline:
-                raise self._failed(f"Triton was not ready after {timeout:.0f} s")
+                raise self._failed_with(f"Triton was not ready after {timeout:.0f} s")
 
-    def _failed(self, message: str) -> ServerFailed:
+    def _failed_with(self, message: str) -> ServerFailed:
+        """The failure of this run, naming its log (which the stop then keeps)."""
         assert self._log_path is not None
-        tail = _tail(self._log_path)
+        tail = _tail(self._log_path, start=self._run_log_start)
         reason = _reason(tail)
         if reason and reason not in message:
             message = f"{message}; the log says: {reason}"
-        keep = self.options.log_path or self._keep_log()
-        return ServerFailed(message + _hint(tail) + f" (log: {keep})", tail, keep)
-
-    def _keep_log(self) -> Path:
-        """Move a failed server's temporary log somewhere that survives the clean-up."""
-        assert self._log_path is not None
-        fd, kept = tempfile.mkstemp(prefix="cnn-serve-failed-", suffix=".log")
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            shutil.copyfile(self._log_path, kept)
-        return Path(kept)
+        self._failed = True
+        return ServerFailed(message + _hint(tail) + f" (log: {self._log_path})", tail, self._log_path)
 
     def _remember(self) -> None:
-        """Record the server process and every descendant, so that stop() can account for each."""
+        """Record the server process and every descendant, so that stop() can account for each,
+        and what each may leave behind if it dies: its shared-memory segments, Triton's model copy."""
         if self._proc is None:
             return
         try:
             root = psutil.Process(self._proc.pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return
+            procs = []
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 if p.pid not in self._seen:
                     self._seen[p.pid] = p.create_time()
                     self._roles[p.pid] = _role(p)
+                    if self._roles[p.pid] == "python stub":
+                        self._model_copies.update(_model_copy(p.cmdline()))
+        for p in self._alive():  # orphans of a dead server process too
+            with contextlib.suppress(psutil.Error):
+                for f in p.open_files():
+                    path = Path(f.path)
+                    if path.parent == SHM_DIR and path.name.startswith(_SHM_PREFIXES):
+                        self._shm.add(path.name)
 
     def _triton_died(self) -> bool:
         """Whether tritonserver has exited (pytriton itself would wait minutes to notice during start-up).
@@ -553,11 +688,12 @@ class LocalServer:
         Either a tritonserver process was seen and is gone, or the log says it exited (it can
         die between two looks at the process table).
         """
-        seen = [pid for pid, role in self._roles.items() if role == "tritonserver"]
-        alive = {p.pid for p in self.processes()}
-        if seen and not any(pid in alive for pid in seen):
-            return True
-        return self._log_says(_EXITED)
+        return self._gone("tritonserver", self.processes()) is not None or self._log_says(_EXITED)
+
+    def _gone(self, role: str, alive: Sequence[psutil.Process]) -> int | None:
+        """The pid of a process of this role that was seen and is not among ``alive`` (None: none)."""
+        pids = {p.pid for p in alive}
+        return next((pid for pid, r in self._roles.items() if r == role and pid not in pids), None)
 
     def _log_says(self, markers: Sequence[str]) -> bool:
         """Whether the log's new lines hold one of ``markers`` (read incrementally)."""
@@ -565,7 +701,7 @@ class LocalServer:
             return False
         try:
             with open(self._log_path, "rb") as fh:
-                start = max(0, self._log_offset - 200)  # a marker may straddle two reads
+                start = max(self._run_log_start, self._log_offset - 200)  # a marker may straddle two reads
                 fh.seek(start)
                 chunk = fh.read()
         except OSError:
@@ -585,6 +721,9 @@ class LocalServer:
     def processes(self) -> list[psutil.Process]:
         """Every process the server runs as that is still alive (zombies excluded)."""
         self._remember()
+        return self._alive()
+
+    def _alive(self) -> list[psutil.Process]:
         alive = []
         for pid, created in self._seen.items():
             with contextlib.suppress(psutil.Error):
@@ -602,20 +741,77 @@ class LocalServer:
                 out[role] = out.get(role, 0) + p.memory_info().rss
         return out
 
+    def poll(self) -> Crash | None:
+        """None while the server runs; once it has died, how (a :class:`Crash`).
+
+        The server is dead when tritonserver, a Python stub (without which every request fails)
+        or the server process is gone. The server process is given a moment to report how
+        tritonserver ended and the log its last lines.
+        """
+        if self._proc is None:
+            return None
+        self._messages(0)
+        dead = self._dead()
+        if dead is None:
+            return None
+        process, pid = dead
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            if process == "tritonserver" and self._tritonserver_exited:
+                break
+            if self._status_fd is not None:
+                self._messages(0.1)
+            else:
+                time.sleep(0.1)
+        time.sleep(0.3)  # the log's last lines
+        self._messages(0)
+        returncode = self._proc.poll() if process == "server process" else None
+        if process == "tritonserver":
+            returncode = self._tritonserver_exit
+        assert self._log_path is not None
+        tail = _tail(self._log_path, start=self._run_log_start)
+        reason = _crash_reason(tail)
+        if reason is None and self._error and process == "server process":
+            reason = self._error
+        self._failed = True
+        uptime = time.monotonic() - self._ready_at if self._ready_at is not None else 0.0
+        return Crash(process, pid, returncode, reason, tail, uptime)
+
+    def _dead(self) -> tuple[str, int | None] | None:
+        """Which process of the server died first (None while all run).
+
+        tritonserver, when the server process reported its end; else the server process, when it
+        has ended (tritonserver then ends with it); else tritonserver or a Python stub gone.
+        """
+        assert self._proc is not None
+        triton = next((pid for pid, r in self._watched.items() if r == "tritonserver"), None)
+        if self._tritonserver_exited:
+            return "tritonserver", triton
+        if self._proc.poll() is not None:
+            return "server process", self._proc.pid
+        alive = {p.pid for p in self.processes()}
+        gone = {role: pid for pid, role in self._watched.items() if pid not in alive}
+        if "tritonserver" in gone or self._log_says(_EXITED):
+            return "tritonserver", triton
+        if "python stub" in gone:
+            return "python stub", gone["python stub"]
+        return None
+
     def check_alive(self) -> None:
         """ServerFailed when the server has died (for a caller that waits on it)."""
-        self._remember()
-        if self._proc is not None and self._proc.poll() is not None:
-            raise self._failed(f"the Triton server stopped on its own (exit code {self._proc.returncode})")
-        if self._triton_died():
-            raise self._failed("tritonserver stopped on its own")
-        if self._status_fd is not None:
-            for msg in self._messages(0):
-                if msg.get("event") == "error":
-                    raise self._failed(f"the Triton server failed: {msg.get('message')}")
+        crash = self.poll()
+        if crash is not None:
+            raise ServerFailed(
+                f"the Triton server stopped on its own: {crash.describe()} (log: {self._log_path})",
+                crash.log_tail,
+                self._log_path,
+            )
 
     def stop(self, grace_s: float | None = None) -> StopReport:
-        """Stop the server and make sure none of its processes is left; idempotent."""
+        """Stop the server, make sure none of its processes is left and remove what they left; idempotent.
+
+        The temporary log is removed too, unless the last run failed (the error names it).
+        """
         started = time.monotonic()
         killed: list[int] = []
         grace = grace_s if grace_s is not None else self.options.exit_timeout_s + 20.0
@@ -640,10 +836,38 @@ class LocalServer:
                 os.close(self._status_fd)
             self._status_fd = None
         remaining = [p.pid for p in self.processes()]
+        cleaned = self._remove_leftovers() if not remaining else []
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-        return StopReport(time.monotonic() - started, killed, remaining)
+        if self._temporary_log and not self._failed and self._log_path is not None:
+            with contextlib.suppress(OSError):
+                self._log_path.unlink()
+            self._log_path, self._temporary_log = None, False
+        return StopReport(time.monotonic() - started, killed, remaining, cleaned)
+
+    def _remove_leftovers(self) -> list[str]:
+        """Remove the shared memory and the model copy the server's (now ended) processes left."""
+        removed: list[str] = []
+        for name in sorted(self._shm):
+            with contextlib.suppress(FileNotFoundError):
+                (SHM_DIR / name).unlink()
+                removed.append(str(SHM_DIR / name))
+        self._shm.clear()
+        for folder in sorted(self._model_copies):
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(str(folder))
+        self._model_copies.clear()
+        return removed
+
+
+def _model_copy(cmdline: Sequence[str]) -> list[Path]:
+    """Triton's copy of the model a Python stub runs (``/tmp/folderXXXXXX/1/model.py``), if that is where."""
+    if len(cmdline) < 2 or not cmdline[1].endswith("/model.py"):
+        return []
+    folder = Path(cmdline[1]).parent.parent
+    return [folder] if _MODEL_COPY.match(str(folder)) else []
 
 
 def _role(p: psutil.Process) -> str:
