@@ -7,7 +7,8 @@ Library API behind ``python -m runtime.serve``:
   graph as ``DIR/NAME/config.pbtxt`` + ``DIR/NAME/1/model.onnx``, atomically;
   :func:`check_repository` validates every model of a repository as the server would.
 * :class:`LocalServer` runs a real Triton (bundled by ``nvidia-pytriton``) on 127.0.0.1
-  serving the artifact through an onnxruntime session, with Triton's dynamic batching.
+  serving the artifact through an onnxruntime session, with Triton's dynamic batching;
+  :class:`Supervisor` restarts it when it crashes (:class:`RestartPolicy`).
 
 Example::
 
@@ -48,6 +49,7 @@ from .config import (
 )
 from .repository import CheckedModel, WrittenModel, check_repository, list_models, write_model
 from .server import (
+    Crash,
     Endpoints,
     LocalServer,
     ServeOptions,
@@ -58,6 +60,7 @@ from .server import (
     libpython_dir,
     server_environment,
 )
+from .supervise import Restart, RestartPolicy, Supervisor
 
 
 @dataclass
@@ -104,17 +107,21 @@ __all__ = [
     "PLATFORM",
     "CheckedModel",
     "ConfigError",
+    "Crash",
     "ConfigSummary",
     "Endpoints",
     "GraphIO",
     "LocalServer",
     "ModelOptions",
     "RepositoryModel",
+    "Restart",
+    "RestartPolicy",
     "ServeDependencyMissing",
     "ServeOptions",
     "ServerFailed",
     "ServerInfo",
     "StopReport",
+    "Supervisor",
     "TensorIO",
     "build_config",
     "check_repository",
