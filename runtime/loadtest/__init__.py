@@ -13,7 +13,10 @@ Library API behind ``python -m runtime.loadtest``. :func:`run_load_test`:
    the batches the dynamic batcher really formed.
 
 It returns a :class:`LoadTestResult`; nothing here prints. Only loopback addresses are
-ever contacted.
+ever contacted. Each finished level is handed to ``on_level`` as it completes (the command
+writes the results then), so a server that dies during a level costs that level only: the run
+ends early, says at which level and why (:attr:`LoadTestResult.ended_early`), and keeps the
+levels before it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from exporter.errors import UserError
 from exporter.files import finite_or_none
 
 from ..bench.stats import min_samples_for
-from ..compare import compare, default_tolerance
+from ..compare import compare, default_tolerance, override
 from ..resolve import Resolved
 from .client import PROTOCOLS, RequestRefused, ServerModel, TritonEndpoint, check_loopback, split_url
 from .metrics import MetricsUnavailable, ServerFigures, difference, scrape
@@ -64,10 +67,13 @@ class LoadTestConfig:
     #: at most this many requests per concurrency level
     max_requests: int = 200_000
     local_baseline: bool = True
-    local_device: str = "cpu"
+    local_device: str = "auto"
     timeout_s: float = 30.0
     seed: int = 0
     tolerance: Tolerance | None = None
+    #: the user's --atol/--rtol over the default tolerance of the device local onnxruntime really runs on
+    atol: float | None = None
+    rtol: float | None = None
 
     def check(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -84,6 +90,9 @@ class LoadTestConfig:
             raise UserError(f"--max-requests must be at least 1, got {self.max_requests}")
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
             raise UserError(f"--metrics-port {self.metrics_port} is not a port number")
+        for flag, value in (("--atol", self.atol), ("--rtol", self.rtol)):
+            if value is not None and not (np.isfinite(value) and value >= 0):
+                raise UserError(f"{flag} must be a finite number >= 0, got {value}")
         host, _ = split_url(self.url)
         check_loopback(host)
 
@@ -164,6 +173,13 @@ class LoadTestResult:
     config: dict[str, object] = field(default_factory=dict)
     interrupted: bool = False
     metrics_note: str | None = None
+    #: "running" while measuring; then "complete", "interrupted" (Ctrl-C), "ended early" (the server
+    #: failed) or "parity failed" (nothing timed)
+    status: str = "running"
+    #: why the run ended before its last level, naming the level (None: it did not)
+    ended_early: str | None = None
+    #: the concurrency level at which it ended early
+    ended_at_level: int | None = None
 
     def triton_rows(self) -> list[Row]:
         return [r for r in self.rows if r.mode == "triton"]
@@ -384,8 +400,13 @@ def run_load_test(
     resolved: Resolved,
     config: LoadTestConfig,
     on_progress: Callable[[str], None] | None = None,
+    on_level: Callable[[LoadTestResult], None] | None = None,
 ) -> LoadTestResult:
-    """Check the served model, check parity through the server, then measure; Ctrl-C keeps what was measured."""
+    """Check the served model, check parity through the server, then measure.
+
+    ``on_level`` gets the result after every finished level (local onnxruntime included). Ctrl-C,
+    or a server that stops answering during a level, ends the run with the levels finished before.
+    """
     from exporter.files import sha256_bytes
 
     from ..serve.config import default_model_name, graph_io
@@ -413,7 +434,9 @@ def run_load_test(
         # difference between the two measurements is Triton's path, not onnxruntime's configuration
         sess, info = create_session(resolved.graph, SessionConfig(device=config.local_device, allow_spinning=False))
         output_names = [o.name for o in sess.get_outputs()]
-        tolerance = config.tolerance or default_tolerance(info.device, resolved.key.precision)
+        tolerance = config.tolerance or override(
+            default_tolerance(info.device, resolved.key.precision), config.atol, config.rtol
+        )
         result = LoadTestResult(
             run_id=run_id,
             artifact=artifact,
@@ -464,21 +487,68 @@ def run_load_test(
                 )
         result.parity = ParityResult(sizes, tolerance, comparisons, info.device)
         if not result.parity.passed:
+            result.status = "parity failed"
             return result
 
     arrays = sample_inputs(resolved, io, config.batch, seed=config.seed)
+    finished = on_level or (lambda _r: None)
+    level: int | None = None
     try:
         if config.local_baseline:
             say(f"local onnxruntime, batch {config.batch}, {config.seconds:g} s")
             result.rows.append(_local_row(result, sess, arrays, output_names, config, info.device))
+            finished(result)
         del sess
         for level in config.concurrency:
             say(f"Triton over {config.protocol}, concurrency {level}, batch {config.batch}, {config.seconds:g} s")
-            result.rows.append(_triton_row(result, config, host, output_names, arrays, level))
+            row = _measure_level(result, config, host, output_names, arrays, level)
+            if row is None:
+                break
+            result.rows.append(row)
+            finished(result)
+        else:
+            result.status = "complete"
     except KeyboardInterrupt:
         result.interrupted = True
+        result.status = "interrupted"
+        result.ended_early = "interrupted" + (f" during concurrency {level}" if level is not None else "")
+        result.ended_at_level = level
     result.environment["load_avg_end"] = list(os.getloadavg())
     return result
+
+
+def _measure_level(
+    result: LoadTestResult,
+    config: LoadTestConfig,
+    host: str,
+    output_names: list[str],
+    arrays: dict[str, np.ndarray],
+    level: int,
+) -> Row | None:
+    """One level's row; None where the server failed during it (the run then ends early, saying why).
+
+    A level whose requests all failed, or after which the server no longer answers, is not a
+    measurement of the server: it is not kept. One where some requests failed and the server
+    still answers is kept with its error count.
+    """
+    position = f"concurrency {level} (level {config.concurrency.index(level) + 1} of {len(config.concurrency)})"
+    try:
+        row = _triton_row(result, config, host, output_names, arrays, level)
+    except UserError as exc:
+        why = str(exc)
+    else:
+        if not row.errors:
+            return row
+        try:
+            with TritonEndpoint(config.url, config.protocol, config.timeout_s) as endpoint:
+                endpoint.model(result.model_name)
+            return row
+        except UserError as exc:
+            why = f"{row.first_error or 'requests failed'}; then {exc}"
+    result.status = "ended early"
+    result.ended_early = f"the server failed during {position}: {why}"
+    result.ended_at_level = level
+    return None
 
 
 def _row(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from exporter import artifact as art
+from exporter import options as vocabulary
 from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 
@@ -52,9 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="images per request (default 1)")
     p.add_argument("--max-requests", type=int, default=200_000, help="at most this many requests per level")
     p.add_argument("--no-local", action="store_true", help="skip local onnxruntime at the same batch size")
-    p.add_argument(
-        "--device", choices=("cpu", "cuda", "auto"), default="cpu", help="local onnxruntime's device (default cpu)"
-    )
+    vocabulary.device(p, help="local onnxruntime's device: auto (default, CUDA where it really works), cuda, cpu")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds one request may take (default 30)")
     p.add_argument("--atol", type=float, help="override the parity check's absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the parity check's relative tolerance")
@@ -120,7 +119,6 @@ def print_report(out: Console, result: LoadTestResult) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..compare import default_tolerance, override
     from .report import check_output, write_results
 
     out, err = Console(sys.stdout), Console(sys.stderr)
@@ -139,17 +137,16 @@ def _run(args: argparse.Namespace) -> int:
         local_baseline=not args.no_local,
         local_device=args.device,
         timeout_s=args.timeout,
+        atol=args.atol,
+        rtol=args.rtol,
     )
     config.check()
     check_output(args.output)
     key = art.VariantKey.parse(args.precision) if args.precision else None
     resolved = resolve(args.artifact, key=key, artifacts_dir=args.artifacts_dir, rebuild=False, say=err.print)
-    if args.atol is not None or args.rtol is not None:
-        from dataclasses import replace
-
-        base = default_tolerance("cuda" if args.device == "cuda" else "cpu", resolved.key.precision)
-        config = replace(config, tolerance=override(base, args.atol, args.rtol))
-    result = run_load_test(resolved, config, on_progress=err.print)
+    result = run_load_test(
+        resolved, config, on_progress=err.print, on_level=lambda so_far: write_results(so_far, args.output)
+    )
     parity = result.parity
     assert parity is not None
     worst = max((c.max_abs_err or 0.0 for c in parity.comparisons), default=0.0)
@@ -167,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     if result.metrics_note:
         err.print(f"note: {result.metrics_note}; formed batch sizes are not given")
+    if not result.rows:  # it ended before the first level finished: nothing measured, nothing written
+        raise UserError(f"nothing measured: {result.ended_early or 'the run ended before its first level'}")
     print_report(out, result)
     written = write_results(result, args.output)
     out.print(
@@ -174,6 +173,11 @@ def _run(args: argparse.Namespace) -> int:
         + ", ".join(str(p) for p in written.paths.values())
         + f" ({written.rows} rows: {written.added} new, {written.replaced} replaced)"
     )
+    if result.ended_early and not result.interrupted:
+        kept = ", ".join(
+            "local onnxruntime" if r.mode == "local" else f"concurrency {r.concurrency}" for r in result.rows
+        )
+        raise UserError(f"load test ended early: {result.ended_early}; kept {kept} in {written.paths['json']}")
     if result.interrupted:
         err.print("interrupted: kept the levels measured so far")
         return 130

@@ -4,8 +4,10 @@ Conventions of the benchmark's output: strict JSON (no NaN/Infinity), every file
 to a temporary name and renamed into place together, and results are never replaced by
 fewer rows. A run's rows replace the rows of the same measurement (artifact, graph, mode,
 protocol, batch, concurrency) and leave every other row alone, so the files accumulate the
-models measured over time; an interrupted run adds what it measured and removes nothing.
-Writers take turns (a lock file beside the results).
+models measured over time. The command writes after every finished level, so an interrupted run,
+or one whose server died, adds the levels it finished and removes nothing; its entry under
+``runs`` says how it ended (``status``: running, complete, interrupted, ended early) and why
+(``ended_early``). Writers take turns (a lock file beside the results).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def merge(existing: dict[str, object] | None, result: LoadTestResult) -> tuple[d
         "environment": result.environment,
         "config": result.config,
         "interrupted": result.interrupted,
+        "status": result.status,
+        "ended_early": result.ended_early,
         "metrics_note": result.metrics_note,
         "finished": now(),
     }
