@@ -27,6 +27,14 @@ class RequestRefused(UserError):
     """The server refused a request (malformed input, batch too large, unknown model...)."""
 
 
+class NotTriton(ServerUnreachable):
+    """Something answers at the address, but not as Triton does (not JSON, or JSON of other shapes)."""
+
+
+#: what parsing a reply of the wrong shape raises (a list where a dict is due, a string for a number...)
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
 def split_url(url: str) -> tuple[str, int]:
     """``host:port`` (an ``http://`` or ``grpc://`` prefix is allowed) as (host, port)."""
     text = url.strip()
@@ -131,6 +139,13 @@ class TritonEndpoint:
             "start one with python -m runtime.serve NAME, and check --url and --protocol"
         )
 
+    def _not_triton(self, what: str, exc: BaseException | str) -> NotTriton:
+        detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {_first_line(str(exc))}"
+        return NotTriton(
+            f"the server at {self.url} does not answer as Triton does over {self.protocol.upper()} "
+            f"(its {what} reply: {detail}): check --url and --protocol"
+        )
+
     def _call(self, what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         from tritonclient.utils import InferenceServerException
 
@@ -146,13 +161,18 @@ class TritonEndpoint:
             raise RequestRefused(f"the server refused the {what} request: {message}") from None
         except (ConnectionError, OSError, socket.timeout) as exc:
             raise self._unreachable(exc) from None
+        except Exception as exc:  # a reply tritonclient cannot parse: not JSON, or JSON of other shapes
+            raise self._not_triton(what, exc) from None
 
     # -- queries --
 
     def model(self, name: str) -> ServerModel:
         """The model's metadata and configuration; a model the server does not have is one clear line."""
         if not self._call("health", self._client.is_server_live):
-            raise ServerUnreachable(f"the Triton server at {self.url} is not live")
+            raise ServerUnreachable(
+                f"no live Triton server answers {self.protocol.upper()} at {self.url} (its health check "
+                "did not say live): start one with python -m runtime.serve NAME, and check --url and --protocol"
+            )
         try:
             ready = self._call("model readiness", self._client.is_model_ready, name)
         except RequestRefused:
@@ -166,10 +186,22 @@ class TritonEndpoint:
             )
         if self.protocol == "grpc":
             meta = self._call("metadata", self._client.get_model_metadata, name, as_json=True)
-            config = self._call("configuration", self._client.get_model_config, name, as_json=True)["config"]
+            config = self._call("configuration", self._client.get_model_config, name, as_json=True)
+            config = config.get("config") if isinstance(config, dict) else config
         else:
             meta = self._call("metadata", self._client.get_model_metadata, name)
             config = self._call("configuration", self._client.get_model_config, name)
+        for what, reply in (("model metadata", meta), ("model configuration", config)):
+            if not isinstance(reply, dict):
+                raise self._not_triton(what, f"a JSON {type(reply).__name__}, not an object")
+        try:
+            return self._server_model(name, meta, config)
+        except _MALFORMED as exc:
+            raise self._not_triton("model metadata or configuration", exc) from None
+
+    @staticmethod
+    def _server_model(name: str, meta: dict, config: dict) -> ServerModel:  # type: ignore[type-arg]
+        """The model as the server describes it (TypeError, KeyError... where a reply has other shapes)."""
 
         def tensors(items: list[dict]) -> tuple[ServerTensor, ...]:  # type: ignore[type-arg]
             return tuple(ServerTensor(t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in items)
@@ -207,15 +239,15 @@ class TritonEndpoint:
                 entries = index.get("models", [])
             else:
                 entries = self._call("repository index", self._client.get_model_repository_index)
-        except UserError:
+            return sorted({str(e["name"]) for e in entries if isinstance(e, dict) and e.get("name")})
+        except (UserError, *_MALFORMED):
             return []
-        return sorted({e.get("name", "") for e in entries if e.get("name")})
 
     def server_version(self) -> str:
         meta = self._call(
             "metadata", self._client.get_server_metadata, **({"as_json": True} if self.protocol == "grpc" else {})
         )
-        return str(meta.get("version", ""))
+        return str(meta.get("version", "")) if isinstance(meta, dict) else ""
 
     # -- inference --
 
@@ -242,7 +274,14 @@ class TritonEndpoint:
         else:
             outputs = [self._module.InferRequestedOutput(n, binary_data=True) for n in output_names]
             result = self._call("infer", self._client.infer, model, inputs, outputs=outputs)
-        return {n: result.as_numpy(n) for n in output_names}
+        try:
+            arrays = {n: result.as_numpy(n) for n in output_names}
+        except _MALFORMED as exc:
+            raise self._not_triton("infer", exc) from None
+        missing = [n for n, a in arrays.items() if not isinstance(a, np.ndarray)]
+        if missing:
+            raise self._not_triton("infer", f"no output '{missing[0]}'")
+        return arrays
 
     def infer_arrays(self, model: str, arrays: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         return self.infer(model, self.prepare(arrays), output_names)
