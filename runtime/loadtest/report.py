@@ -79,7 +79,8 @@ def merge(existing: dict[str, object] | None, result: LoadTestResult) -> tuple[d
     new_rows = [r.to_dict() for r in result.rows]
     new_keys = {_key(r) for r in new_rows}
     kept = [r for r in old_rows if _key(r) not in new_keys]
-    replaced = len(old_rows) - len(kept)
+    # rows this run wrote itself after an earlier level are not "replaced" measurements
+    replaced = sum(1 for r in old_rows if _key(r) in new_keys and r.get("run_id") != result.run_id)
     rows = kept + new_rows
     rows.sort(
         key=lambda r: (
@@ -167,7 +168,8 @@ def plot_png(rows: list[dict[str, object]]) -> bytes:
         ax.set_ylim(bottom=0)
         ax.margins(x=0.12)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:  # none yet while only local onnxruntime is measured
+            ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[len(graphs) :]:
         ax.axis("off")
     fig.suptitle("Triton dynamic batching: throughput vs concurrency")

@@ -498,10 +498,7 @@ class LocalServer:
             raise
         self._ready_at = time.monotonic()
         self._failed = False
-        alive = {p.pid for p in self.processes()}
-        self._watched = {
-            pid: role for pid, role in self._roles.items() if role in ("tritonserver", "python stub") and pid in alive
-        }
+        self._watched = self._essential()
         assert self._log_path is not None
         self.info = ServerInfo(
             model_name=self.model_name,
@@ -685,15 +682,15 @@ class LocalServer:
     def _triton_died(self) -> bool:
         """Whether tritonserver has exited (pytriton itself would wait minutes to notice during start-up).
 
-        Either a tritonserver process was seen and is gone, or the log says it exited (it can
-        die between two looks at the process table).
+        Either every process seen as tritonserver is gone (a process Triton forks is named
+        tritonserver until it runs its own program), or the log says it exited (it can die
+        between two looks at the process table).
         """
-        return self._gone("tritonserver", self.processes()) is not None or self._log_says(_EXITED)
-
-    def _gone(self, role: str, alive: Sequence[psutil.Process]) -> int | None:
-        """The pid of a process of this role that was seen and is not among ``alive`` (None: none)."""
-        pids = {p.pid for p in alive}
-        return next((pid for pid, r in self._roles.items() if r == role and pid not in pids), None)
+        seen = [pid for pid, role in self._roles.items() if role == "tritonserver"]
+        alive = {p.pid for p in self.processes()}
+        if seen and not any(pid in alive for pid in seen):
+            return True
+        return self._log_says(_EXITED)
 
     def _log_says(self, markers: Sequence[str]) -> bool:
         """Whether the log's new lines hold one of ``markers`` (read incrementally)."""
@@ -776,6 +773,17 @@ class LocalServer:
         self._failed = True
         uptime = time.monotonic() - self._ready_at if self._ready_at is not None else 0.0
         return Crash(process, pid, returncode, reason, tail, uptime)
+
+    def _essential(self) -> dict[int, str]:
+        """tritonserver (the server process's child) and the Python stubs, as they run now."""
+        assert self._proc is not None
+        out: dict[int, str] = {}
+        for p in self.processes():
+            with contextlib.suppress(psutil.Error):
+                role = _role(p)
+                if role == "python stub" or (role == "tritonserver" and p.ppid() == self._proc.pid):
+                    out[p.pid] = role
+        return out
 
     def _dead(self) -> tuple[str, int | None] | None:
         """Which process of the server died first (None while all run).
