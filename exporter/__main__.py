@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import artifact as art
+from . import options
 from .console import Column, CommandParser, Console, fmt, size_text
 from .errors import UserError, describe_os_error, first_line, run_guarded
 from .files import sha256_file
@@ -44,17 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_OPSET,
         help=f"ONNX opset to write, {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})",
     )
-    p.add_argument(
-        "--output-dir",
-        type=Path,
-        default=art.DEFAULT_ARTIFACTS_DIR,
-        help="where NAME/NAME.onnx and NAME/manifest.json go (default artifacts/)",
-    )
+    options.artifacts_dir(p, writes=True, old=("--output-dir",))
     p.add_argument("--weights", type=Path, help="state_dict .pth to load (plain, or under 'state_dict')")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim; write the graph as traced")
     p.add_argument("--all", action="store_true", help="export every zoo model, continuing past failures")
     p.add_argument("--list", action="store_true", help="list the zoo: name, input, classes, params, GFLOPs")
-    p.add_argument("--json", action="store_true", help="with --list: print JSON instead of a table")
+    options.json_flag(p, help="with --list: print JSON instead of a table")
     p.add_argument("--input-shape", help="per-sample input shape such as 3x32x32 (required for your own model)")
     p.add_argument(
         "--dynamic-size", action="store_true", help="symbolic height and width too (models without a fixed-size layer)"
@@ -62,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="artifact name (default: the zoo name, or the builder's name lowercased)")
     p.add_argument("--seed", type=int, default=0, help="seed for a zoo model's random weights (default 0)")
     o = p.add_argument_group("optimized variants (written beside the fp32 graph)")
-    o.add_argument(
-        "--precision",
+    options.precision(
+        o,
         choices=art.PRECISIONS,
         default="fp32",
         help="fp16 (for CUDA) or int8 (for CPU) variant: NAME.fp16.onnx / NAME.int8.onnx",
@@ -87,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--fp16-io", action="store_true", help="fp16: make inputs/outputs half too (default float32)")
     g = p.add_argument_group("viewing (netron)")
     g.add_argument("--view", action="store_true", help="serve the graph with netron until Ctrl-C (FILE.onnx works too)")
-    g.add_argument("--port", type=int, help="port for --view (default 8080 or the next free one)")
+    options.http_port(g, help="port for --view (default 8080 or the next free one)", old=("--port",))
     g.add_argument("--no-browser", action="store_true", help="with --view: print the URL, do not open a browser")
     g.add_argument("--render", action="store_true", help="write NAME.svg and NAME.png as netron draws the graph")
     return p
@@ -215,7 +211,7 @@ def _reusable(args: argparse.Namespace, shape: tuple[int, ...] | None) -> Path |
     """The artifact folder when it is current and was made exactly as this command asks."""
     if is_user_model_ref(args.model):
         return None
-    directory = art.artifact_dir(args.name or args.model, args.output_dir)
+    directory = art.artifact_dir(args.name or args.model, args.artifacts_dir)
     try:
         artifact = art.open_artifact(directory)
     except art.ArtifactError:
@@ -263,10 +259,10 @@ def _check_variant_flags(args: argparse.Namespace) -> None:
         raise UserError("--fp16-io goes with --precision fp16")
     if args.calibration_dir is not None and not args.calibration_dir.is_dir():
         raise UserError(f"calibration directory not found: {args.calibration_dir}")
-    if args.port is not None:
+    if args.http_port is not None:
         from .viewer import validate_port
 
-        validate_port(args.port)
+        validate_port(args.http_port)
 
 
 def _check_render() -> None:
@@ -316,7 +312,7 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
             result = export_model(
                 args.model,
                 opset=args.opset,
-                output_dir=args.output_dir,
+                output_dir=args.artifacts_dir,
                 weights=args.weights,
                 simplify=not args.no_simplify,
                 input_shape=shape,
@@ -347,7 +343,7 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.view:
         from .viewer import view
 
-        view(path, port=args.port, open_browser=not args.no_browser, announce=out.print)
+        view(path, port=args.http_port, open_browser=not args.no_browser, announce=out.print)
     return 0
 
 
@@ -370,7 +366,7 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
                 r = export_model(
                     name,
                     opset=args.opset,
-                    output_dir=args.output_dir,
+                    output_dir=args.artifacts_dir,
                     simplify=not args.no_simplify,
                     seed=args.seed,
                     dynamic_size=args.dynamic_size,
@@ -412,7 +408,7 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
     cols = [Column("model"), Column("status"), Column("nodes raw -> simplified", True), Column("MB", True)]
     cols += [Column("max abs err", True), Column("seconds", True)]
     done = len(names) - len(failures) - len(fixed)
-    title = f"Exported {done}/{len(names)} models to {args.output_dir} (opset {args.opset})"
+    title = f"Exported {done}/{len(names)} models to {args.artifacts_dir} (opset {args.opset})"
     if fixed:
         title += f"; {len(fixed)} have a fixed input size and no --dynamic-size graph"
     out.table(cols, rows, title=title)  # type: ignore[arg-type]
@@ -429,8 +425,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise UserError("--json goes with --list")
     if args.list:
         return list_zoo(out, args.json)
-    if (args.port is not None or args.no_browser) and not args.view:
-        raise UserError("--port and --no-browser go with --view")
+    if (args.http_port is not None or args.no_browser) and not args.view:
+        raise UserError("--http-port and --no-browser go with --view")
     validate_opset(args.opset)
     _check_variant_flags(args)
     if args.name is not None:

@@ -9,12 +9,10 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 import time
-import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -24,17 +22,7 @@ from rich.console import Console as RichConsole
 from rich.table import Table
 from rich.text import Text
 
-
-class CommandParser(argparse.ArgumentParser):
-    """argparse with the toolkit's rule for mistakes: one line on stderr, exit 2.
-
-    argparse's own error() prints the whole usage block (eight lines for the bigger commands)
-    before the message; here the message comes alone, with a pointer to ``--help``.
-    """
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
+from .options import CommandParser  # noqa: F401  (commands import it from here too)
 
 #: A table cell: plain text, or (text, rich style) for a coloured verdict such as ("FAIL", "red").
 Cell = str | tuple[str, str]

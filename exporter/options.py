@@ -1,19 +1,22 @@
 """The toolkit's one vocabulary of command-line options: one name per concept, in every command.
 
-Every command builds its parser with these helpers, so ``--artifacts-dir`` means the same
-folder in the exporter, the trainer, parity, bench, profile, serve, loadtest and tune, and a
-test can check that no command spells a shared concept its own way
-(``tests/exporter/test_options.py``). Older spellings keep working for a while: they are hidden
-from ``--help`` and, when used, print one line naming the new one.
+Every command builds its parser (:class:`CommandParser`) with these helpers, so ``--artifacts-dir``
+means the same folder in the exporter, the trainer, parity, bench, serve and loadtest, and a test
+can check that no command spells a shared concept its own way (``tests/exporter/test_options.py``).
 
-This module imports nothing heavy: parsers are built (and ``--help`` answered) before torch,
-onnxruntime or OpenVINO are imported.
+Older spellings keep working for a while where a command had them: a helper's ``old=`` names them
+(each must be listed in :data:`DEPRECATED`); they are hidden from ``--help`` and, when used, print
+one line naming the new one. A new command passes no ``old=``: it never had other spellings.
+
+This module imports nothing heavy (argparse only): parsers are built, and ``--help`` and mistakes
+answered, before torch, onnxruntime or OpenVINO are imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 ARTIFACTS_DIR = Path("artifacts")
 DEVICES = ("auto", "cuda", "cpu")
 
-#: Canonical option -> spellings that used to mean the same and still work, with a note.
+#: Canonical option -> spellings that some command used to have for it; they still work there, with a note.
 DEPRECATED: dict[str, tuple[str, ...]] = {
     "--artifacts-dir": ("--output-dir",),
     "--precision": ("--precisions",),
@@ -33,9 +36,37 @@ DEPRECATED: dict[str, tuple[str, ...]] = {
     "--http-port": ("--port",),
 }
 
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse with the toolkit's rules for mistakes and old spellings.
+
+    * A mistake is one line on stderr and exit 2: argparse's own error() prints the whole usage
+      block (eight lines for the bigger commands) before the message; here the message comes
+      alone, with a pointer to ``--help``.
+    * An abbreviation that fits both a canonical option and a deprecated spelling of it
+      (``--batch-si``: ``--batch-size``, ``--batch-sizes``) means the canonical one, not "ambiguous".
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def _get_option_tuples(self, option_string: str) -> list[tuple[Any, ...]]:
+        found = super()._get_option_tuples(option_string)
+        current = [t for t in found if deprecated_for(t[0]) is None]
+        return current or found
+
+
+def deprecated_for(action: argparse.Action) -> str | None:
+    """The canonical option a hidden deprecated spelling stands for, or None for any other action."""
+    return getattr(action, "canonical", None)
+
 
 def _warning_action(base: type[argparse.Action], new: str) -> type[argparse.Action]:
     class Deprecated(base):  # type: ignore[misc,valid-type]
+        canonical = new
+
         def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                      option_string: str | None = None) -> None:  # fmt: skip
             print(f"note: {option_string} is deprecated and will be removed: use {new}", file=sys.stderr)
@@ -44,15 +75,16 @@ def _warning_action(base: type[argparse.Action], new: str) -> type[argparse.Acti
     return Deprecated
 
 
-def add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kwargs: Any) -> argparse.Action:
-    """Add the canonical option ``name`` and, hidden, its deprecated spellings (same ``dest``)."""
+def add(parser: Parser, name: str, *, old: Sequence[str] = (), **kwargs: Any) -> argparse.Action:
+    """Add the canonical option ``name`` and, hidden, the deprecated spellings ``old`` (same ``dest``)."""
+    unknown = [o for o in old if o not in DEPRECATED.get(name, ())]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a deprecated spelling of {name} (see options.DEPRECATED)")
     action = parser.add_argument(name, **kwargs)
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar")}
-    kwargs["dest"] = action.dest
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar", "action")}
     base = type(action)  # the class argparse chose for the canonical option (store, store_true, ...)
-    kwargs.pop("action", None)
-    for old in DEPRECATED.get(name, ()):
-        parser.add_argument(old, action=_warning_action(base, name), help=argparse.SUPPRESS,
+    for spelling in old:
+        parser.add_argument(spelling, action=_warning_action(base, name), dest=action.dest, help=argparse.SUPPRESS,
                             default=argparse.SUPPRESS, **kwargs)  # fmt: skip
     return action
 
@@ -60,77 +92,86 @@ def add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **
 # --- the shared concepts --------------------------------------------------------------------
 
 
-def artifacts_dir(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, writes: bool = False) -> None:
+def artifacts_dir(parser: Parser, *, writes: bool = False, old: Sequence[str] = ()) -> None:
     """``--artifacts-dir DIR``: where artifacts are read (and written) by name."""
     what = "where artifacts are written and looked up by name" if writes else "where artifacts are looked up by name"
-    add(parser, "--artifacts-dir", type=Path, default=ARTIFACTS_DIR, metavar="DIR", help=f"{what} (default artifacts/)")
+    add(parser, "--artifacts-dir", old=old, type=Path, default=ARTIFACTS_DIR, metavar="DIR",
+        help=f"{what} (default artifacts/)")  # fmt: skip
 
 
 def precision(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    parser: Parser,
     *,
     many: bool = False,
     choices: Sequence[str] | None = None,
     default: str | list[str] | None = None,
     help: str,
+    old: Sequence[str] = (),
 ) -> None:
     """``--precision P`` (``many``: one or more)."""
     extra: dict[str, Any] = {"nargs": "+"} if many else {}
     if choices:
         extra["choices"] = list(choices)
-    add(parser, "--precision", default=default, metavar="P", help=help, **extra)
+    add(parser, "--precision", old=old, default=default, metavar="P", help=help, **extra)
 
 
 def batch_size(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    parser: Parser,
     *,
     many: bool = True,
     default: int | Sequence[int] | None,
     help: str,
+    old: Sequence[str] = (),
 ) -> None:
     """``--batch-size N [N ...]``: the batch size(s) to run (a request's, a check's, a timed run's)."""
     extra: dict[str, Any] = {"nargs": "+"} if many else {}
     value = list(default) if many and isinstance(default, Sequence) else default
-    add(parser, "--batch-size", type=int, default=value, metavar="N", help=help, **extra)
+    add(parser, "--batch-size", old=old, type=int, default=value, metavar="N", help=help, **extra)
 
 
-def max_batch_size(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: int = 32) -> None:
+def max_batch_size(parser: Parser, *, default: int = 32, old: Sequence[str] = ()) -> None:
     """``--max-batch-size N``: Triton's ``max_batch_size`` (0 turns batching off)."""
-    add(parser, "--max-batch-size", type=int, default=default, metavar="N",
+    add(parser, "--max-batch-size", old=old, type=int, default=default, metavar="N",
         help=f"Triton's max_batch_size; 0 turns batching off (default {default})")  # fmt: skip
 
 
-def device(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, help: str | None = None) -> None:
+def device(parser: Parser, *, help: str | None = None) -> None:
     """``--device auto|cuda|cpu`` (default auto: CUDA where it really works, else CPU, said loudly)."""
-    add(parser, "--device", choices=DEVICES, default="auto",
-        help=help or "auto (default): CUDA where onnxruntime really gets it, else CPU; cuda: fail without it")  # fmt: skip
+    default_help = "auto (default): CUDA where onnxruntime really gets it, else CPU; cuda: fail without it"
+    add(parser, "--device", choices=DEVICES, default="auto", help=help or default_help)
 
 
-def threads(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, help: str | None = None) -> None:
+def threads(parser: Parser, *, help: str | None = None) -> None:
+    """``--threads N``: intra-op threads."""
     add(parser, "--threads", type=int, metavar="N", help=help or "intra-op threads (default: one per core)")
 
 
-def cuda_graph(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, help: str) -> None:
-    add(parser, "--cuda-graph", action="store_true", help=help)
+def cuda_graph(parser: Parser, *, help: str, old: Sequence[str] = ()) -> None:
+    """``--cuda-graph``: capture a CUDA graph."""
+    add(parser, "--cuda-graph", old=old, action="store_true", help=help)
 
 
-def http_port(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, help: str) -> None:
-    add(parser, "--http-port", type=int, metavar="PORT", help=help)
+def http_port(parser: Parser, *, help: str, old: Sequence[str] = ()) -> None:
+    """``--http-port PORT``: the HTTP port a command serves on."""
+    add(parser, "--http-port", old=old, type=int, metavar="PORT", help=help)
 
 
-def output(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: Path, what: str) -> None:
+def output(parser: Parser, *, default: Path, what: str) -> None:
     """``--output DIR``: the folder a command's results go to (never outside it)."""
     add(parser, "--output", type=Path, default=default, metavar="DIR", help=f"{what} (default {default})")
 
 
-def json_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, help: str = "print JSON instead of tables") -> None:
+def json_flag(parser: Parser, *, help: str = "print JSON instead of tables") -> None:
+    """``--json``: strict JSON on stdout instead of tables."""
     add(parser, "--json", action="store_true", help=help)
 
 
-def no_rebuild(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def no_rebuild(parser: Parser) -> None:
+    """``--no-rebuild``: refuse a missing or stale graph."""
     add(parser, "--no-rebuild", action="store_true",
         help="refuse a missing or stale graph instead of rebuilding it with its recorded settings")  # fmt: skip
 
 
-def wide(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def wide(parser: Parser) -> None:
+    """``--wide``: tables with every column."""
     add(parser, "--wide", action="store_true", help="tables with every column (default: those that fit the width)")

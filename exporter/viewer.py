@@ -43,17 +43,19 @@ def _port_problem(host: str, port: int, exc: OSError) -> UserError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return UserError(
             f"no permission to serve on port {port} (ports below 1024 need administrator rights): "
-            "choose a --port of 1024 or more"
+            "choose an --http-port of 1024 or more"
         )
     if exc.errno == errno.EADDRINUSE:
-        return UserError(f"port {port} is busy on {host}: choose another --port, or omit it to use the next free one")
+        return UserError(
+            f"port {port} is busy on {host}: choose another --http-port, or omit it to use the next free one"
+        )
     return UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 def validate_port(port: int) -> None:
     """UserError unless ``port`` is a TCP port number (0 asks the system for a free one)."""
     if not 0 <= port <= 65535:
-        raise UserError(f"--port {port} is not a valid port (0-65535)")
+        raise UserError(f"--http-port {port} is not a valid port (0-65535)")
 
 
 def pick_port(host: str, port: int | None) -> int:

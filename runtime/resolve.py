@@ -59,7 +59,7 @@ def export_command(manifest: art.Manifest, artifacts_dir: Path) -> str:
 def _output_dir(artifacts_dir: Path) -> list[str]:
     if Path(artifacts_dir).resolve() == art.DEFAULT_ARTIFACTS_DIR.resolve():
         return []
-    return [f"--output-dir {shlex.quote(str(artifacts_dir))}"]
+    return [f"--artifacts-dir {shlex.quote(str(artifacts_dir))}"]
 
 
 def _zoo_shape(name: str) -> tuple[int, ...]:

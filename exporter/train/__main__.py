@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from .. import artifact as art
+from .. import options
 from ..console import Column, CommandParser, Console
 from ..errors import run_guarded
 from . import DIGITS_MODELS, export_trained, train
@@ -18,9 +17,9 @@ def build_parser() -> CommandParser:
     p.add_argument("models", nargs="*", default=list(DIGITS_MODELS), help=f"default: {' '.join(DIGITS_MODELS)}")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int, default=64)
+    options.batch_size(p, many=False, default=64, help="training batch size (default 64)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
+    options.artifacts_dir(p, writes=True, old=("--output-dir",))
     p.add_argument(
         "--export",
         action="store_true",
@@ -41,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
                 lr=args.lr,
                 batch_size=args.batch_size,
                 seed=args.seed,
-                output_dir=args.output_dir,
+                output_dir=args.artifacts_dir,
             )
             print(
                 f"{name}: held-out accuracy {r.test_accuracy:.2%} (train {r.train_accuracy:.2%}), "
                 f"{r.epochs} epochs in {r.seconds:.0f}s -> {r.checkpoint}"
             )
             if args.export:
-                table[name] = export_trained(name, r.checkpoint, args.output_dir)
+                table[name] = export_trained(name, r.checkpoint, args.artifacts_dir)
             else:
                 print(f"  export it: python -m exporter {name} --weights {r.checkpoint}")
         if table:

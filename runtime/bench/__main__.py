@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from exporter import artifact as art
+from exporter import options
 from exporter.console import CommandParser, Console, Progress
 from exporter.errors import run_guarded
 from exporter.user_model import parse_input_sizes
 
-from ..sessions import CUDNN_SEARCH, DEVICES
+from ..sessions import CUDNN_SEARCH
 from .baseline import DEFAULT_MAX_SLOWDOWN
 from .config import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, DEFAULT_OUTPUT, BenchConfig
 from .engines import DEFAULT_ENGINES, ENGINES
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  python -m runtime.bench\n"
         "  python -m runtime.bench --models resnet18 artifacts/mynet --reference my_net.py:MyNet\n"
-        "  python -m runtime.bench --models lenet5 resnet_cifar --precisions fp32 int8\n"
-        "  python -m runtime.bench --models resnet18 --engines all --batch-sizes 1 32\n"
+        "  python -m runtime.bench --models lenet5 resnet_cifar --precision fp32 int8\n"
+        "  python -m runtime.bench --models resnet18 --engines all --batch-size 1 32\n"
         "  python -m runtime.bench --models resnet18_dyn --input-size 224x224 320x320",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="zoo or artifact names, artifact folders, NAME[.variant].onnx files beside their manifest, or 'all' "
         f"(default: {' '.join(DEFAULT_MODELS)})",
     )
-    w.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    options.batch_size(
+        w,
+        default=DEFAULT_BATCH_SIZES,
+        help=f"batch sizes to time (default {' '.join(map(str, DEFAULT_BATCH_SIZES))})",
+        old=("--batch-sizes",),
+    )
     w.add_argument(
         "--input-size",
         nargs="+",
@@ -77,12 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"any of {', '.join(ENGINES)}, or all (default: {' '.join(DEFAULT_ENGINES)}; "
         "engines that cannot run here are named with the reason and skipped)",
     )
-    w.add_argument(
-        "--precisions",
-        nargs="+",
+    options.precision(
+        w,
+        many=True,
         default=["fp32"],
         help="fp32, fp16, int8 (graph variants, built if missing; optionally .opt-cpu/.opt-cuda) and bf16 "
         "(OpenVINO's bf16 hint); PyTorch always runs fp32 (default: fp32)",
+        old=("--precisions",),
     )
     w.add_argument(
         "--reference",
@@ -133,23 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=int, default=0, help="seed of the inputs and of the bootstrap (default 0)")
     d = p.add_argument_group("where and with which settings")
-    d.add_argument("--device", choices=DEVICES, default="auto", help="auto prefers CUDA, falls back to CPU")
-    d.add_argument("--threads", type=int, help="threads for every engine (default: torch's, one per core)")
+    options.device(d)
+    options.threads(d, help="threads for every engine (default: torch's, one per core)")
     d.add_argument("--no-io-binding", action="store_true", help="CUDA: copy inputs/outputs host<->device every run")
     d.add_argument("--cudnn-search", choices=CUDNN_SEARCH, default="EXHAUSTIVE", help="CUDA: cuDNN algorithm search")
-    d.add_argument("--cuda-graph", action="store_true", help="CUDA: onnxruntime captures a CUDA graph (IO binding)")
+    options.cuda_graph(d, help="CUDA: onnxruntime captures a CUDA graph (IO binding)")
     d.add_argument("--no-tf32", action="store_true", help="CUDA: disable TF32 in onnxruntime and PyTorch")
     d.add_argument("--no-parity", action="store_true", help="time without checking parity first")
     d.add_argument("--no-roofline", action="store_true", help="skip the machine's peak and bandwidth probe")
     o = p.add_argument_group("files")
-    o.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="results folder: results.json, results.csv, latency.png, and runs/<run-id>/ (default artifacts/bench)",
+    options.output(
+        o, default=DEFAULT_OUTPUT, what="results folder: results.json, results.csv, latency.png, runs/<run-id>/"
     )
-    o.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
-    o.add_argument("--no-rebuild", action="store_true", help="refuse a missing or stale graph instead of rebuilding it")
+    options.artifacts_dir(o, writes=True)
+    options.no_rebuild(o)
     g = p.add_argument_group("regression gate")
     g.add_argument(
         "--baseline",
@@ -171,10 +174,10 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     engines = list(ENGINES) if args.engines == ["all"] else args.engines
     return BenchConfig(
         models=tuple(args.models),
-        batch_sizes=tuple(args.batch_sizes),
+        batch_sizes=tuple(args.batch_size),
         input_sizes=tuple(parse_input_sizes(args.input_size or [])),
         engines=tuple(engines),
-        precisions=tuple(args.precisions),
+        precisions=tuple(args.precision),
         device=args.device,
         threads=args.threads,
         timing=TimingPolicy(

@@ -155,7 +155,9 @@ def plan_models(config: BenchConfig) -> list[ModelPlan]:
             except UserError as exc:
                 raise UserError(f"{exc} (and there is no artifact {loc.name} in {config.artifacts_dir})") from None
         if loc.zoo_default and not config.rebuild:
-            out = "" if config.artifacts_dir == art.DEFAULT_ARTIFACTS_DIR else f" --output-dir {config.artifacts_dir}"
+            out = (
+                "" if config.artifacts_dir == art.DEFAULT_ARTIFACTS_DIR else f" --artifacts-dir {config.artifacts_dir}"
+            )
             raise UserError(
                 f"no artifact for {loc.name} in {config.artifacts_dir}: export it: python -m exporter {loc.name}{out}"
             )

@@ -85,7 +85,7 @@ class LoadTestConfig:
         if not 0 <= self.warmup_seconds <= 60:
             raise UserError(f"--warmup-seconds must be between 0 and 60, got {self.warmup_seconds}")
         if self.batch < 1:
-            raise UserError(f"--batch must be at least 1, got {self.batch}")
+            raise UserError(f"--batch-size must be at least 1, got {self.batch}")
         if self.max_requests < 1:
             raise UserError(f"--max-requests must be at least 1, got {self.max_requests}")
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
@@ -255,12 +255,12 @@ def check_model(resolved: Resolved, io: GraphIO, server: ServerModel, batch: int
                 )
     if server.max_batch_size and batch > server.max_batch_size:
         raise UserError(
-            f"--batch {batch} is above the server's max batch size {server.max_batch_size} for '{server.name}'"
+            f"--batch-size {batch} is above the server's max batch size {server.max_batch_size} for '{server.name}'"
         )
     if server.max_batch_size == 0:
         first = next((t.shape[0] for t in server.inputs if t.shape), -1)
         if first not in (-1, batch):
-            raise UserError(f"{who} does not batch and takes batch {first} only: use --batch {first}")
+            raise UserError(f"{who} does not batch and takes batch {first} only: use --batch-size {first}")
 
 
 def sample_inputs(resolved: Resolved, io: GraphIO, batch: int, seed: int) -> dict[str, np.ndarray]:

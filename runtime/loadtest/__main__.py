@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from exporter import artifact as art
-from exporter import options as vocabulary
+from exporter import options
 from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 
@@ -44,21 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Triton's Prometheus port on the same host (default 8002; 0: none)",
     )
     p.add_argument("--model-name", help="the model's name in Triton (default: the artifact's, plus the variant)")
-    p.add_argument("--precision", help="the graph served: fp32 (default), fp16, int8, or e.g. int8.opt-cpu")
+    options.precision(p, help="the graph served: fp32 (default), fp16, int8, or e.g. int8.opt-cpu")
     p.add_argument(
         "--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY), help="client counts (default 1 4 16)"
     )
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level (default 10)")
     p.add_argument("--warmup-seconds", type=float, default=1.0, help="unmeasured seconds before each level (default 1)")
-    p.add_argument("--batch", type=int, default=1, help="images per request (default 1)")
+    options.batch_size(p, many=False, default=1, help="images per request (default 1)", old=("--batch",))
     p.add_argument("--max-requests", type=int, default=200_000, help="at most this many requests per level")
     p.add_argument("--no-local", action="store_true", help="skip local onnxruntime at the same batch size")
-    vocabulary.device(p, help="local onnxruntime's device: auto (default, CUDA where it really works), cuda, cpu")
+    options.device(p, help="local onnxruntime's device: auto (default, CUDA where it really works), cuda, cpu")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds one request may take (default 30)")
     p.add_argument("--atol", type=float, help="override the parity check's absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the parity check's relative tolerance")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"results folder (default {DEFAULT_OUTPUT})")
-    p.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
+    options.output(p, default=DEFAULT_OUTPUT, what="results folder")
+    options.artifacts_dir(p)
     return p
 
 
@@ -132,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         concurrency=tuple(args.concurrency),
         seconds=args.seconds,
         warmup_seconds=args.warmup_seconds,
-        batch=args.batch,
+        batch=args.batch_size,
         max_requests=args.max_requests,
         local_baseline=not args.no_local,
         local_device=args.device,

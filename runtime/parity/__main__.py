@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from exporter import artifact as art
+from exporter import options
 from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 from exporter.files import strict_json
@@ -18,7 +19,7 @@ from exporter.reference import rebuild
 from exporter.user_model import parse_input_sizes
 
 from ..resolve import resolve
-from ..sessions import DEVICES, SessionConfig
+from ..sessions import SessionConfig
 from . import DEFAULT_BATCH_SIZES, check_artifact
 
 
@@ -34,8 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("artifact", help="zoo or artifact name, artifact folder, or NAME[.variant].onnx beside its manifest")
-    p.add_argument("--precision", help="variant to check: fp32 (default), fp16, int8, or e.g. int8.opt-cpu")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    options.precision(p, help="variant to check: fp32 (default), fp16, int8, or e.g. int8.opt-cpu")
+    options.batch_size(
+        p,
+        default=DEFAULT_BATCH_SIZES,
+        help=f"batch sizes to compare at (default {' '.join(map(str, DEFAULT_BATCH_SIZES))})",
+        old=("--batch-sizes",),
+    )
     p.add_argument(
         "--input-size",
         nargs="+",
@@ -43,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HxW",
         help="input sizes for a --dynamic-size artifact (default: its export size, 256x300, 193x211, 320x320, minimum)",
     )
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    options.device(p)
     p.add_argument("--atol", type=float, help="override the default absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the default relative tolerance")
     p.add_argument(
@@ -55,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference", metavar="FILE.py:Builder", help="your own model's code, to compare your artifact against"
     )
-    p.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
-    p.add_argument("--no-rebuild", action="store_true", help="refuse a missing or stale graph instead of rebuilding it")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    options.artifacts_dir(p, writes=True)
+    options.no_rebuild(p)
+    options.json_flag(p, help="print the report as JSON")
     p.add_argument(
         "--explain",
         action="store_true",
@@ -172,8 +178,8 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     err = Console(sys.stderr)
     key = art.VariantKey.parse(args.precision) if args.precision else None
     sizes = parse_input_sizes(args.input_size or [])
-    if any(b < 1 for b in args.batch_sizes):
-        raise UserError(f"batch sizes must be at least 1, got {args.batch_sizes}")
+    if any(b < 1 for b in args.batch_size):
+        raise UserError(f"batch sizes must be at least 1, got {args.batch_size}")
     resolved = resolve(
         args.artifact,
         key=key,
@@ -203,7 +209,7 @@ def _check(args: argparse.Namespace, out: Console) -> int:
         reference,
         resolved.graph,
         sizes=sizes,
-        batch_sizes=args.batch_sizes,
+        batch_sizes=args.batch_size,
         session=config,
         tolerance=tolerance,
         inputs=args.inputs,
@@ -215,7 +221,7 @@ def _check(args: argparse.Namespace, out: Console) -> int:
 
         explained = explain_artifact(
             resolved.artifact, resolved.key, resolved.graph, reference,
-            batch_sizes=args.batch_sizes, inputs=args.inputs, session=config,
+            batch_sizes=args.batch_size, inputs=args.inputs, session=config,
         )  # fmt: skip
     if args.json:
         doc = {"artifact": manifest.name, "graph": str(resolved.path), "variant": str(resolved.key)}

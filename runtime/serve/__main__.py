@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 from exporter import artifact as art
-from exporter import options as vocabulary
+from exporter import options
 from exporter.console import Column, CommandParser, Console
 from exporter.errors import Terminated, UserError, run_guarded
 
 from ..resolve import resolve
-from .config import DEVICES, TENSORRT_PRECISIONS, ModelOptions
+from .config import TENSORRT_PRECISIONS, ModelOptions
 
 DEFAULT_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or write it into a Triton model repository for the onnxruntime backend.",
         epilog="examples:\n"
         "  python -m runtime.serve resnet_cifar                       # serve until Ctrl-C\n"
-        "  python -m runtime.serve resnet18 --max-batch 16 --grpc-port 9001\n"
+        "  python -m runtime.serve resnet18 --max-batch-size 16 --grpc-port 9001\n"
         "  python -m runtime.serve resnet18 --write-repository models --device cuda --tensorrt fp16\n"
         "  python -m runtime.serve lenet5 --write-repository models --precision int8\n"
         "  python -m runtime.serve --check-repository models\n"
@@ -39,15 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "artifact", nargs="?", help="zoo or artifact name, artifact folder, or NAME[.variant].onnx beside its manifest"
     )
-    p.add_argument("--precision", help="graph to serve: fp32 (default), fp16, int8, or e.g. int8.opt-cpu")
-    p.add_argument("--artifacts-dir", type=Path, default=art.DEFAULT_ARTIFACTS_DIR)
-    p.add_argument("--no-rebuild", action="store_true", help="refuse a missing or stale graph instead of rebuilding it")
+    options.precision(p, help="graph to serve: fp32 (default), fp16, int8, or e.g. int8.opt-cpu")
+    options.artifacts_dir(p, writes=True)
+    options.no_rebuild(p)
     p.add_argument("--model-name", help="the model's name in Triton (default: the artifact's, plus the variant)")
 
     b = p.add_argument_group("batching and instances (server and repository)")
-    b.add_argument(
-        "--max-batch", type=int, default=32, help="Triton's max_batch_size; 0 turns batching off (default 32)"
-    )
+    options.max_batch_size(b, default=32, old=("--max-batch",))
     b.add_argument(
         "--preferred-batch-sizes",
         type=int,
@@ -64,23 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--instances", type=int, default=1, help="model instances (sessions) serving in parallel (default 1)"
     )
-    b.add_argument(
-        "--device", choices=DEVICES, default="auto", help="where instances run (auto: CUDA where there is one)"
-    )
-    b.add_argument(
-        "--threads", type=int, help="onnxruntime intra-op threads per instance (default: all cores / instances)"
-    )
+    options.device(b, help="where instances run (auto, the default: CUDA where there is one)")
+    options.threads(b, help="onnxruntime intra-op threads per instance (default: all cores / instances)")
 
     s = p.add_argument_group("local server")
-    for flag, dest in (("--http-port", "http_port"), ("--grpc-port", "grpc_port"), ("--metrics-port", "metrics_port")):
+    options.http_port(s, help=f"on 127.0.0.1 (default {DEFAULT_PORTS['http_port']}; 0 picks a free one)")
+    for flag, dest in (("--grpc-port", "grpc_port"), ("--metrics-port", "metrics_port")):
         s.add_argument(
-            flag, type=int, dest=dest, help=f"on 127.0.0.1 (default {DEFAULT_PORTS[dest]}; 0 picks a free one)"
-        )
+            flag, type=int, dest=dest, metavar="PORT",
+            help=f"on 127.0.0.1 (default {DEFAULT_PORTS[dest]}; 0 picks a free one)",
+        )  # fmt: skip
     s.add_argument(
         "--startup-timeout", type=float, default=120.0, help="seconds to wait for the model to answer (default 120)"
     )
     s.add_argument("--log", type=Path, help="keep the server's log in this file (default: removed after a clean stop)")
-    vocabulary.add(
+    options.add(
         s,
         "--max-restarts",
         type=int,
@@ -110,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TENSORRT_PRECISIONS,
         help="add the TensorRT accelerator (default fp16)",
     )
-    r.add_argument("--cuda-graphs", action="store_true", help="ask onnxruntime (or TensorRT) to capture CUDA graphs")
+    options.cuda_graph(r, help="ask onnxruntime (or TensorRT) to capture CUDA graphs", old=("--cuda-graphs",))
     r.add_argument("--no-warmup", action="store_true", help="no model_warmup section (and no warm-up run when serving)")
     r.add_argument("--print-config", action="store_true", help="print the config.pbtxt written")
     return p
@@ -118,14 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_options(args: argparse.Namespace) -> ModelOptions:
     options = ModelOptions(
-        max_batch=args.max_batch,
+        max_batch=args.max_batch_size,
         preferred_batch_sizes=tuple(args.preferred_batch_sizes) if args.preferred_batch_sizes else None,
         max_queue_delay_us=args.max_queue_delay_us,
         instances=args.instances,
         device=args.device,
         warmup=not args.no_warmup,
         tensorrt=args.tensorrt,
-        cuda_graphs=args.cuda_graphs,
+        cuda_graphs=args.cuda_graph,
         threads=args.threads,
     )
     options.check()
@@ -361,7 +357,7 @@ def _run(args: argparse.Namespace) -> int:
         return _write_repository(args, options, out, err)
     for flag, given in (
         ("--tensorrt", args.tensorrt),
-        ("--cuda-graphs", args.cuda_graphs),
+        ("--cuda-graph", args.cuda_graph),
         ("--print-config", args.print_config),
     ):
         if given:

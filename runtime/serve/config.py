@@ -219,7 +219,7 @@ class ModelOptions:
         elif self.openvino_streams is not None or self.openvino_hint is not None or self.bf16:
             raise ConfigError("OpenVINO streams, hint and bf16 go with the openvino backend")
         if self.max_batch < 0:
-            raise ConfigError(f"--max-batch must be 0 (no batching) or more, got {self.max_batch}")
+            raise ConfigError(f"--max-batch-size must be 0 (no batching) or more, got {self.max_batch}")
         if self.max_queue_delay_us < 0:
             raise ConfigError(f"--max-queue-delay-us must be 0 or more, got {self.max_queue_delay_us}")
         if self.instances < 1:
@@ -235,11 +235,11 @@ class ModelOptions:
             raise ConfigError(f"{what} runs on GPU instances only: use --device cuda (or auto), not cpu")
         if self.preferred_batch_sizes is not None:
             if self.max_batch == 0:
-                raise ConfigError("--preferred-batch-sizes needs batching: set --max-batch above 0")
+                raise ConfigError("--preferred-batch-sizes needs batching: set --max-batch-size above 0")
             bad = [b for b in self.preferred_batch_sizes if b < 1 or b > self.max_batch]
             if bad:
                 raise ConfigError(
-                    f"preferred batch size {bad[0]} is outside 1..{self.max_batch} (--max-batch): "
+                    f"preferred batch size {bad[0]} is outside 1..{self.max_batch} (--max-batch-size): "
                     "Triton refuses preferred sizes above max_batch_size"
                 )
 
@@ -277,7 +277,7 @@ def refuse_fixed_batch(name: str, io: GraphIO, max_batch: int) -> None:
                 raise ConfigError(
                     f"{name}: {kind} '{t.name}' has {first} (shape {t.describe()}), so the graph cannot batch; "
                     f"with max_batch_size {max_batch} Triton's onnxruntime backend refuses it: "
-                    "export it with a symbolic batch (python -m exporter does) or set --max-batch 0"
+                    "export it with a symbolic batch (python -m exporter does) or set --max-batch-size 0"
                 )
 
 

@@ -139,7 +139,7 @@ def test_concurrent_variant_builds_both_land(lenet_dir: Path) -> None:
     """Defect: int8 and fp16 built at once both succeeded and the manifest listed one."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "exporter", "lenet5", "--precision", p, "--output-dir", str(lenet_dir.parent)],
+            [sys.executable, "-m", "exporter", "lenet5", "--precision", p, "--artifacts-dir", str(lenet_dir.parent)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -161,7 +161,7 @@ def test_variant_and_reexport_at_once_leave_a_consistent_artifact(lenet_dir: Pat
     out = str(lenet_dir.parent)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "exporter", *args, "--output-dir", out],
+            [sys.executable, "-m", "exporter", *args, "--artifacts-dir", out],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

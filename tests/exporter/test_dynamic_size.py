@@ -68,7 +68,7 @@ def test_fixed_size_models_are_refused_naming_the_layer(name: str, tmp_path: Pat
 
 
 def test_cli_refusal_is_one_line(tmp_path: Path) -> None:
-    proc = run_cli("exporter", "lenet5", "--dynamic-size", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter", "lenet5", "--dynamic-size", "--artifacts-dir", str(tmp_path))
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: lenet5 cannot be exported with --dynamic-size: layer 'fullconn_layer.0' (Linear, in_features=400) "
@@ -129,7 +129,7 @@ def test_all_with_dynamic_size_reports_fixed_size_models_apart(
     import exporter.__main__ as cli
 
     monkeypatch.setattr(cli, "list_models", lambda: ["lenet5", "resnet_cifar"])
-    code = cli.main(["--all", "--dynamic-size", "--output-dir", str(tmp_path)])
+    code = cli.main(["--all", "--dynamic-size", "--artifacts-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Exported 1/2 models" in out and "1 have a fixed input size" in out

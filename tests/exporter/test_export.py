@@ -161,7 +161,7 @@ def test_user_model_file_exports_like_a_zoo_model(builder: str, tmp_path: Path) 
     (tmp_path / "tiny.py").write_text(USER_MODEL)
     out = tmp_path / "art"
     proc = run_cli(
-        "exporter", f"{tmp_path / 'tiny.py'}:{builder}", "--input-shape", "3x20x20", "--output-dir", str(out)
+        "exporter", f"{tmp_path / 'tiny.py'}:{builder}", "--input-shape", "3x20x20", "--artifacts-dir", str(out)
     )
     assert proc.returncode == 0, proc.stderr
     path = out / builder.lower() / f"{builder.lower()}.onnx"
@@ -231,7 +231,7 @@ def test_failed_write_keeps_previous_artifact_intact(tmp_path: Path, monkeypatch
         (["tiny.py:NOT_A_MODEL", "--input-shape", "3x8x8"], "not a class or function"),
         (["nothere.py:Net", "--input-shape", "3x8x8"], "model file not found"),
         (["lenet5", "--weights", "garbage.pth"], "cannot read weights file"),
-        (["lenet5", "--output-dir", "blocked/sub"], "cannot write in blocked/sub"),
+        (["lenet5", "--artifacts-dir", "blocked/sub"], "cannot write in blocked/sub"),
         ([], "name a model"),
     ],
 )
@@ -248,7 +248,7 @@ def test_cli_bad_input_gives_one_clear_line(args: list[str], message: str, tmp_p
 
 
 def test_cli_export_prints_node_counts_and_parity(tmp_path: Path) -> None:
-    proc = run_cli("exporter", "lenet5", "--opset", "17", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter", "lenet5", "--opset", "17", "--artifacts-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "raw ->" in proc.stdout and "simplified" in proc.stdout
     assert "batches 1, 3, 5" in proc.stdout and "max abs" in proc.stdout
@@ -256,7 +256,7 @@ def test_cli_export_prints_node_counts_and_parity(tmp_path: Path) -> None:
 
 
 def test_cli_progress_names_the_artifact_it_writes(tmp_path: Path) -> None:
-    proc = run_cli("exporter", "lenet5", "--name", "lenet_a", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter", "lenet5", "--name", "lenet_a", "--artifacts-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "lenet_a: tracing to ONNX" in proc.stderr and "lenet5: " not in proc.stderr
 
@@ -287,7 +287,7 @@ def test_cli_all_continues_past_a_failure(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(cli, "list_models", lambda: ["lenet5", "alexnet_cifar", "resnet_cifar"])
     monkeypatch.setattr(export, "export_model", flaky)
-    code = cli.main(["--all", "--output-dir", str(tmp_path)])
+    code = cli.main(["--all", "--artifacts-dir", str(tmp_path)])
     printed = capsys.readouterr().out
     assert code == 1
     assert "FAILED" in printed and "simulated failure" in printed and "2/3" in printed

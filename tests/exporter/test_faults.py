@@ -42,7 +42,7 @@ def _one_line(proc: subprocess.CompletedProcess[str], message: str) -> None:
 def test_user_builder_model_is_exported_unchanged(tmp_path: Path) -> None:
     """Defect: without --weights the exporter reseeded torch and recalibrated the user's BatchNorm."""
     src = write_user_model(tmp_path)
-    proc = run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--output-dir", str(tmp_path / "a"))
+    proc = run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--artifacts-dir", str(tmp_path / "a"))
     assert proc.returncode == 0, proc.stderr
     _, model = build_user_model(f"{src}:make_tiny")  # the builder seeds itself: the same model again
     model.eval()
@@ -89,7 +89,7 @@ def test_user_builder_sees_the_callers_random_state(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["../../escaped", "/tmp/escaped_abs", "a/b", ".."])
 def test_name_cannot_escape_the_output_folder(name: str, tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
-    proc = run_cli("exporter", "lenet5", "--name", name, "--output-dir", str(out), cwd=tmp_path)
+    proc = run_cli("exporter", "lenet5", "--name", name, "--artifacts-dir", str(out), cwd=tmp_path)
     _one_line(proc, "bad artifact name")
     assert not list(tmp_path.rglob("*.onnx")) and not Path("/tmp/escaped_abs").exists()
 
@@ -130,7 +130,7 @@ USER_MODELS = textwrap.dedent(
 def test_a_failing_torch_export_prints_one_error_line_and_no_graph(tmp_path: Path) -> None:
     """Defect: torch's C++ side printed its whole TorchScript graph (dozens of lines) to stdout."""
     (tmp_path / "m.py").write_text(USER_MODELS)
-    proc = run_cli("exporter", "m.py:Functional", "--input-shape", "3x20x20", "--output-dir", "out", cwd=tmp_path)
+    proc = run_cli("exporter", "m.py:Functional", "--input-shape", "3x20x20", "--artifacts-dir", "out", cwd=tmp_path)
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: torch.onnx.export failed at opset 17: Unsupported")
     assert proc.stdout == ""
@@ -150,7 +150,7 @@ def test_a_failing_torch_export_prints_one_error_line_and_no_graph(tmp_path: Pat
         (["lenet5", "--weights", "folder"], "weights file folder is a folder"),
         (["lenet5", "--seed", str(2**70)], "--seed must be between 0 and"),
         (["lenet5", "--seed", "-1"], "--seed must be between 0 and"),
-        (["lenet5", "--output-dir", "afile"], "afile exists and is not a folder"),
+        (["lenet5", "--artifacts-dir", "afile"], "afile exists and is not a folder"),
     ],
 )
 def test_mistakes_and_faults_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_mistakes_and_faults_are_one_line(args: list[str], message: str, tmp_pat
 
 def test_a_folder_in_the_way_of_the_graph_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "lenet5" / "lenet5.onnx").mkdir(parents=True)
-    proc = run_cli("exporter", "lenet5", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter", "lenet5", "--artifacts-dir", str(tmp_path))
     assert proc.returncode == 2 and "a folder of that name is in the way" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -179,14 +179,14 @@ def test_nan_calibration_data_is_one_line(exported, tmp_path: Path) -> None:
     bad = np.zeros((4, 3, 32, 32), np.float32)
     bad[0, 0, 0, 0] = np.nan
     np.save(calib / "bad.npy", bad)
-    args = ["lenet5", "--precision", "int8", "--calibration-dir", str(calib), "--output-dir", str(tmp_path / "arts")]
+    args = ["lenet5", "--precision", "int8", "--calibration-dir", str(calib), "--artifacts-dir", str(tmp_path / "arts")]
     proc = run_cli("exporter", *args)
     assert proc.returncode == 2 and "NaN" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "arts" / "lenet5" / "lenet5.int8.onnx").exists()
 
 
 def test_nan_learning_rate_is_one_line(tmp_path: Path) -> None:
-    proc = run_cli("exporter.train", "lenet5", "--lr", "nan", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter.train", "lenet5", "--lr", "nan", "--artifacts-dir", str(tmp_path))
     _one_line(proc, "learning rate")
 
 
@@ -223,7 +223,7 @@ def test_full_disk_during_export_is_one_line_and_keeps_the_old_artifact(
     shutil.copytree(exported("lenet5").directory, tmp_path / "lenet5")
     before = (tmp_path / "lenet5" / "lenet5.onnx").read_bytes()
     _disk_full(monkeypatch)
-    code = exporter_main(["lenet5", "--seed", "3", "--output-dir", str(tmp_path)])
+    code = exporter_main(["lenet5", "--seed", "3", "--artifacts-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ") and "the disk is full" in err[-1]
     assert (tmp_path / "lenet5" / "lenet5.onnx").read_bytes() == before
@@ -237,7 +237,7 @@ def test_full_disk_during_a_variant_is_one_line(
 
     shutil.copytree(exported("lenet5").directory, tmp_path / "lenet5")
     _disk_full(monkeypatch)
-    code = exporter_main(["lenet5", "--precision", "fp16", "--output-dir", str(tmp_path)])
+    code = exporter_main(["lenet5", "--precision", "fp16", "--artifacts-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "the disk is full" in err[-1]
     assert not (tmp_path / "lenet5" / "lenet5.fp16.onnx").exists()
@@ -258,7 +258,7 @@ def test_all_continues_past_a_full_disk_and_summarises(tmp_path: Path, monkeypat
         return real(directory)
 
     monkeypatch.setattr(export, "atomic_outputs", flaky)
-    code = exporter_main(["--all", "--output-dir", str(tmp_path)])
+    code = exporter_main(["--all", "--artifacts-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1
     assert "Exported 2/3 models" in out and "FAILED alexnet_cifar: writing alexnet_cifar: the disk is full" in out
@@ -307,7 +307,7 @@ BUILDERS = textwrap.dedent(
         (["lenet5", "--calibration-dir", "somewhere"], "--calibration-dir go(es) with --precision int8"),
         (["lenet5", "--precision", "int8", "--calibration-dir", "nowhere"], "calibration directory not found"),
         (["lenet5", "--fp16-io"], "--fp16-io goes with --precision fp16"),
-        (["lenet5", "--view", "--port", "99999"], "--port 99999 is not a valid port"),
+        (["lenet5", "--view", "--http-port", "99999"], "--http-port 99999 is not a valid port"),
         (["lenet5", "--name", "x.onnx"], "bad artifact name"),
     ],
 )
@@ -316,14 +316,14 @@ def test_more_mistakes_are_one_line_before_anything_is_written(args: list[str], 
     (tmp_path / "exits.py").write_text("import sys\nsys.exit('bye')\n")
     torch.save({"conv_layer.0.weight": torch.zeros(6, 3, 5, 5).to_sparse()}, tmp_path / "sparse.pth")
     (tmp_path / "somewhere").mkdir()
-    proc = run_cli("exporter", *args, "--output-dir", "out", cwd=tmp_path)
+    proc = run_cli("exporter", *args, "--artifacts-dir", "out", cwd=tmp_path)
     _one_line(proc, message)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
 
 
 @pytest.mark.parametrize("flag", ["--epochs", "--lr"])
 def test_train_refuses_zero_instead_of_using_the_recipe(flag: str, tmp_path: Path) -> None:
-    proc = run_cli("exporter.train", "lenet5", flag, "0", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter.train", "lenet5", flag, "0", "--artifacts-dir", str(tmp_path))
     _one_line(proc, "epochs and batch size must be at least 1 and the learning rate a positive number")
 
 
@@ -359,6 +359,6 @@ def test_scratch_of_a_killed_variant_build_stays_in_the_artifact_and_is_removed(
         killed = directory / ".lenet5.int8.k1ll3d.partial"
         shutil.copytree(scratch, killed)  # what a killed run leaves
     assert not scratch.exists() and tempfile.gettempdir() != str(scratch)
-    proc = run_cli("exporter", "lenet5", "--precision", "fp16", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter", "lenet5", "--precision", "fp16", "--artifacts-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert not killed.exists()

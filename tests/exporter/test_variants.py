@@ -181,7 +181,7 @@ def test_missing_calibration_dir_is_a_clear_cli_error(lenet_dir: Path, tmp_path:
         "int8",
         "--calibration-dir",
         str(tmp_path / "nope"),
-        "--output-dir",
+        "--artifacts-dir",
         str(lenet_dir.parent),
     )
     assert proc.returncode == 2 and "calibration directory not found" in proc.stderr
@@ -292,7 +292,7 @@ def test_int8_tolerance_follows_the_models_own_input_rounding_floor() -> None:
 @pytest.mark.slow
 def test_int8_resnet18_cli(tmp_path: Path) -> None:
     """The issue's failing command, out of the box (about a minute on 2 cores)."""
-    proc = run_cli("exporter", "resnet18", "--precision", "int8", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter", "resnet18", "--precision", "int8", "--artifacts-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = art.open_artifact(tmp_path / "resnet18").manifest.variants["int8"]
     assert record.parity.passed and record.quantization is not None

@@ -82,7 +82,9 @@ def test_cli_view_busy_port_and_bad_file(tmp_path: Path, exported) -> None:
         held.bind(("localhost", 0))
         held.listen()
         port = held.getsockname()[1]
-        proc = run_cli("exporter", str(exported("lenet5").onnx_path), "--view", "--port", str(port), "--no-browser")
+        proc = run_cli(
+            "exporter", str(exported("lenet5").onnx_path), "--view", "--http-port", str(port), "--no-browser"
+        )
     assert proc.returncode == 2 and f"port {port} is busy" in proc.stderr and "Traceback" not in proc.stderr
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx at all")
@@ -129,7 +131,7 @@ def test_render_writes_nontrivial_png_and_svg(exported, tmp_path: Path) -> None:
 @browser
 @pytest.mark.browser
 def test_cli_render_writes_beside_the_graph(tmp_path: Path) -> None:
-    proc = run_cli("exporter", "lenet5", "--render", "--output-dir", str(tmp_path))
+    proc = run_cli("exporter", "lenet5", "--render", "--artifacts-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "lenet5" / "lenet5.png").is_file() and (tmp_path / "lenet5" / "lenet5.svg").is_file()
     assert "10 operator nodes drawn (graph has 10)" in proc.stdout
@@ -154,7 +156,7 @@ def test_cli_render_without_browser_fails_before_exporting(tmp_path: Path) -> No
         "exporter",
         "lenet5",
         "--render",
-        "--output-dir",
+        "--artifacts-dir",
         str(tmp_path),
         env={"PATH": "/nonexistent", "CHROMIUM_PATH": ""},
     )

@@ -101,7 +101,7 @@ def test_fp16_graph_is_explained_too(resnet_int8: Path, tmp_path: Path) -> None:
 
 
 def test_cli_table_and_json_are_complete(resnet_int8: Path) -> None:
-    args = ("runtime.parity", str(resnet_int8), "--precision", "int8", "--device", "cpu", "--batch-sizes", "2")
+    args = ("runtime.parity", str(resnet_int8), "--precision", "int8", "--device", "cpu", "--batch-size", "2")
     proc = run_cli(*args, "--explain", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = _strict(proc.stdout)

@@ -74,7 +74,7 @@ def test_tampered_weights_fail_parity(resnet_cifar_dir: Path) -> None:
 
 def test_cli_wrong_graph_exits_nonzero_naming_batch_and_metric(resnet_cifar_dir: Path) -> None:
     _replace_graph(resnet_cifar_dir, _tamper(onnx.load(str(resnet_cifar_dir / "resnet_cifar.onnx"))))
-    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--device", "cpu", "--batch-sizes", "2", "5")
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--device", "cpu", "--batch-size", "2", "5")
     assert proc.returncode == 1, proc.stderr
     assert "FAIL batch 2, output 'output':" in proc.stdout and "max abs err" in proc.stdout
 
@@ -134,7 +134,7 @@ def test_tolerance_override_is_applied(resnet_cifar_dir: Path) -> None:
 
 @pytest.mark.parametrize("batches", [["0"], ["1", "-2"]])
 def test_bad_batch_sizes_are_rejected(batches: list[str], resnet_cifar_dir: Path) -> None:
-    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-sizes", *batches)
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-size", *batches)
     assert proc.returncode == 2 and "at least 1" in proc.stderr
 
 
@@ -161,7 +161,7 @@ def test_piped_table_keeps_markup_and_every_digit(resnet_cifar_dir: Path) -> Non
 
 def test_memory_guard_refuses_a_batch_that_cannot_fit(resnet_cifar_dir: Path) -> None:
     """Defect: parity at a huge batch grew past 18 GB before anything stopped it."""
-    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-sizes", "4000000", timeout=120)
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-size", "4000000", timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "needs about" in proc.stderr and "GB of memory" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -59,7 +59,7 @@ def test_a_manifest_never_makes_the_toolkit_import_code(lenet_dir: Path, tmp_pat
 def test_user_model_is_checked_only_against_code_named_on_the_command_line(tmp_path: Path) -> None:
     src = write_user_model(tmp_path)
     out = tmp_path / "arts"
-    proc = run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--output-dir", str(out))
+    proc = run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--artifacts-dir", str(out))
     assert proc.returncode == 0, proc.stderr
     without = run_cli("runtime.parity", "make_tiny", "--artifacts-dir", str(out))
     assert without.returncode == 2 and f"--reference {src}:make_tiny" in without.stderr
@@ -133,7 +133,7 @@ class Printer(torch.nn.Module):
 def test_json_stays_json_when_the_users_code_prints(tmp_path: Path) -> None:
     src = write_user_model(tmp_path, PRINTER, "printer.py")
     out = tmp_path / "arts"
-    assert run_cli("exporter", f"{src}:Printer", "--input-shape", "8", "--output-dir", str(out)).returncode == 0
+    assert run_cli("exporter", f"{src}:Printer", "--input-shape", "8", "--artifacts-dir", str(out)).returncode == 0
     proc = run_cli("runtime.parity", "printer", "--artifacts-dir", str(out), "--reference", f"{src}:Printer", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["passed"] is True
@@ -143,7 +143,7 @@ def test_json_stays_json_when_the_users_code_prints(tmp_path: Path) -> None:
 def test_digits_inputs_on_a_non_image_model_are_one_line(tmp_path: Path) -> None:
     src = write_user_model(tmp_path, PRINTER, "printer.py")
     out = tmp_path / "arts"
-    run_cli("exporter", f"{src}:Printer", "--input-shape", "8", "--output-dir", str(out))
+    run_cli("exporter", f"{src}:Printer", "--input-shape", "8", "--artifacts-dir", str(out))
     args = ["--artifacts-dir", str(out), "--reference", f"{src}:Printer", "--inputs", "digits"]
     proc = run_cli("runtime.parity", "printer", *args)
     assert proc.returncode == 2 and "digits inputs are images" in proc.stderr and "Traceback" not in proc.stderr
@@ -152,11 +152,13 @@ def test_digits_inputs_on_a_non_image_model_are_one_line(tmp_path: Path) -> None
 def test_a_user_models_variant_is_rebuilt_with_the_named_reference(tmp_path: Path) -> None:
     src = write_user_model(tmp_path)
     out = tmp_path / "arts"
-    assert run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--output-dir", str(out)).returncode == 0
+    assert (
+        run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--artifacts-dir", str(out)).returncode == 0
+    )
     refused = run_cli("runtime.parity", "make_tiny", "--artifacts-dir", str(out), "--precision", "fp16", "--no-rebuild")
     assert refused.returncode == 2
     assert f"python -m exporter {src}:make_tiny --opset 17 --name make_tiny --input-shape 3x16x16" in refused.stderr
-    assert f"--output-dir {out} --precision fp16" in refused.stderr
+    assert f"--artifacts-dir {out} --precision fp16" in refused.stderr
     proc = run_cli(
         "runtime.parity",
         "make_tiny",
@@ -193,6 +195,6 @@ class NaN(torch.nn.Module):
 
 def test_non_finite_pytorch_output_is_one_line(tmp_path: Path) -> None:
     src = write_user_model(tmp_path, NAN_MODEL, "nan.py")
-    proc = run_cli("exporter", f"{src}:NaN", "--input-shape", "4", "--output-dir", str(tmp_path / "o"))
+    proc = run_cli("exporter", f"{src}:NaN", "--input-shape", "4", "--artifacts-dir", str(tmp_path / "o"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "PyTorch's own output contains NaN or Inf" in proc.stderr

@@ -34,7 +34,7 @@ def bench(
         [
             "--models",
             *models,
-            "--batch-sizes",
+            "--batch-size",
             "1",
             "3",
             *quick,
@@ -153,7 +153,7 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float) -> str:
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_mid_run_keeps_the_rows_measured(arts: Path, tmp_path: Path, sig: signal.Signals, code: int) -> None:
     out = tmp_path / "bench"
-    args = ["--models", "lenet5", "--batch-sizes", "1", "2", "3", "4", "5", "6", "7", "8", *QUICK]
+    args = ["--models", "lenet5", "--batch-size", "1", "2", "3", "4", "5", "6", "7", "8", *QUICK]
     args += ["--min-seconds", "2", "--output", str(out), "--artifacts-dir", str(arts)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
@@ -213,7 +213,7 @@ def test_exception_mid_run_is_a_failed_row_and_the_rest_is_kept(
 
 def test_batch_that_cannot_fit_is_refused_with_the_estimate(arts: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench"
-    args = ["--models", "resnet_cifar", "--batch-sizes", "1", "10000000", *QUICK]
+    args = ["--models", "resnet_cifar", "--batch-size", "1", "10000000", *QUICK]
     assert main([*args, "--output", str(out), "--artifacts-dir", str(arts)]) == 1
     printed = capsys.readouterr()
     assert "Traceback" not in printed.err
@@ -243,7 +243,7 @@ def test_fewer_rows_never_replace_more(arts: Path, tmp_path: Path, capsys: pytes
     assert bench(arts, out, models=("lenet5",)) == 0  # 4 rows
     full = (out / "results.json").read_bytes()
     assert (
-        main(["--models", "lenet5", "--batch-sizes", "1", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)])
+        main(["--models", "lenet5", "--batch-size", "1", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)])
         == 0
     )
     printed = capsys.readouterr().out
@@ -261,7 +261,7 @@ def test_user_model_artifact_needs_its_reference(
     model_file = write_user_model(tmp_path)
     export_model(f"{model_file}:make_tiny", input_shape=(3, 16, 16), output_dir=arts, name="tiny")
     out = tmp_path / "bench"
-    common = ["--models", "tiny", "--batch-sizes", "2", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)]
+    common = ["--models", "tiny", "--batch-size", "2", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)]
 
     assert main(common) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -285,7 +285,7 @@ def test_zoo_model_exported_at_another_size_is_fed_that_size(arts: Path, tmp_pat
     graph = arts / "resnet_cifar40" / "resnet_cifar40.onnx"
     for ref in (str(arts / "resnet_cifar40"), str(graph)):
         assert (
-            main(["--models", ref, "--batch-sizes", "2", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)])
+            main(["--models", ref, "--batch-size", "2", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)])
             == 0
         )
         rows = strict_load(out / "results.json")["rows"]
@@ -303,7 +303,7 @@ def test_dynamic_size_artifact_at_each_input_size(
     args = [
         "--models",
         "resnet_cifar_dyn",
-        "--batch-sizes",
+        "--batch-size",
         "1",
         *QUICK,
         "--output",
@@ -352,10 +352,12 @@ def test_graph_failing_parity_is_reported_not_timed(
 
 def test_missing_artifact_is_exported_first_or_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     arts, out = tmp_path / "artifacts", tmp_path / "bench"
-    common = ["--models", "lenet5", "--batch-sizes", "1", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)]
+    common = ["--models", "lenet5", "--batch-size", "1", *QUICK, "--output", str(out), "--artifacts-dir", str(arts)]
     assert main([*common, "--no-rebuild"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: no artifact for lenet5 in {arts}: export it: python -m exporter lenet5 --output-dir {arts}"]
+    assert err == [
+        f"error: no artifact for lenet5 in {arts}: export it: python -m exporter lenet5 --artifacts-dir {arts}"
+    ]
     assert main(common) == 0
     assert f"note: no artifact for lenet5 in {arts}: exporting it with the defaults first" in capsys.readouterr().err
     assert (arts / "lenet5" / "manifest.json").is_file()
@@ -366,9 +368,9 @@ def test_missing_artifact_is_exported_first_or_refused(tmp_path: Path, capsys: p
     "args, message",
     [
         (["--models", "lenet6"], "unknown model 'lenet6'"),
-        (["--models", "lenet5", "--batch-sizes", "0"], "batch sizes must be at least 1"),
+        (["--models", "lenet5", "--batch-size", "0"], "batch sizes must be at least 1"),
         (["--models", "lenet5", "--iterations", "0"], "--iterations must be at least 1"),
-        (["--models", "lenet5", "--precisions", "fp8"], "unknown precision 'fp8'"),
+        (["--models", "lenet5", "--precision", "fp8"], "unknown precision 'fp8'"),
         (["--models", "lenet5", "--engines", "tvm"], "unknown engine tvm"),
         (["--models", "nowhere/lenet5.onnx"], "nowhere/lenet5.onnx does not exist"),
         (["--models", "lenet5", "--reference", "x.txt"], "bad --reference"),
@@ -403,7 +405,7 @@ def test_cuda_bench_with_and_without_io_binding(arts: Path, tmp_path: Path, io_b
         "resnet_cifar",
         "--device",
         "cuda",
-        "--batch-sizes",
+        "--batch-size",
         "1",
         "8",
         "--engines",
@@ -433,13 +435,13 @@ def test_cuda_tensorrt_runs_or_says_why(arts: Path, tmp_path: Path, capsys: pyte
         "resnet_cifar",
         "--device",
         "cuda",
-        "--batch-sizes",
+        "--batch-size",
         "4",
         "--engines",
         "onnxruntime",
         "tensorrt",
     ]
-    args += ["--precisions", "fp32", "fp16", "--min-samples", "20", "--min-seconds", "0.2"]
+    args += ["--precision", "fp32", "fp16", "--min-samples", "20", "--min-seconds", "0.2"]
     assert main([*args, "--output", str(out), "--artifacts-dir", str(arts)]) == 0
     doc = strict_load(out / "results.json")
     why = unavailable_reason("tensorrt", "cuda")

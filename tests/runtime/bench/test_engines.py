@@ -68,7 +68,7 @@ def test_unavailable_engine_is_named_and_the_others_run(
 ) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)
     out = tmp_path / "bench"
-    args = ["--models", "lenet5", "--batch-sizes", "1", *QUICK, "--engines", "onnxruntime", "openvino"]
+    args = ["--models", "lenet5", "--batch-size", "1", *QUICK, "--engines", "onnxruntime", "openvino"]
     assert main([*args, "--output", str(out), "--artifacts-dir", str(arts)]) == 0
     err = capsys.readouterr().err
     assert "openvino: not available (not installed: pip install -e '.[openvino]' (or pip install openvino))" in err
@@ -91,13 +91,13 @@ def test_openvino_times_the_same_graph_after_parity(arts: Path, tmp_path: Path, 
     args = [
         "--models",
         "lenet5",
-        "--batch-sizes",
+        "--batch-size",
         "2",
         *QUICK,
         "--engines",
         "openvino",
         "pytorch",
-        "--precisions",
+        "--precision",
         "fp32",
         "bf16",
     ]
@@ -125,7 +125,7 @@ def test_torch_compile_compile_time_is_separate(arts: Path, tmp_path: Path) -> N
     if engines.unavailable_reason("torch-compile", "cpu"):
         pytest.skip(engines.unavailable_reason("torch-compile", "cpu"))
     out = tmp_path / "bench"
-    args = ["--models", "lenet5", "--batch-sizes", "1", *QUICK, "--engines", "torch-compile", "pytorch"]
+    args = ["--models", "lenet5", "--batch-size", "1", *QUICK, "--engines", "torch-compile", "pytorch"]
     assert main([*args, "--output", str(out), "--artifacts-dir", str(arts)]) == 0
     rows = {r["engine"]: r for r in strict_load(out / "results.json")["rows"]}
     tc = rows["torch-compile"]

@@ -111,7 +111,7 @@ def test_cli_writes_and_checks_a_repository(resolved_lenet, artifacts_dir: Path,
         str(artifacts_dir),
         "--write-repository",
         str(repo),
-        "--max-batch",
+        "--max-batch-size",
         "16",
         "--preferred-batch-sizes",
         "4",
@@ -137,7 +137,7 @@ def test_fixed_batch_graph_is_refused_when_batching(resolved_lenet, tmp_path: Pa
     with pytest.raises(ConfigError) as info:
         build_config("lenet5", graph_io(fixed), ModelOptions(max_batch=8))
     message = str(info.value)
-    assert "fixed batch dimension of 1" in message and "--max-batch 0" in message and "\n" not in message
+    assert "fixed batch dimension of 1" in message and "--max-batch-size 0" in message and "\n" not in message
     # max_batch_size 0 is the setting such a graph allows: the whole shape goes into dims
     config = build_config("lenet5", graph_io(fixed), ModelOptions(max_batch=0))
     assert list(config.input[0].dims) == [1, 3, 32, 32] and not config.HasField("dynamic_batching")
@@ -214,14 +214,14 @@ def test_cli_refusals_are_one_line(resolved_lenet, artifacts_dir: Path, tmp_path
         str(artifacts_dir),
         "--write-repository",
         str(tmp_path / "r"),
-        "--max-batch",
+        "--max-batch-size",
         "8",
         "--preferred-batch-sizes",
         "16",
     )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: preferred batch size 16 is outside 1..8 (--max-batch): "
+        "error: preferred batch size 16 is outside 1..8 (--max-batch-size): "
         "Triton refuses preferred sizes above max_batch_size"
     ]
     assert not (tmp_path / "r").exists()

@@ -228,7 +228,7 @@ def test_a_server_that_fails_to_start_shows_its_log(resolved_lenet, tmp_path: Pa
 def test_serve_command_stops_on_ctrl_c_leaving_no_process(resolved_lenet, artifacts_dir: Path) -> None:
     http, grpc, metrics = free_ports(3)
     cmd = [sys.executable, "-m", "runtime.serve", "lenet5", "--artifacts-dir", str(artifacts_dir)]
-    cmd += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", "8"]
+    cmd += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch-size", "8"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: dict[int, float] = {}
