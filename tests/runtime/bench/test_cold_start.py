@@ -17,7 +17,7 @@ def test_every_row_says_what_its_first_result_took(
 ) -> None:
     pytest.importorskip("openvino")
     quick = [q for q in QUICK if q not in ("onnxruntime", "pytorch", "--engines")]
-    code = main(["--models", "lenet5", "--batch-sizes", "1", "2", "--engines", "onnxruntime", "openvino", "pytorch",
+    code = main(["--models", "lenet5", "--batch-size", "1", "2", "--engines", "onnxruntime", "openvino", "pytorch",
                  *quick, "--artifacts-dir", str(arts), "--output", str(tmp_path / "b")])  # fmt: skip
     assert code == 0
     assert "cold start s" in capsys.readouterr().out

@@ -158,7 +158,7 @@ def test_bench_with_a_baseline_prints_the_ratios_and_exits_1_on_a_regression(
     arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     quick = [q for q in QUICK if q != "pytorch"]  # onnxruntime only: the gate needs no reference engine
-    common = ["--models", "lenet5", "--batch-sizes", "1", "2", *quick, "--artifacts-dir", str(arts)]
+    common = ["--models", "lenet5", "--batch-size", "1", "2", *quick, "--artifacts-dir", str(arts)]
     assert main([*common, "--output", str(tmp_path / "first")]) == 0
     first = tmp_path / "first" / "results.json"
     kept = strict_load(first)["rows"][0]["sample_summary"]
@@ -176,7 +176,7 @@ def test_bench_with_a_baseline_prints_the_ratios_and_exits_1_on_a_regression(
     assert gate["path"].endswith("fast/results.json") and len(gate["rows"]) == 2
 
     slow = _scaled_copy(first, tmp_path / "slow", 3.0)
-    code = main([*common, "--batch-sizes", "1", "3", "--output", str(tmp_path / "third"), "--baseline", str(slow)])
+    code = main([*common, "--batch-size", "1", "3", "--output", str(tmp_path / "third"), "--baseline", str(slow)])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "regression gate passed (1 rows compared: 1 faster)" in printed
