@@ -18,7 +18,7 @@ def test_int8_rows_carry_floors_from_the_int8_peak(arts: Path, tmp_path: Path, c
     out = tmp_path / "bench"
     quick = [q for q in QUICK if q != "--no-roofline"]
     code = main(
-        ["--models", "lenet5", "--batch-sizes", "8", "--precisions", "fp32", "int8", "--engines", "onnxruntime"]
+        ["--models", "lenet5", "--batch-size", "8", "--precision", "fp32", "int8", "--engines", "onnxruntime"]
         + quick[2:]
         + ["--output", str(out), "--artifacts-dir", str(arts)]
     )

@@ -34,7 +34,7 @@ QUICK_THROUGHPUT = ["--iterations", "4", "--warmup", "1", "--threads", "2", "--n
 
 
 def run_throughput(arts: Path, out: Path, *extra: str, engines: tuple[str, ...] = ("onnxruntime", "openvino")) -> int:
-    return main(["--models", "lenet5", "--batch-sizes", "1", "4", "--engines", *engines, *QUICK_THROUGHPUT, *extra,
+    return main(["--models", "lenet5", "--batch-size", "1", "4", "--engines", *engines, *QUICK_THROUGHPUT, *extra,
                  "--artifacts-dir", str(arts), "--output", str(out)])  # fmt: skip
 
 
