@@ -174,7 +174,7 @@ class _Serve:
         self.http, grpc, metrics = free_ports(3)
         cmd = [sys.executable, "-m", "runtime.serve", "lenet5", "--artifacts-dir", str(artifacts_dir), "--no-rebuild"]
         cmd += ["--http-port", str(self.http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-        cmd += ["--max-batch", "8", *extra]
+        cmd += ["--max-batch-size", "8", *extra]
         env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.err: queue.Queue[str] = queue.Queue()
