@@ -301,10 +301,8 @@ def map_variant(index: LayerIndex, variant: onnx.ModelProto) -> LayerMap:
 def layer_index(artifact: Artifact) -> LayerIndex:
     """The index of every graph of ``artifact``: its fp32 graph's map and structure, and each
     variant's recorded map. Where the artifact predates layer maps, :attr:`LayerIndex.known` is False
-    and every name maps to no module."""
+    and every name maps to no module (but still to the fp32 graph's node it came from)."""
     manifest = artifact.manifest
-    if manifest.layers is None:
-        return LayerIndex(None)
     base = onnx.load(str(artifact.path()), load_external_data=False) if artifact.path().is_file() else None
     extra = [v.layers.nodes for v in manifest.variants.values() if v.layers is not None]
     return LayerIndex(manifest.layers, base, extra)

@@ -1,0 +1,33 @@
+"""Where a profile is written: ``OUTPUT/NAME/<graph>.<engine>.<device>.b<batch>[.HxW]/`` holding
+``profile.json`` (strict JSON, every layer and node) and ``layers.png``, both written atomically (a
+failure leaves the earlier files of that folder as they were)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.files import atomic_outputs, ensure_writable_dir, remove_stale_partials
+
+from .plot import layers_png
+from .records import Profile
+
+DEFAULT_OUTPUT = Path("artifacts") / "profile"
+
+
+def profile_dir(output: Path, profile: Profile) -> Path:
+    size = "" if profile.input_shape is None else "." + "x".join(map(str, profile.input_shape[1:]))
+    return output / profile.artifact / f"{profile.graph}.{profile.engine}.{profile.device}.b{profile.batch_size}{size}"
+
+
+def write_profile(output: Path, profile: Profile, top: int | None = None) -> list[Path]:
+    """Write the profile's files; return their paths."""
+    ensure_writable_dir(output)
+    directory = profile_dir(output, profile)
+    if directory.is_dir():
+        remove_stale_partials(directory)
+    png = layers_png(profile, top)
+    files = [directory / "profile.json", directory / "layers.png"]
+    with atomic_outputs(directory) as writer:
+        writer.write_text(files[0], profile.json_text())
+        writer.write_bytes(files[1], png)
+    return files
