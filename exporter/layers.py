@@ -226,6 +226,13 @@ class LayerIndex:
     def module_type(self, module: str | None) -> str | None:
         return self.layers.module_types.get(module) if self.layers and module is not None else None
 
+    def nodes_of(self, module: str, *, children: bool = True) -> list[str]:
+        """The fp32 graph's nodes that came from ``module`` (and, with ``children``, its submodules), in
+        graph order: what to keep float when a layer must not be quantized."""
+        prefix = module + "."
+        base = self.layers.nodes if self.layers else {}
+        return [n for n, m in base.items() if m == module or (children and m.startswith(prefix))]
+
     def module_of(self, name: str, op_type: str | None = None) -> str | None:
         """The module path the node ``name`` (running ``op_type``, where known) came from, or None."""
         return self.resolve(name, op_type).module

@@ -116,6 +116,15 @@ def test_names_engines_report_lead_back_to_the_module(base_index, name, op, modu
     assert index.module_of(name, op) == module
 
 
+def test_the_nodes_of_a_module(base_index) -> None:
+    index, layers = base_index
+    conv = index.nodes_of("stages.0.1.conv1")
+    assert len(conv) == 1 and conv[0].endswith("/conv1/Conv") and layers.nodes[conv[0]] == "stages.0.1.conv1"
+    block = index.nodes_of("stages.0.1")
+    assert set(conv) < set(block) and all(layers.nodes[n].startswith("stages.0.1") for n in block)
+    assert index.nodes_of("stages.0.1", children=False) == [n for n in block if layers.nodes[n] == "stages.0.1"]
+
+
 def test_export_records_the_map_and_variants_keep_it(tmp_path: Path) -> None:
     """The exporter writes the map into the manifest; the int8 (QDQ) variant's Q/DQ nodes, including
     the weights' DequantizeLinear, map to the layers they feed; offline-optimized QLinearConvs too."""
