@@ -21,6 +21,7 @@ artifact, including names the graphs never held:
   or weights (``onnx::Conv_193_DequantizeLinear``): plumbing nodes take the module of the layer whose
   tensor they carry, weights that of the layer reading them (:func:`map_variant`);
 * onnxruntime's optimized graphs rename fused nodes: ``/conv1/Conv_token_1`` (a QLinearConv),
+  ``InsertedPrecisionFreeCast_...`` (an fp16 node it runs in fp32 on a CPU),
   ``/relu/Relu_output_0_nchwc`` (a Conv with its ReLU fused, named after the ReLU's output tensor):
   engine suffixes are stripped, tensor names lead to the node that produced them, and a fused
   compute node walks back from its activation to the convolution it absorbed;
@@ -58,9 +59,10 @@ _FAMILIES: dict[str, frozenset[str]] = {
     "Add": frozenset({"Add", "QLinearAdd", "Sum"}),
     "Concat": frozenset({"Concat", "QLinearConcat"}),
 }  # fmt: skip
-#: Suffixes engines append to a node's or a tensor's name, stripped one at a time.
+#: Suffixes (and prefixes) engines add to a node's or a tensor's name, stripped one at a time.
 _SUFFIXES = (
     re.compile(r"_kernel_time$"),  # onnxruntime profiler event
+    re.compile(r"^InsertedPrecisionFreeCast_"),  # onnxruntime running an fp16 graph's node in fp32 (CPU)
     re.compile(r"_fence_(before|after)$"),
     re.compile(r"_nchwc$"),
     re.compile(r"_token_\d+$"),

@@ -99,6 +99,8 @@ def base_index() -> tuple[LayerIndex, art.LayerMap]:
         # a QLinearConv of an offline-optimized int8 graph, and onnxruntime's QDQ fusion names
         ("/stages/stages.0/stages.0.1/conv2/Conv_token_12", "QLinearConv", "stages.0.1.conv2", "node"),
         ("/stages/stages.0/stages.0.1/conv2/Conv_quant", "QLinearConv", "stages.0.1.conv2", "node"),
+        # an fp16 graph's fused Conv that onnxruntime runs in fp32 on a CPU
+        ("InsertedPrecisionFreeCast_/stem/stem.1/Relu_output_0_nchwc", "Conv", "stem.0", "fused"),
         # OpenVINO's layer names
         ("/stages/stages.0/stages.0.1/conv1/Conv/WithoutBiases", "Convolution", "stages.0.1.conv1", "node"),
         # an activation quantizer named after its tensor
