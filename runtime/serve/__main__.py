@@ -183,8 +183,8 @@ def _write_repository(args: argparse.Namespace, options: ModelOptions, out: Cons
 
 #: flags the repository's config.pbtxt decides when serving --repository (dest -> its default)
 _REPOSITORY_DECIDES = {
-    "artifact": None, "precision": None, "max_batch": 32, "preferred_batch_sizes": None, "max_queue_delay_us": 500,
-    "instances": 1, "device": "auto", "threads": None, "tensorrt": None, "cuda_graphs": False, "no_warmup": False,
+    "artifact": None, "precision": None, "max_batch_size": 32, "preferred_batch_sizes": None, "max_queue_delay_us": 500,
+    "instances": 1, "device": "auto", "threads": None, "tensorrt": None, "cuda_graph": False, "no_warmup": False,
     "write_repository": None, "print_config": False,
 }  # fmt: skip
 
