@@ -123,7 +123,7 @@ def precisions_for(engine: str, requested: list[str]) -> list[str]:
     if engine == "onnxruntime":
         return [p for p in requested if p not in EXTRA_PRECISIONS]
     if engine == "openvino":
-        return [p for p in requested if p in ("fp32", "bf16", "int8")]
+        return [p for p in requested if p in ("fp32", "bf16") or openvino_reads(p)]
     if engine == "tensorrt":
         return [p for p in requested if p in ("fp32", "fp16")]
     return []
@@ -136,8 +136,22 @@ def graph_key(engine: str, precision: str) -> str | None:
     if engine == "onnxruntime":
         return precision
     if engine == "openvino":
-        return "int8" if precision == "int8" else "fp32"
+        return precision if openvino_reads(precision) else "fp32"
     return "fp32"  # tensorrt builds its fp16 engine from the fp32 graph
+
+
+def openvino_reads(precision: str) -> bool:
+    """Whether OpenVINO runs this graph variant itself: the int8 QDQ graphs (and any other quantized
+    variant, such as a mixed-precision one), not fp16 nor graphs offline-optimized for onnxruntime."""
+    from exporter.artifact import VariantKey
+
+    if precision in EXTRA_PRECISIONS or precision == "fp32":
+        return False
+    try:
+        key = VariantKey.parse(precision)
+    except Exception:
+        return False
+    return key.optimize_for is None and key.precision not in ("fp16", "fp32")
 
 
 # --- prepared engines ---------------------------------------------------------------------------
@@ -439,7 +453,7 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
         raise UserError(f"openvino: {ctx.name} has {len(model.inputs)} inputs; the benchmark feeds one")
     model.reshape(list(x.shape))  # static shapes for this batch and size: OpenVINO's fastest path
     config = {
-        "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision],
+        "INFERENCE_PRECISION_HINT": OPENVINO_HINT.get(precision, "f32"),
         "INFERENCE_NUM_THREADS": ctx.threads,
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,

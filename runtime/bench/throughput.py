@@ -8,6 +8,8 @@ A *setting* is ``streams`` S and ``concurrency`` C (requests kept in flight):
   ``Run`` is thread-safe) and the requests share its thread pool, as they would in a server.
   This is what Triton's onnxruntime backend does with S instances of ``intra_op_thread_count``
   threads each.
+* **TensorRT** (CUDA): S sessions of onnxruntime's TensorRT provider sharing one engine cache,
+  fed host arrays (copies included; the latency mode binds device buffers).
 * **OpenVINO**: one compiled model with ``NUM_STREAMS`` S and ``INFERENCE_NUM_THREADS`` the
   run's threads (OpenVINO splits them across its streams), ``PERFORMANCE_HINT`` THROUGHPUT
   (LATENCY for one stream), and C infer requests, one per worker: what ``benchmark_app -nstreams
@@ -40,18 +42,18 @@ import numpy as np
 
 from exporter.errors import UserError, first_line
 
-from ..sessions import create_session, run
+from ..sessions import create_session, create_tensorrt_session, run
 from .engines import OPENVINO_HINT, ModelContext, Runner, graph_key, wall_timer
 from .rows import describe_setting
 from .stats import Interval, median_interval, ratio_interval, summarize, summarize_samples
 from .timing import TimingPolicy
 
 #: Engines that run in throughput mode, and why the others do not.
-THROUGHPUT_ENGINES = ("onnxruntime", "openvino")
+THROUGHPUT_ENGINES = ("onnxruntime", "openvino", "tensorrt")
 NOT_IN_THROUGHPUT = {
-    "pytorch": "throughput mode runs the deployable engines (onnxruntime, openvino); PyTorch eager is the reference",
-    "torch-compile": "throughput mode runs the deployable engines (onnxruntime, openvino)",
-    "tensorrt": "not in throughput mode yet: time it in latency mode (without --streams)",
+    "pytorch": "throughput mode runs the deployable engines (onnxruntime, openvino, tensorrt); "
+    "PyTorch eager is the reference",
+    "torch-compile": "throughput mode runs the deployable engines (onnxruntime, openvino, tensorrt)",
 }
 #: A window lasts at least this many typical request latencies.
 WINDOW_REQUESTS = 3
@@ -147,7 +149,7 @@ def prepare_onnxruntime_streams(ctx: ModelContext, precision: str, x: np.ndarray
 def openvino_config(precision: str, streams: int, threads: int) -> dict[str, object]:
     """The compile properties of an OpenVINO setting (the same the Triton repository names)."""
     return {
-        "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision],
+        "INFERENCE_PRECISION_HINT": OPENVINO_HINT.get(precision, "f32"),
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": streams,
         "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY",
@@ -203,11 +205,69 @@ def prepare_openvino_streams(ctx: ModelContext, precision: str, x: np.ndarray, s
     )  # fmt: skip
 
 
+def prepare_tensorrt_streams(ctx: ModelContext, precision: str, x: np.ndarray, setting: Setting) -> Workers:
+    """S sessions of onnxruntime's TensorRT provider on one engine cache (the first builds, the others load)."""
+    cache = ctx.artifact.directory / "tensorrt-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    name = ctx.artifact.manifest.inputs[0].name
+    shape = f"{name}:{'x'.join(str(d) for d in x.shape)}"
+    options = {
+        "trt_fp16_enable": "True" if precision == "fp16" else "False",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_profile_min_shapes": shape,
+        "trt_profile_opt_shapes": shape,
+        "trt_profile_max_shapes": shape,
+    }
+    cached = any(cache.glob("*.engine"))
+    feed = np.ascontiguousarray(x, dtype=np.float32)
+    sessions = []
+    started = time.perf_counter()
+    build_s = 0.0
+    for i in range(setting.streams):
+        sess, info = create_tensorrt_session(ctx.graphs["fp32"], ctx.session, options)
+        in_name = sess.get_inputs()[0].name
+        took = wall_timer(lambda s=sess, n=in_name: s.run(None, {n: feed}))  # builds (or loads) the engine
+        if i == 0:
+            build_s = took
+        sessions.append(sess)
+    create_s = time.perf_counter() - started - build_s
+    in_name = sessions[0].get_inputs()[0].name
+
+    def slot(sess) -> Callable[[], None]:  # type: ignore[no-untyped-def]
+        return lambda: sess.run(None, {in_name: feed})
+
+    slots = [slot(sessions[i % setting.streams]) for i in range(setting.concurrency)]
+    first = wall_timer(slots[0])
+
+    def infer(inp: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(o, dtype=np.float32) for o in run(sessions[0], np.ascontiguousarray(inp, np.float32))]
+
+    settings: dict[str, str | int | float | bool | None] = {
+        "providers": ",".join(info.providers),
+        "sessions": setting.streams,
+        "fp16": precision == "fp16",
+        "engine_cache": str(cache),
+        "io_binding": False,
+        "tf32": None,
+    }
+    probe = Runner("tensorrt", precision, "cuda", slots[0], infer, settings=settings)
+    cold = {"create_s": create_s, "build_s": build_s, "engine_cached": cached, "first_inference_s": first}
+    return Workers(
+        "tensorrt", precision, "cuda", setting, None, slots, probe, settings, cold, ctx.graph_paths["fp32"],
+        batch=int(x.shape[0]),
+    )  # fmt: skip
+
+
 def prepare_streams(engine: str, ctx: ModelContext, precision: str, x: np.ndarray, setting: Setting) -> Workers:
     if engine == "onnxruntime":
         return prepare_onnxruntime_streams(ctx, precision, x, setting)
     if engine == "openvino":
         return prepare_openvino_streams(ctx, precision, x, setting)
+    if engine == "tensorrt":
+        return prepare_tensorrt_streams(ctx, precision, x, setting)
     raise UserError(NOT_IN_THROUGHPUT.get(engine, f"{engine} does not run in throughput mode"))
 
 

@@ -25,6 +25,7 @@ Nothing in this package prints; commands do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,11 @@ class RepositoryModel:
     sha256: str
 
 
-def repository_model(resolved, options: ModelOptions | None = None, name: str | None = None) -> RepositoryModel:  # type: ignore[no-untyped-def]
-    """The validated ``config.pbtxt`` of a resolved artifact's graph for Triton's onnxruntime backend."""
+def repository_model(  # type: ignore[no-untyped-def]
+    resolved, options: ModelOptions | None = None, name: str | None = None, notes: Sequence[str] = ()
+) -> RepositoryModel:
+    """The validated ``config.pbtxt`` of a resolved artifact's graph for Triton's onnxruntime (or OpenVINO)
+    backend; ``notes`` are added to its header comment."""
     from exporter.files import sha256_bytes
 
     options = options or ModelOptions()
@@ -84,19 +88,21 @@ def repository_model(resolved, options: ModelOptions | None = None, name: str | 
     config = build_config(name, graph_io(resolved.graph), options, warmup_shape=manifest.input_shape)
     sha = sha256_bytes(resolved.graph)
     header = [
-        f"Triton model configuration for the {BACKEND} backend, written by cnn-onnx-toolkit (python -m runtime.serve).",
+        f"Triton model configuration for the {options.backend} backend, written by cnn-onnx-toolkit "
+        "(python -m runtime.serve).",
         f"artifact {manifest.name}, graph {resolved.key} (opset {manifest.settings.opset}), sha256 {sha}",
     ]
     if manifest.dynamic_size:
         header.append("height and width are variable (-1); warm-up uses the export size")
+    header += list(notes)
     return RepositoryModel(name, render_config(config, header), summarize(config), resolved.graph, sha)
 
 
-def write_repository_model(
-    resolved, directory: Path, options: ModelOptions | None = None, name: str | None = None
-) -> WrittenModel:  # type: ignore[no-untyped-def]
+def write_repository_model(  # type: ignore[no-untyped-def]
+    resolved, directory: Path, options: ModelOptions | None = None, name: str | None = None, notes: Sequence[str] = ()
+) -> WrittenModel:
     """Build, validate and write one model into the repository ``directory`` (others are kept)."""
-    model = repository_model(resolved, options, name)
+    model = repository_model(resolved, options, name, notes)
     return write_model(Path(directory), model.name, model.config_text, model.graph, expected_sha256=model.sha256)
 
 

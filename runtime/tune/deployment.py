@@ -1,0 +1,113 @@
+"""The chosen candidate as a Triton model repository, written and validated with runtime.serve's library.
+
+* onnxruntime: Triton's onnxruntime backend, one instance per stream, each with the stream's
+  intra-op threads (``intra_op_thread_count``), on the graph the candidate ran.
+* OpenVINO: Triton's OpenVINO backend on the same ONNX graph, ``NUM_STREAMS`` the streams,
+  ``INFERENCE_NUM_THREADS`` all the threads, one instance per request in flight.
+* TensorRT (CUDA): the onnxruntime backend with its TensorRT accelerator, one instance per stream.
+
+The model's ``max_batch_size`` and preferred batch size are the candidate's batch (Triton never
+forms a batch larger than the one measured); the queue delay is 0 at batch 1, else the serve
+default, until ``--serve`` searches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from exporter import artifact as art
+from exporter.files import sha256_bytes
+
+from ..bench.engines import graph_key
+from ..resolve import Resolved, resolve
+from ..serve import ModelOptions, check_repository, default_model_name, write_repository_model
+from .deploy import REPOSITORY, Candidate, TritonModel
+
+DEFAULT_QUEUE_DELAY_US = 500
+
+
+def model_options(c: Candidate, device: str, threads: int) -> ModelOptions:
+    """The Triton settings that run ``c`` as it was measured."""
+    batch = c.batch_size
+    common = dict(
+        max_batch=batch,
+        preferred_batch_sizes=(batch,),
+        max_queue_delay_us=0 if batch == 1 else DEFAULT_QUEUE_DELAY_US,
+        warmup=True,
+    )
+    if c.engine == "openvino":
+        return ModelOptions(
+            **common,  # type: ignore[arg-type]
+            instances=c.concurrency,
+            device="cpu",
+            backend="openvino",
+            threads=threads,
+            openvino_streams=c.streams,
+            openvino_hint="THROUGHPUT" if c.streams > 1 else "LATENCY",
+            bf16=c.precision == "bf16",
+        )
+    if c.engine == "tensorrt":
+        return ModelOptions(
+            **common,  # type: ignore[arg-type]
+            instances=c.streams, device="cuda", tensorrt="fp16" if c.precision == "fp16" else "fp32",
+        )  # fmt: skip
+    return ModelOptions(
+        **common,  # type: ignore[arg-type]
+        instances=c.streams,
+        device="cuda" if device == "cuda" else "cpu",
+        threads=c.threads_per_stream or max(1, threads // c.streams),
+    )
+
+
+def resolved_graph(c: Candidate, artifact: str, artifacts_dir: Path, rebuild: bool, reference: str | None,
+                   say) -> Resolved:  # type: ignore[no-untyped-def]  # fmt: skip
+    """The verified graph the candidate's engine reads."""
+    key = graph_key(c.engine, c.precision) or "fp32"
+    return resolve(
+        artifact, key=art.VariantKey.parse(key), artifacts_dir=artifacts_dir, rebuild=rebuild, reference=reference,
+        say=say,
+    )  # fmt: skip
+
+
+def write(resolved: Resolved, output: Path, options: ModelOptions, notes: list[str]) -> TritonModel:
+    """Write the model into ``output/repository`` (atomically, replacing the model of an earlier run) and
+    validate the repository as the server would load it."""
+    repository = Path(output) / REPOSITORY
+    repository.mkdir(parents=True, exist_ok=True)
+    name = default_model_name(resolved.artifact.name, str(resolved.key))
+    written = write_repository_model(resolved, repository, options, name, notes)
+    checked = {m.name: m for m in check_repository(repository, [name])}
+    summary_text = written.config_text
+    from ..serve import parse_config, summarize
+
+    s = summarize(parse_config(summary_text))
+    return TritonModel(
+        repository=str(repository),
+        model_name=name,
+        backend=s.backend,
+        variant=str(resolved.key),
+        graph_sha256=written.sha256,
+        config_sha256=sha256_bytes(summary_text.encode()),
+        max_batch_size=s.max_batch_size,
+        preferred_batch_sizes=s.preferred_batch_sizes,
+        max_queue_delay_us=s.max_queue_delay_us,
+        instances=options.instances,
+        parameters=s.parameters,
+        validated=checked[name].ok,
+    )
+
+
+def with_batching(options: ModelOptions, instances: int, max_batch: int, preferred: tuple[int, ...],
+                  delay_us: int) -> ModelOptions:  # fmt: skip
+    """``options`` with another instance count and dynamic batching (the ``--serve`` search's moves).
+
+    onnxruntime keeps its total threads: more instances get fewer threads each.
+    """
+    threads = options.threads
+    if options.backend != "openvino" and threads and options.instances:
+        threads = max(1, threads * options.instances // instances)
+    return replace(
+        options, instances=instances, max_batch=max_batch, preferred_batch_sizes=preferred,
+        max_queue_delay_us=delay_us, threads=threads,
+    )  # fmt: skip

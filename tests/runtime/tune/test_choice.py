@@ -1,0 +1,114 @@
+"""Tune's pieces without timing anything: budget, space, finalists, ranking, the deployment's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.errors import UserError
+from runtime.tune.candidates import over_budget, pick_finalists, rank, stream_counts
+from runtime.tune.config import LossBudget, TuneConfig, parse_loss
+from runtime.tune.deploy import Candidate, Figures, read_deploy
+from runtime.tune.plot import pareto_front
+
+
+def _c(engine: str = "onnxruntime", precision: str = "fp32", streams: int = 1, batch: int = 1, ips: float = 100.0,
+       p99: float | None = 10.0, p50: float = 5.0, confirmed: bool = False, status: str = "ok",
+       sqnr: float | None = None) -> Candidate:  # fmt: skip
+    f = Figures(throughput_ips=ips, p50_ms=p50, p99_ms=p99, max_ms=(p99 or p50) * 1.2, requests=200 if p99 else 40)
+    return Candidate(
+        engine=engine, precision=precision, streams=streams, threads_per_stream=2 // streams, concurrency=streams,
+        batch_size=batch, status=status, screen=f if status == "ok" else None,  # type: ignore[arg-type]
+        confirmed=f if confirmed else None, sqnr_db=sqnr,
+    )  # fmt: skip
+
+
+def test_the_loss_budget_reads_db_or_points_and_nothing_else() -> None:
+    assert parse_loss("25db") == LossBudget(min_sqnr_db=25.0)
+    assert parse_loss("0.5PP") == LossBudget(max_accuracy_drop_pp=0.5)
+    assert parse_loss(None).describe() == "each precision's parity tolerance"
+    for bad in ("25", "db", "-3db", "3 dB extra"):
+        with pytest.raises(UserError, match="bad --max-loss"):
+            parse_loss(bad)
+
+
+def test_targets_need_what_they_judge_by() -> None:
+    with pytest.raises(UserError, match="needs --p99-ms"):
+        TuneConfig("resnet_cifar", target="latency").validate()
+    with pytest.raises(UserError, match="goes with --target latency"):
+        TuneConfig("resnet_cifar", target="throughput", p99_ms=10).validate()
+    with pytest.raises(UserError, match="above 0"):
+        TuneConfig("resnet_cifar", target="latency", p99_ms=-1).validate()
+    assert TuneConfig("resnet_cifar", artifacts_dir=Path("a")).output == Path("a/tune/resnet_cifar")
+
+
+def test_threads_split_into_equal_streams() -> None:
+    assert stream_counts(1) == [1]
+    assert stream_counts(2) == [1, 2]
+    assert stream_counts(6) == [1, 2]
+    assert stream_counts(16) == [1, 2, 4, 8, 16]
+
+
+def test_the_budget_refuses_lossy_precisions_only() -> None:
+    budget = LossBudget(min_sqnr_db=20.0)
+    assert over_budget(_c(precision="int8", sqnr=15.0), budget).startswith("SQNR 15.0 dB")  # type: ignore[union-attr]
+    assert over_budget(_c(precision="int8", sqnr=25.0), budget) is None
+    assert over_budget(_c(precision="fp32", sqnr=5.0), budget) is None
+    drop = over_budget(_c(precision="int8"), LossBudget(max_accuracy_drop_pp=1.0))
+    assert drop is not None and "no labelled held-out set" in drop
+
+
+def test_finalists_for_throughput_and_for_a_latency_target() -> None:
+    cands = [
+        _c(ips=500, p99=40, p50=30, batch=32), _c(ips=300, p99=12, p50=8, batch=8), _c(ips=100, p99=3, p50=2),
+        _c(ips=900, status="failed"),
+    ]  # fmt: skip
+    fast = pick_finalists(cands, TuneConfig("m", finalists=2))
+    assert [c.batch_size for c in fast] == [32, 8]
+    tight = pick_finalists(cands, TuneConfig("m", target="latency", p99_ms=15, finalists=1))
+    # the fastest that can meet 15 ms, and the lowest-latency one in case it does not
+    assert [c.batch_size for c in tight] == [8, 1]
+
+
+def test_ranking_puts_confirmed_candidates_meeting_the_target_first() -> None:
+    cands = [
+        _c(ips=900, p99=40, confirmed=True, batch=32),  # fastest, misses 15 ms
+        _c(ips=300, p99=12, confirmed=True, batch=8),
+        _c(ips=200, p99=None, confirmed=True, batch=4),  # no p99: not proven
+        _c(ips=2000, p99=2, batch=2),  # only screened: never chosen over a confirmed one
+        _c(status="parity-failed"),
+    ]
+    ranked = rank(cands, TuneConfig("m", target="latency", p99_ms=15))
+    assert [c.batch_size for c in ranked] == [8, 32, 4, 2, 1]
+    assert [c.meets_target for c in ranked] == [True, False, False, None, None]
+    assert [c.rank for c in ranked] == [1, 2, 3, 4, 5]
+    by_speed = rank(cands, TuneConfig("m"))
+    assert by_speed[0].batch_size == 32 and by_speed[0].meets_target
+
+
+def test_the_pareto_front_keeps_what_nothing_beats() -> None:
+    assert pareto_front([(1, 100), (2, 90), (3, 300), (4, 200), (5, 400)]) == [(1, 100), (3, 300), (5, 400)]
+
+
+def test_the_deployment_runs_as_measured() -> None:
+    from runtime.tune.deployment import model_options, with_batching
+
+    ort = model_options(_c(streams=2, batch=8), "cpu", threads=2)
+    assert (ort.backend, ort.instances, ort.threads, ort.max_batch, ort.preferred) == ("onnxruntime", 2, 1, 8, [8])
+    ov = model_options(_c(engine="openvino", precision="int8", streams=2, batch=1), "cpu", threads=2)
+    assert (ov.backend, ov.instances, ov.threads, ov.openvino_streams, ov.openvino_hint) == ("openvino", 2, 2, 2,
+                                                                                             "THROUGHPUT")  # fmt: skip
+    assert ov.max_queue_delay_us == 0  # batch 1: nothing to wait for
+    one = with_batching(model_options(_c(batch=4), "cpu", threads=2), 2, 8, (4, 8), 100)
+    assert (one.instances, one.threads, one.max_batch, one.preferred) == (2, 1, 8, [4, 8])  # threads shared out
+    ov.check()
+    ort.check()
+
+
+def test_a_deployment_record_that_is_not_one_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such deployment record"):
+        read_deploy(tmp_path)
+    (tmp_path / "deploy.json").write_text('{"format": "something else"}')
+    with pytest.raises(UserError, match="not a deployment record tune wrote"):
+        read_deploy(tmp_path)

@@ -1,0 +1,99 @@
+"""Tune's deployment on the local Triton: served from its repository, and the ``--serve`` configuration search."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.tune.deploy import read_deploy
+from tests.helpers import ROOT, run_cli
+
+from ..serve.conftest import free_ports
+from .conftest import QUICK_TUNE, Tuned
+
+pytestmark = pytest.mark.serve
+
+
+def serve_repository(repository: Path) -> tuple[subprocess.Popen[str], int, str]:
+    """``python -m runtime.serve --repository`` until it serves; (process, gRPC port, what it printed)."""
+    http, grpc, metrics = free_ports(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.serve", "--repository", str(repository), "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "serving until Ctrl-C" in line:
+            break
+    return proc, grpc, "".join(lines)
+
+
+def test_runtime_serve_serves_the_tuned_repository_as_chosen(tuned: Tuned) -> None:
+    pytest.importorskip("pytriton")
+    assert tuned.result.returncode == 0, tuned.result.stderr[-3000:]
+    deploy = read_deploy(tuned.out)
+    proc, grpc, printed = serve_repository(Path(deploy.triton.repository))
+    try:
+        assert "serving until Ctrl-C" in printed, printed
+        assert f"({deploy.triton.backend} backend)" in printed and f"{deploy.triton.instances} instance(s)" in printed
+        if deploy.chosen.engine == "openvino":
+            assert f"{deploy.chosen.streams} streams" in printed
+        from exporter.artifact import VariantKey
+        from exporter.files import sha256_bytes
+        from runtime.loadtest import LoadTestConfig, run_load_test
+        from runtime.resolve import resolve
+
+        resolved = resolve(deploy.artifact.directory, key=VariantKey.parse(deploy.triton.variant), rebuild=False,
+                           say=lambda _m: None)  # fmt: skip
+        assert sha256_bytes(resolved.graph) == deploy.triton.graph_sha256
+        result = run_load_test(resolved, LoadTestConfig(url=f"127.0.0.1:{grpc}", metrics_port=None,
+                                                        model_name=deploy.triton.model_name, concurrency=(2,),
+                                                        seconds=1.0, batch=deploy.chosen.batch_size,
+                                                        local_baseline=False))  # fmt: skip
+        assert result.parity is not None and result.parity.passed
+        assert result.triton_rows()[0].throughput_ips
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "no server process left" in out
+
+
+def test_serve_searches_triton_configurations_and_reports_beside_the_prediction(
+    tune_arts: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("pytriton")
+    pytest.importorskip("openvino")
+    out = tmp_path / "served"
+    quick = [q if q != "4" else "1" for q in QUICK_TUNE]
+    r = run_cli("runtime.tune", "resnet_cifar", "--target", "throughput", *quick, "--engines", "onnxruntime",
+                "--precision", "fp32", "--serve", "--serve-configs", "2", "--serve-seconds", "1",
+                "--artifacts-dir", str(tune_arts), "--output", str(out), timeout=1200)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Triton configurations on the local server" in r.stdout and "served through Triton:" in r.stdout
+    deploy = read_deploy(out)
+    served = deploy.served
+    assert served is not None and len(served.configs) == 2 and served.chosen is not None
+    assert served.parity_through_server and served.chosen.status == "ok"
+    assert served.predicted_ips == deploy.chosen.best.throughput_ips  # type: ignore[union-attr]
+    assert served.served_over_predicted == pytest.approx(served.chosen.throughput_ips / served.predicted_ips)
+    assert served.bench_before_ips and served.bench_after_ips and served.served_final_ips
+    # the repository holds the configuration the search chose
+    assert deploy.triton.instances == served.chosen.instances
+    assert deploy.triton.max_batch_size == served.chosen.max_batch_size
+    assert deploy.triton.max_queue_delay_us == served.chosen.max_queue_delay_us
+    checked = run_cli("runtime.serve", "--check-repository", deploy.triton.repository)
+    assert checked.returncode == 0
