@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_model
-
 
 class AlexNet(nn.Module):
     """torchvision's AlexNet (64-192-384-256-256); state_dict keys match torchvision exactly."""
@@ -190,59 +188,21 @@ class AlexNetFashionMNIST(nn.Module):
         return self.fc(torch.flatten(self.conv(img), 1))
 
 
-@register_model(
-    family="alexnet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="torchvision AlexNet (64-192-384-256-256, AdaptiveAvgPool 6x6), seeds 002/004",
-    source="seed 002, seed 004 (torchvision)",
-    torchvision_name="alexnet",
-    stated_params=61_100_840,
-)
 def alexnet(num_classes: int = 1000, dropout: float = 0.5) -> AlexNet:
     return AlexNet(num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="alexnet",
-    input_shape=(3, 227, 227),
-    num_classes=1000,
-    description="2012 paper / Caffe single tower (96-256-384-384-256, LRN after conv1 and conv2)",
-    source="seed 002 (Caffe table), seed 004 (MyAlexNet)",
-    stated_params=62_378_344,
-)
 def alexnet_original(num_classes: int = 1000, dropout: float = 0.5) -> AlexNetOriginal:
     return AlexNetOriginal(num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="alexnet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="one tower of the two-GPU original (48-128-192-192-128, FC 2048-2048)",
-    source="seed 000, seed 001",
-)
 def alexnet_half(num_classes: int = 1000) -> AlexNetHalf:
     return AlexNetHalf(num_classes=num_classes)
 
 
-@register_model(
-    family="alexnet",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    description="32x32 AlexNet with BatchNorm after conv1/conv2",
-    source="seed 001",
-)
 def alexnet_cifar(num_classes: int = 10) -> AlexNetCifar:
     return AlexNetCifar(num_classes=num_classes)
 
 
-@register_model(
-    family="alexnet",
-    input_shape=(1, 224, 224),
-    num_classes=10,
-    description="one-channel AlexNet for FashionMNIST resized to 224",
-    source="seed 003",
-)
 def alexnet_fashionmnist(num_classes: int = 10) -> AlexNetFashionMNIST:
     return AlexNetFashionMNIST(num_classes=num_classes)

@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register_model
-
 
 class BasicConv2d(nn.Module):
     """Conv (no bias) + BatchNorm + ReLU, as torchvision's GoogLeNet uses everywhere."""
@@ -205,26 +203,9 @@ class GoogLeNetCifar(nn.Module):
         return self.fullconn_layer(torch.flatten(self.conv_layer(x), 1))
 
 
-@register_model(
-    family="googlenet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="GoogLeNet / Inception v1 with auxiliary heads (training only), torchvision layout",
-    source="seed 001 (GoogLeNet with InceptionAux)",
-    torchvision_name="googlenet",
-    stated_params=6_624_904,
-    training_only=("aux1", "aux2"),
-)
 def googlenet(num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes, aux_logits=aux_logits, transform_input=transform_input)
 
 
-@register_model(
-    family="googlenet",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    description="32x32 GoogLeNet without auxiliary classifiers (Conv+ReLU, no BatchNorm)",
-    source="seed 001",
-)
 def googlenet_cifar(num_classes: int = 10) -> GoogLeNetCifar:
     return GoogLeNetCifar(num_classes=num_classes)

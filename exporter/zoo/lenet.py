@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_model
-
 
 class LeNet5(nn.Module):
     """LeNet-5 for 3x32x32 inputs; keys ``conv_layer.*`` / ``fullconn_layer.*`` as in the seed."""
@@ -32,13 +30,5 @@ class LeNet5(nn.Module):
         return self.fullconn_layer(torch.flatten(x, 1))
 
 
-@register_model(
-    family="lenet",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    description="LeNet-5 from seed 001 (conv-pool-conv-pool, ReLU only in the classifier)",
-    source="seed 001",
-    stated_params=62_006,
-)
 def lenet5(num_classes: int = 10) -> LeNet5:
     return LeNet5(num_classes=num_classes)

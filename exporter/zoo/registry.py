@@ -1,83 +1,29 @@
-"""Registry of the model zoo: one builder per variant, looked up by a stable name.
+"""Registry of the model zoo: what each registered model is, looked up by a stable name, without torch.
 
-Modelled on torchvision's ``list_models``/``get_model``: each family module decorates
-its builders with :func:`register_model`, stating the input shape, class count and
-where the architecture comes from.
+Modelled on torchvision's ``list_models``/``get_model`` and its weights' ``_metrics``: every model
+is a :class:`~exporter.zoo.spec.ModelSpec` in :mod:`exporter.zoo.catalog`, stating its input shape,
+class count, where the architecture comes from, and its parameter count and FLOPs as building it
+gives them (``tests/exporter/test_zoo.py`` checks each figure against a build). The builder itself,
+written out torchvision-style in ``exporter/zoo/<family>.py``, is named by module path and imported
+only when a model is built, so listing the zoo (``python -m exporter --list``) needs no torch.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from .catalog import MODELS
+from .spec import ModelSpec
 
-Builder = Callable[..., nn.Module]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything the toolkit needs to know about one registered architecture."""
-
-    name: str
-    builder: Builder
-    family: str
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    description: str
-    source: str
-    torchvision_name: str | None = None
-    stated_params: int | None = None
-    #: parameter prefixes that exist only in training (GoogLeNet's auxiliary heads)
-    training_only: tuple[str, ...] = field(default=())
-
-    def build(self, **kwargs: object) -> nn.Module:
-        """Instantiate the architecture with its registered class count."""
-        kwargs.setdefault("num_classes", self.num_classes)
-        return self.builder(**kwargs)
+if TYPE_CHECKING:
+    from torch import nn
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register_model(
-    *,
-    family: str,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    description: str,
-    source: str,
-    torchvision_name: str | None = None,
-    stated_params: int | None = None,
-    training_only: tuple[str, ...] = (),
-    name: str | None = None,
-) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder under its function name (or ``name``)."""
-
-    def wrap(fn: Builder) -> Builder:
-        key = name or fn.__name__
-        if key in _REGISTRY:
-            raise ValueError(f"model {key!r} registered twice")
-        _REGISTRY[key] = ModelSpec(
-            name=key,
-            builder=fn,
-            family=family,
-            input_shape=input_shape,
-            num_classes=num_classes,
-            description=description,
-            source=source,
-            torchvision_name=torchvision_name,
-            stated_params=stated_params,
-            training_only=training_only,
-        )
-        return fn
-
-    return wrap
-
+_REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in MODELS}
+if len(_REGISTRY) != len(MODELS):
+    raise ValueError("a model name is registered twice in exporter/zoo/catalog.py")
 
 #: Families in historical order, which is how listings present them.
 FAMILY_ORDER = ("lenet", "alexnet", "vgg", "googlenet", "resnet")
@@ -117,11 +63,13 @@ def count_params(model: nn.Module, exclude_prefixes: tuple[str, ...] = ()) -> in
 
 
 def model_stats(spec: ModelSpec) -> dict[str, float | int]:
-    """Parameter count and GFLOPs (batch 1) of the inference graph, computed on the meta device.
+    """Parameter count and FLOPs (batch 1) of the inference graph, computed by building it on the meta device.
 
     FLOPs follow torch's FlopCounterMode: 2 per multiply-accumulate, convolutions and
-    matrix products only (the usual convention; torchvision's tables quote MACs).
+    matrix products only (the usual convention; torchvision's tables quote MACs). The
+    registry's figures (:attr:`ModelSpec.num_params`, :attr:`ModelSpec.flops`) are these.
     """
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
@@ -130,8 +78,10 @@ def model_stats(spec: ModelSpec) -> dict[str, float | int]:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
+    flops = int(counter.get_total_flops())
     return {
         "num_params": count_params(model, spec.training_only),
         "num_params_total": count_params(model),
-        "gflops": counter.get_total_flops() / 1e9,
+        "flops": flops,
+        "gflops": flops / 1e9,
     }

@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register_model
-
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -151,84 +149,31 @@ def _resnet(block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_c
     return ResNet(block, layers, num_classes=num_classes)
 
 
-# Parameter counts (stated_params) as published in torchvision's model tables.
-@register_model(
-    family="resnet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="ResNet-18, BasicBlock [2, 2, 2, 2] (torchvision layout)",
-    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
-    torchvision_name="resnet18",
-    stated_params=11_689_512,
-)
 def resnet18(num_classes: int = 1000) -> ResNet:
     """ResNet-18 (BasicBlock x [2, 2, 2, 2]), torchvision layout."""
     return _resnet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
 
 
-@register_model(
-    family="resnet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="ResNet-34, BasicBlock [3, 4, 6, 3] (torchvision layout)",
-    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
-    torchvision_name="resnet34",
-    stated_params=21_797_672,
-)
 def resnet34(num_classes: int = 1000) -> ResNet:
     """ResNet-34 (BasicBlock x [3, 4, 6, 3]), torchvision layout."""
     return _resnet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes)
 
 
-@register_model(
-    family="resnet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="ResNet-50, Bottleneck [3, 4, 6, 3] (torchvision layout)",
-    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
-    torchvision_name="resnet50",
-    stated_params=25_557_032,
-)
 def resnet50(num_classes: int = 1000) -> ResNet:
     """ResNet-50 (Bottleneck x [3, 4, 6, 3]), torchvision layout."""
     return _resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
 
 
-@register_model(
-    family="resnet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="ResNet-101, Bottleneck [3, 4, 23, 3] (torchvision layout)",
-    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
-    torchvision_name="resnet101",
-    stated_params=44_549_160,
-)
 def resnet101(num_classes: int = 1000) -> ResNet:
     """ResNet-101 (Bottleneck x [3, 4, 23, 3]), torchvision layout."""
     return _resnet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes)
 
 
-@register_model(
-    family="resnet",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="ResNet-152, Bottleneck [3, 8, 36, 3] (torchvision layout)",
-    source="seed 001 (residual blocks, BasicBlock / Bottleneck)",
-    torchvision_name="resnet152",
-    stated_params=60_192_808,
-)
 def resnet152(num_classes: int = 1000) -> ResNet:
     """ResNet-152 (Bottleneck x [3, 8, 36, 3]), torchvision layout."""
     return _resnet(Bottleneck, [3, 8, 36, 3], num_classes=num_classes)
 
 
-@register_model(
-    family="resnet",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    description="compact 32x32 residual network (4 stride-2 ResBlocks, 64-128-256-512-512)",
-    source="seed 001",
-)
 def resnet_cifar(num_classes: int = 10) -> ResNetCifar:
     """Seed 001's compact residual network for 32x32 inputs (four stride-2 ResBlocks)."""
     return ResNetCifar(num_classes=num_classes)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_model
-
 # Channel counts per conv layer; "M" is a 2x2 max pool. Keys follow the paper's table.
 CFGS: dict[str, list[int | str]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -89,126 +87,46 @@ def _vgg(cfg: str, batch_norm: bool, num_classes: int, dropout: float) -> VGG:
     return VGG(make_layers(CFGS[cfg], batch_norm), num_classes=num_classes, dropout=dropout)
 
 
-# Parameter counts (stated_params) as published in torchvision's model tables.
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-11, configuration A (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg11",
-    stated_params=132_863_336,
-)
 def vgg11(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-11 (configuration A), torchvision layout."""
     return _vgg("A", batch_norm=False, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-11, configuration A with BatchNorm (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg11_bn",
-    stated_params=132_868_840,
-)
 def vgg11_bn(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-11 (configuration A) with BatchNorm, torchvision layout."""
     return _vgg("A", batch_norm=True, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-13, configuration B (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg13",
-    stated_params=133_047_848,
-)
 def vgg13(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-13 (configuration B), torchvision layout."""
     return _vgg("B", batch_norm=False, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-13, configuration B with BatchNorm (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg13_bn",
-    stated_params=133_053_736,
-)
 def vgg13_bn(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-13 (configuration B) with BatchNorm, torchvision layout."""
     return _vgg("B", batch_norm=True, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-16, configuration D (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg16",
-    stated_params=138_357_544,
-)
 def vgg16(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-16 (configuration D), torchvision layout."""
     return _vgg("D", batch_norm=False, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-16, configuration D with BatchNorm (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg16_bn",
-    stated_params=138_365_992,
-)
 def vgg16_bn(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-16 (configuration D) with BatchNorm, torchvision layout."""
     return _vgg("D", batch_norm=True, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-19, configuration E (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg19",
-    stated_params=143_667_240,
-)
 def vgg19(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-19 (configuration E), torchvision layout."""
     return _vgg("E", batch_norm=False, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 224, 224),
-    num_classes=1000,
-    description="VGG-19, configuration E with BatchNorm (torchvision layout)",
-    source="seed 001 (configurations A-E, SE_VGG)",
-    torchvision_name="vgg19_bn",
-    stated_params=143_678_248,
-)
 def vgg19_bn(num_classes: int = 1000, dropout: float = 0.5) -> VGG:
     """VGG-19 (configuration E) with BatchNorm, torchvision layout."""
     return _vgg("E", batch_norm=True, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(
-    family="vgg",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    description="32x32 VGG16 (configuration D, classifier 512-4096-4096)",
-    source="seed 001",
-)
 def vgg16_cifar(num_classes: int = 10) -> VGG16Cifar:
     """Seed 001's VGG16 for 32x32 inputs (configuration D, classifier 512-4096-4096)."""
     return VGG16Cifar(num_classes=num_classes)
