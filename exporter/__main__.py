@@ -11,15 +11,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import artifact as art
 from . import options
 from .console import Column, CommandParser, Console, fmt, size_text
 from .errors import UserError, describe_os_error, first_line, run_guarded
 from .files import sha256_file
-from .trace import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
+from .opsets import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
 from .user_model import is_user_model_ref, parse_input_shape
-from .zoo import get_spec, list_models, model_stats
+from .zoo import get_spec, list_models
+
+if TYPE_CHECKING:  # at run time imported where used: --help, --list and mistakes need no pydantic
+    from . import artifact as art
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("optimized variants (written beside the fp32 graph)")
     options.precision(
         o,
-        choices=art.PRECISIONS,
+        choices=options.PRECISIONS,
         default="fp32",
         help="fp16 (for CUDA) or int8 (for CPU) variant: NAME.fp16.onnx / NAME.int8.onnx",
     )
     o.add_argument(
         "--optimize-for",
-        choices=art.TARGETS,
+        choices=options.TARGETS,
         help="also save onnxruntime's offline-optimized graph for this provider (NAME[.prec].opt-TARGET.onnx)",
     )
     o.add_argument("--calibration-dir", type=Path, help="int8: calibrate on these PNG/JPEG/.npy images")
@@ -93,15 +96,14 @@ def list_zoo(out: Console, as_json: bool) -> int:
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        stats = model_stats(spec)
         rows.append(
             {
                 "name": name,
                 "family": spec.family,
                 "input_shape": list(spec.input_shape),
                 "num_classes": spec.num_classes,
-                "num_params": stats["num_params"],
-                "gflops": round(float(stats["gflops"]), 3),
+                "num_params": spec.num_params,
+                "gflops": round(spec.gflops, 3),
                 "torchvision_compatible": spec.torchvision_name is not None,
                 "source": spec.source,
                 "description": spec.description,
@@ -137,6 +139,8 @@ def _shape(dims: list[int | str]) -> str:
 
 
 def print_export(out: Console, result) -> None:  # type: ignore[no-untyped-def]
+    from . import artifact as art
+
     m: art.Manifest = result.manifest
     io = ", ".join(f"{i.name} {_shape(i.shape)}" for i in m.inputs) + " -> "
     io += ", ".join(f"{o.name} {_shape(o.shape)}" for o in m.outputs)
@@ -209,6 +213,8 @@ def print_variant(out: Console, v) -> None:  # type: ignore[no-untyped-def]
 
 def _reusable(args: argparse.Namespace, shape: tuple[int, ...] | None) -> Path | None:
     """The artifact folder when it is current and was made exactly as this command asks."""
+    from . import artifact as art
+
     if is_user_model_ref(args.model):
         return None
     directory = art.artifact_dir(args.name or args.model, args.artifacts_dir)
@@ -287,6 +293,7 @@ def _render(out: Console, path: Path) -> None:
 
 
 def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from . import artifact as art
     from .export import export_model
     from .graph import load_onnx
     from .variants import build_variant
@@ -350,6 +357,7 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
 def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Export every zoo model; a failure of one (a user error or a fault such as a full disk) is
     recorded and the rest still run; the summary names each failure."""
+    from . import artifact as art
     from .export import export_model
     from .pooling import FixedSizeModel
     from .variants import build_variant
@@ -430,7 +438,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     validate_opset(args.opset)
     _check_variant_flags(args)
     if args.name is not None:
-        art.validate_name(args.name)
+        from .artifact import validate_name
+
+        validate_name(args.name)
     if args.all:
         if args.model:
             raise UserError("give either a model name or --all, not both")
@@ -441,6 +451,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return export_all(args, out, err)
     if not args.model:
         raise UserError("name a model (see --list), a file.py:Builder, or use --all")
+    if not args.model.endswith(".onnx") and not is_user_model_ref(args.model):
+        get_spec(args.model)  # a mistyped name is one line, before torch is imported
     return export_one(args, out, err)
 
 

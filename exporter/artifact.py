@@ -31,12 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from .errors import UserError, describe_os_error
 from .files import AtomicWriter, sha256_file, strict_json
+from .options import ARTIFACTS_DIR, PRECISIONS, TARGETS
 
 SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
-DEFAULT_ARTIFACTS_DIR = Path("artifacts")
-PRECISIONS = ("fp32", "fp16", "int8")
-TARGETS = ("cpu", "cuda")
+DEFAULT_ARTIFACTS_DIR = ARTIFACTS_DIR
 BATCH_DIM = "batch"
 HEIGHT_DIM = "height"
 WIDTH_DIM = "width"

@@ -10,17 +10,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich import box
-from rich.console import Console as RichConsole
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console as RichConsole
 
 from .options import CommandParser  # noqa: F401  (commands import it from here too)
 
@@ -41,7 +40,13 @@ class Console:
         self.stream = stream if stream is not None else sys.stdout
         # A "dumb" terminal cannot draw tables (rich assumes 80 columns there): plain output.
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
-        self._rich = RichConsole(
+
+    @functools.cached_property
+    def _rich(self) -> RichConsole:
+        """rich, imported on first use: plain lines without a terminal never need it."""
+        from rich.console import Console as RichConsole
+
+        return RichConsole(
             file=self.stream,
             highlight=False,
             markup=False,
@@ -55,12 +60,19 @@ class Console:
     def print(self, text: str = "", style: str | None = None) -> None:
         """One line of plain text (styled on a terminal only); never interpreted as markup."""
         if self.tty:
+            from rich.text import Text
+
             self._rich.print(Text(text, style=style or ""))
         else:
             print(text, file=self.stream, flush=True)
 
     def table(self, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], title: str | None = None) -> None:
         """A table with every cell in full, whatever the terminal's width."""
+        from rich import box
+        from rich.console import Console as RichConsole
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(
             title=Text(title) if title and self.tty else None,
             box=box.HEAVY_HEAD if self.tty else box.MARKDOWN,

@@ -21,9 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Default folder of artifacts (the same as :data:`exporter.artifact.DEFAULT_ARTIFACTS_DIR`,
-#: which this module must not import: it pulls in pydantic and filelock).
+#: Default folder of artifacts, and the graph precisions and optimization targets an artifact can
+#: hold: :mod:`exporter.artifact` takes them from here (``DEFAULT_ARTIFACTS_DIR``, ``PRECISIONS``,
+#: ``TARGETS``), since parsers must not import it (it pulls in pydantic and filelock).
 ARTIFACTS_DIR = Path("artifacts")
+PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("cpu", "cuda")
 DEVICES = ("auto", "cuda", "cpu")
 
 #: Canonical option -> spellings that some command used to have for it; they still work there, with a note.

@@ -20,21 +20,11 @@ from torch import nn
 
 from .artifact import BATCH_DIM, HEIGHT_DIM, WIDTH_DIM
 from .errors import ExportFailed, UserError
+from .opsets import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset  # noqa: F401  (trace's public names)
 from .pooling import dynamic_adaptive_pooling
 
-SUPPORTED_OPSETS = range(13, 21)
-DEFAULT_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-
-
-def validate_opset(opset: int) -> None:
-    """Reject an opset this exporter cannot write exactly."""
-    if opset not in SUPPORTED_OPSETS:
-        raise UserError(
-            f"opset {opset} is not supported: choose {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} "
-            f"(default {DEFAULT_OPSET})"
-        )
 
 
 class _LRNFunction(torch.autograd.Function):

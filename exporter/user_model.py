@@ -6,10 +6,12 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from torch import nn
 
 _SHAPE = re.compile(r"^\s*\d+(\s*[x,]\s*\d+)*\s*$")
 
@@ -65,6 +67,8 @@ def load_user_builder(ref: str) -> tuple[str, object]:
 
 def build_user_model(ref: str) -> tuple[str, nn.Module]:
     """Build the user's model: call the class or function with no arguments."""
+    from torch import nn
+
     name, builder = load_user_builder(ref)
     if not callable(builder):
         raise UserError(f"{ref} is not a class or function")

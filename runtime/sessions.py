@@ -18,45 +18,15 @@ import onnxruntime as ort
 
 from exporter.errors import UserError, first_line
 
-DEVICES = ("auto", "cuda", "cpu")
-CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+# SessionConfig and its choices live apart so that parsers can use them without onnxruntime.
+from .session_config import CUDNN_SEARCH, DEVICES, GRAPH_OPTIMIZATION, SessionConfig  # noqa: F401
+
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-GRAPH_OPTIMIZATION = ("disable", "basic", "extended", "all")
 
 
 class CudaUnavailable(UserError):
     """``--device cuda`` was asked for and no working CUDA execution provider exists."""
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """How to build a session; recorded with every benchmark result."""
-
-    device: str = "auto"
-    threads: int | None = None
-    io_binding: bool = True
-    cudnn_conv_algo_search: str = "EXHAUSTIVE"
-    cuda_graph: bool = False
-    tf32: bool = True
-    graph_optimization: str = "all"
-    #: Idle intra-op threads spin by default; when two engines alternate on few cores that
-    #: spinning steals the other's CPU (resnet18 fp32 went from 8.6 to 16.3 ms), so the
-    #: benchmark turns it off.
-    allow_spinning: bool = True
-    #: onnxruntime's profiler on, writing its JSON trace to files starting with this path
-    #: (``runtime.profile`` reads it); None: off
-    profile_prefix: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise UserError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        if self.cudnn_conv_algo_search not in CUDNN_SEARCH:
-            raise UserError(f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}")
-        if self.threads is not None and self.threads < 1:
-            raise UserError("threads must be at least 1")
-        if self.graph_optimization not in GRAPH_OPTIMIZATION:
-            raise UserError(f"graph optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}")
 
 
 @dataclass

@@ -52,3 +52,12 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def command_modules() -> list[str]:
+    """Every command (``python -m X``): each package under exporter/ and runtime/ with a ``__main__.py``."""
+    found = []
+    for package in ("exporter", "runtime"):
+        for main in sorted((ROOT / package).rglob("__main__.py")):
+            found.append(".".join(main.parent.relative_to(ROOT).parts))
+    return found

@@ -7,7 +7,7 @@ import sys
 from .. import options
 from ..console import Column, CommandParser, Console
 from ..errors import run_guarded
-from . import DIGITS_MODELS, export_trained, train
+from . import DIGITS_MODELS
 
 
 def build_parser() -> CommandParser:
@@ -31,6 +31,7 @@ def build_parser() -> CommandParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     table: dict[str, dict[str, float]] = {}
+    from .digits import export_trained, train  # torch: only once the arguments are right
 
     def run_all() -> int:
         for name in args.models:

@@ -1,4 +1,4 @@
-"""Real weights for the small zoo models: a short training run on scikit-learn's digits.
+"""Training the small zoo models on scikit-learn's digits (see :mod:`exporter.train`).
 
 A short CPU run (Adam, cosine schedule) on the training split; the held-out accuracy is
 measured and stored with the checkpoint at ``artifacts/NAME/NAME.digits.pth`` (its ``meta``
@@ -22,8 +22,8 @@ from ..data import accuracy, digits
 from ..errors import UserError, first_line
 from ..files import atomic_outputs, ensure_writable_dir, require_free_space
 from ..zoo import get_spec
+from . import DIGITS_MODELS
 
-DIGITS_MODELS = ("lenet5", "alexnet_cifar", "vgg16_cifar", "googlenet_cifar", "resnet_cifar")
 # Per-model settings that converge in a short CPU run; plain deep nets (no BatchNorm) need a gentler rate.
 RECIPES: dict[str, dict[str, float]] = {
     "lenet5": {"epochs": 30, "lr": 3e-3},

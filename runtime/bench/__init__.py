@@ -13,11 +13,29 @@ Library behind ``python -m runtime.bench`` (the command is :mod:`runtime.bench._
   (saving without ever losing results), ``plot``, ``report`` (table cells), ``runner``.
 """
 
-from .config import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, BenchConfig
-from .engines import DEFAULT_ENGINES, ENGINES
-from .rows import BenchRow, RunDocument
-from .runner import BenchResult, Hooks, run_benchmark
+from __future__ import annotations
+
+import importlib
+
+from .defaults import DEFAULT_BATCH_SIZES, DEFAULT_ENGINES, DEFAULT_MODELS, ENGINES
 from .timing import TimingPolicy
+
+#: Imported (with torch, onnxruntime, numpy) on first use: ``python -m runtime.bench --help`` needs none.
+_LAZY = {
+    "BenchConfig": ".config",
+    "BenchRow": ".rows",
+    "RunDocument": ".rows",
+    "BenchResult": ".runner",
+    "Hooks": ".runner",
+    "run_benchmark": ".runner",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BATCH_SIZES",

@@ -12,29 +12,28 @@ import contextlib
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter import options
 from exporter.console import CommandParser, Console, Progress
 from exporter.errors import run_guarded
 from exporter.user_model import parse_input_sizes
 
-from ..sessions import CUDNN_SEARCH
-from .baseline import DEFAULT_MAX_SLOWDOWN
-from .config import DEFAULT_BATCH_SIZES, DEFAULT_MODELS, DEFAULT_OUTPUT, BenchConfig
-from .engines import DEFAULT_ENGINES, ENGINES
-from .report import (
-    baseline_lines,
-    baseline_table,
-    saved_lines,
-    summary,
-    table,
-    throughput_table,
-    throughput_title,
-    title,
+from ..session_config import CUDNN_SEARCH
+from .defaults import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_ENGINES,
+    DEFAULT_MAX_CI_WIDTH,
+    DEFAULT_MAX_SLOWDOWN,
+    DEFAULT_MODELS,
+    DEFAULT_OUTPUT,
+    ENGINES,
 )
-from .runner import BenchResult, Hooks, run_benchmark
-from .stats import DEFAULT_MAX_CI_WIDTH
 from .timing import TimingPolicy
+
+if TYPE_CHECKING:  # imported where used: the parser and --help need none of torch, onnxruntime, numpy
+    from .config import BenchConfig
+    from .runner import BenchResult
 
 #: Without a terminal, the longest silence between progress lines (seconds).
 TICK_SECONDS = 10.0
@@ -171,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
+    from .config import BenchConfig
+
     engines = list(ENGINES) if args.engines == ["all"] else args.engines
     return BenchConfig(
         models=tuple(args.models),
@@ -207,6 +208,17 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
 
 
 def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Console) -> None:
+    from .report import (
+        baseline_lines,
+        baseline_table,
+        saved_lines,
+        summary,
+        table,
+        throughput_table,
+        throughput_title,
+        title,
+    )
+
     doc = result.document
     if any(r.mode == "latency" for r in doc.rows):
         cols, cells = table(doc)
@@ -237,6 +249,8 @@ def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Co
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .runner import Hooks, run_benchmark
+
     out, err = Console(sys.stdout), Console(sys.stderr)
     config = config_from(args)
     with contextlib.ExitStack() as stack:

@@ -33,9 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.errors import UserError
 
+from .defaults import DEFAULT_MAX_SLOWDOWN
 from .stats import SampleSummary, ratio_interval
-
-DEFAULT_MAX_SLOWDOWN = 0.05
 
 Verdict = Literal["slower", "faster", "same", "inconclusive", "not judged", "parity failed", "not measured"]
 #: the verdicts that fail the gate

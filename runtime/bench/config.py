@@ -9,14 +9,17 @@ from pathlib import Path
 from exporter import artifact as art
 from exporter.errors import UserError
 
-from ..sessions import CUDNN_SEARCH, DEVICES, SessionConfig
-from .engines import DEFAULT_ENGINES, ENGINES, EXTRA_PRECISIONS
-from .stats import DEFAULT_MAX_CI_WIDTH
+from ..session_config import CUDNN_SEARCH, DEVICES, SessionConfig
+from .defaults import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_ENGINES,
+    DEFAULT_MAX_CI_WIDTH,
+    DEFAULT_MODELS,
+    DEFAULT_OUTPUT,
+    ENGINES,
+)
+from .engines import EXTRA_PRECISIONS
 from .timing import TimingPolicy
-
-DEFAULT_MODELS = ("lenet5", "resnet18", "googlenet", "alexnet")
-DEFAULT_BATCH_SIZES = (1, 8, 32)
-DEFAULT_OUTPUT = art.DEFAULT_ARTIFACTS_DIR / "bench"
 
 
 def parse_precision(text: str) -> str:

@@ -42,11 +42,8 @@ from ..sessions import (
     run,
     tensorrt_missing,
 )
+from .defaults import ENGINES
 
-ENGINES = ("onnxruntime", "pytorch", "torch-compile", "openvino", "tensorrt")
-#: ``python -m runtime.bench`` without ``--engines``: torch-compile is left out because it
-#: compiles once per batch size (about 30 s per model and batch on a 2-core CPU).
-DEFAULT_ENGINES = ("onnxruntime", "pytorch", "openvino", "tensorrt")
 TORCH_ENGINES = ("pytorch", "torch-compile")
 #: Precisions other than the graph variants; only some engines take them.
 EXTRA_PRECISIONS = ("bf16",)

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from .defaults import DEFAULT_MAX_CI_WIDTH
+
 #: Bootstrap draws per interval.
 DRAWS = 4000
 #: Two-sided confidence level of every interval.
 CONFIDENCE = 0.95
-#: An interval wider than this fraction of its figure marks the figure unstable.
-DEFAULT_MAX_CI_WIDTH = 0.2
 
 
 def min_samples_for(percentile: float) -> int:

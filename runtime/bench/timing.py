@@ -17,10 +17,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from exporter.errors import UserError, first_line
 
-from .engines import Runner
+if TYPE_CHECKING:
+    from .engines import Runner
 
 MAX_BLOCK = 10_000
 

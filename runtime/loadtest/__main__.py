@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from exporter import artifact as art
 from exporter import options
 from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 
-from ..resolve import resolve
-from . import DEFAULT_CONCURRENCY, MIN_SAMPLES_P99, LoadTestConfig, LoadTestResult, run_load_test
-from .client import PROTOCOLS
+from . import DEFAULT_CONCURRENCY, PROTOCOLS
 
-DEFAULT_OUTPUT = art.DEFAULT_ARTIFACTS_DIR / "loadtest"
+if TYPE_CHECKING:  # imported where used: the parser and --help need no numpy, tritonclient or pydantic
+    from .run import LoadTestResult
+
+DEFAULT_OUTPUT = options.ARTIFACTS_DIR / "loadtest"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def print_report(out: Console, result: LoadTestResult) -> None:
+    from .run import MIN_SAMPLES_P99
+
     s = result.server
     out.print(
         f"{result.artifact} [{result.variant}] as '{result.model_name}' on Triton {s.get('triton_version') or '?'} at "
@@ -118,7 +121,11 @@ def print_report(out: Console, result: LoadTestResult) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from exporter import artifact as art
+
+    from ..resolve import resolve
     from .report import check_output, write_results
+    from .run import LoadTestConfig, run_load_test
 
     out, err = Console(sys.stdout), Console(sys.stderr)
     if args.metrics_port == 0:

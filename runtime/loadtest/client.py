@@ -16,7 +16,7 @@ import numpy as np
 
 from exporter.errors import UserError
 
-PROTOCOLS = ("grpc", "http")
+from . import PROTOCOLS
 
 
 class ServerUnreachable(UserError):

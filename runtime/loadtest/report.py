@@ -24,7 +24,7 @@ from exporter.artifact import now
 from exporter.errors import UserError
 from exporter.files import atomic_outputs, ensure_writable_dir, remove_stale_partials, require_free_space, strict_json
 
-from . import LoadTestResult, Row
+from .run import LoadTestResult, Row
 
 SCHEMA = "cnn-onnx-toolkit/loadtest/1"
 RESULTS_JSON = "results.json"

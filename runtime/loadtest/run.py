@@ -1,23 +1,4 @@
-"""Load test of a Triton server on this machine, checked against the artifact it serves.
-
-Library API behind ``python -m runtime.loadtest``. :func:`run_load_test`:
-
-1. asks the server for the model (names, data types, shapes, max batch) and refuses one
-   that does not match the artifact's graph;
-2. checks parity through the server: the same seeded inputs go to the server and to a local
-   onnxruntime session of the same graph (made by :func:`runtime.sessions.create_session`),
-   and every output is compared (:func:`runtime.compare.compare`);
-3. times local onnxruntime at the same batch size in a loop (the baseline), then drives the
-   server with N concurrent clients for each concurrency level, each level bounded in time
-   and in request count, and reads Triton's Prometheus counters before and after, which give
-   the batches the dynamic batcher really formed.
-
-It returns a :class:`LoadTestResult`; nothing here prints. Only loopback addresses are
-ever contacted. Each finished level is handed to ``on_level`` as it completes (the command
-writes the results then), so a server that dies during a level costs that level only: the run
-ends early, says at which level and why (:attr:`LoadTestResult.ended_early`), and keeps the
-levels before it.
-"""
+"""The load test itself (:func:`run_load_test`); see :mod:`runtime.loadtest`."""
 
 from __future__ import annotations
 
@@ -39,13 +20,13 @@ from exporter.files import finite_or_none
 from ..bench.stats import min_samples_for
 from ..compare import compare, default_tolerance, override
 from ..resolve import Resolved
-from .client import PROTOCOLS, RequestRefused, ServerModel, TritonEndpoint, check_loopback, split_url
+from . import DEFAULT_CONCURRENCY, PROTOCOLS
+from .client import RequestRefused, ServerModel, TritonEndpoint, check_loopback, split_url
 from .metrics import MetricsUnavailable, ServerFigures, difference, scrape
 
 if TYPE_CHECKING:
     from ..serve.config import GraphIO
 
-DEFAULT_CONCURRENCY = (1, 4, 16)
 MAX_CONCURRENCY = 256
 MAX_SECONDS = 600.0
 #: percentiles need enough samples to mean anything

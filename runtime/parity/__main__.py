@@ -9,18 +9,19 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from exporter import artifact as art
 from exporter import options
 from exporter.console import Column, CommandParser, Console, fmt
 from exporter.errors import UserError, run_guarded
 from exporter.files import strict_json
-from exporter.reference import rebuild
 from exporter.user_model import parse_input_sizes
 
-from ..resolve import resolve
-from ..sessions import SessionConfig
-from . import DEFAULT_BATCH_SIZES, check_artifact
+from ..session_config import SessionConfig
+from . import DEFAULT_BATCH_SIZES
+
+if TYPE_CHECKING:
+    from exporter import artifact as art
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +176,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, out: Console) -> int:
+    from exporter import artifact as art
+
+    from ..resolve import resolve
+
     err = Console(sys.stderr)
     key = art.VariantKey.parse(args.precision) if args.precision else None
     sizes = parse_input_sizes(args.input_size or [])
@@ -188,6 +193,11 @@ def _check(args: argparse.Namespace, out: Console) -> int:
         reference=args.reference,
         say=err.print,
     )
+    # torch and onnxruntime only now that the arguments and the artifact are known to be right
+    from exporter.reference import rebuild
+
+    from . import check_artifact
+
     manifest = resolved.artifact.manifest
     reference = rebuild(manifest, args.reference)
     for note in reference.notes:

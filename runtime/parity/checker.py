@@ -1,13 +1,4 @@
-"""Parity of a graph with its PyTorch model: the one implementation the exporter and ``runtime.parity`` share.
-
-:func:`check` runs a graph (an artifact's, or bytes about to be written) in onnxruntime and
-its PyTorch model on the same fresh inputs, batch size by batch size (and input size by
-input size for dynamic-size graphs), compares every output, and returns a typed
-:class:`~exporter.artifact.ParityRecord`. The inputs are a pure function of the seed, so the
-exporter's own verification and a later ``python -m runtime.parity`` of the same file give
-the same figures. :func:`check_artifact` does the same for an artifact on disk, rebuilding
-its reference from the manifest (zoo models) or from a builder the user names.
-"""
+"""The parity check itself (:func:`check`, :func:`check_artifact`); see :mod:`runtime.parity`."""
 
 from __future__ import annotations
 
@@ -25,13 +16,7 @@ from exporter.reference import Prepared, forward_outputs
 
 from ..compare import compare, default_tolerance
 from ..sessions import SessionConfig, create_session, run
-
-DEFAULT_BATCH_SIZES = (1, 3, 5)
-DEFAULT_SEED = 1234
-DIGITS = "sklearn digits"
-#: Sizes a dynamic-size graph is checked at besides its export size and its minimum: square and
-#: non-square, and sizes the usual pooling outputs (6, 7) do not divide.
-EXTRA_SIZES = ((256, 300), (193, 211), (320, 320))
+from . import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS, EXTRA_SIZES
 
 
 def check_sizes(

@@ -25,6 +25,7 @@ Nothing in this package prints; commands do.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,19 +50,33 @@ from .config import (
     validate_config,
 )
 from .repository import CheckedModel, WrittenModel, check_repository, list_models, write_model
-from .server import (
-    Crash,
-    Endpoints,
-    LocalServer,
-    ServeOptions,
-    ServerFailed,
-    ServerInfo,
-    StopReport,
-    check_serve_dependencies,
-    libpython_dir,
-    server_environment,
+
+#: The local server's names, imported on first use (psutil, the artifact contract): the command's
+#: parser and ``--help`` need none of them.
+_SERVER = (
+    "Crash",
+    "Endpoints",
+    "LocalServer",
+    "ServeOptions",
+    "ServerFailed",
+    "ServerInfo",
+    "StopReport",
+    "check_serve_dependencies",
+    "libpython_dir",
+    "server_environment",
 )
-from .supervise import Restart, RestartPolicy, Supervisor
+
+
+#: The supervisor's names, which need the server's.
+_SUPERVISE = ("Restart", "RestartPolicy", "Supervisor")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SERVER:
+        return getattr(importlib.import_module(".server", __name__), name)
+    if name in _SUPERVISE:
+        return getattr(importlib.import_module(".supervise", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass

@@ -10,12 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
-from exporter import artifact as art
 from exporter import options
 from exporter.console import Column, CommandParser, Console
 from exporter.errors import Terminated, UserError, run_guarded
 
-from ..resolve import resolve
 from .config import TENSORRT_PRECISIONS, ModelOptions
 
 DEFAULT_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
@@ -370,6 +368,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _resolve(args: argparse.Namespace, err: Console):  # type: ignore[no-untyped-def]
     """The artifact the command names, as runtime.resolve finds (and, unless --no-rebuild, rebuilds) it."""
+    from exporter import artifact as art
+
+    from ..resolve import resolve
+
     return resolve(
         args.artifact,
         key=art.VariantKey.parse(args.precision) if args.precision else None,

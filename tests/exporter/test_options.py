@@ -14,18 +14,9 @@ from pathlib import Path
 import pytest
 
 from exporter import options
-from tests.helpers import ROOT, run_cli
+from tests.helpers import command_modules, run_cli
 
-
-def _commands() -> list[str]:
-    found = []
-    for package in ("exporter", "runtime"):
-        for main in sorted((ROOT / package).rglob("__main__.py")):
-            found.append(".".join(main.parent.relative_to(ROOT).parts))
-    return found
-
-
-COMMANDS = _commands()
+COMMANDS = command_modules()
 
 #: The spellings each command had before the vocabulary; they must keep working there (and nowhere else).
 OLD_SPELLINGS = {

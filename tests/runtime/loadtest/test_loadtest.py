@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import UserError
-from runtime.loadtest import LoadTestConfig, LoadTestResult, Row, _latency_stats
 from runtime.loadtest.client import check_loopback, split_url
 from runtime.loadtest.metrics import MetricsUnavailable, difference, parse
 from runtime.loadtest.report import merge, read_existing, write_results
+from runtime.loadtest.run import LoadTestConfig, LoadTestResult, Row, _latency_stats
 from tests.helpers import run_cli
 
 METRICS = """\
