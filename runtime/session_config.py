@@ -35,6 +35,16 @@ class SessionConfig:
     #: onnxruntime's profiler on, writing its JSON trace to files starting with this path
     #: (``runtime.profile`` reads it); None: off
     profile_prefix: str | None = None
+    #: CUDA: ask for the provider's NHWC kernels (``prefer_nhwc``); honoured only where this build has
+    #: them (:func:`runtime.cudaep.nhwc_support`), said in the session's notes where not
+    prefer_nhwc: bool = False
+    #: CUDA: let cuDNN's algorithm search use as much workspace as it wants
+    #: (``cudnn_conv_use_max_workspace``; onnxruntime's own default is on)
+    cudnn_max_workspace: bool = True
+    #: run on onnxruntime's TensorRT provider, building an engine of this precision (fp32, fp16, int8;
+    #: :mod:`runtime.tensorrt`), with these extra provider options (cache, profile); None: not TensorRT
+    tensorrt: str | None = None
+    tensorrt_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -45,3 +55,5 @@ class SessionConfig:
             raise UserError("threads must be at least 1")
         if self.graph_optimization not in GRAPH_OPTIMIZATION:
             raise UserError(f"graph optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}")
+        if self.tensorrt is not None and self.device == "cpu":
+            raise UserError("TensorRT runs on CUDA: it cannot go with --device cpu")

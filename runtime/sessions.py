@@ -38,6 +38,10 @@ class SessionInfo:
     reason: str
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
     intra_op_threads: int | None = None
+    #: the provider options onnxruntime reports for the created session (what it really uses)
+    read_back: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: settings asked for that this build cannot honour, in words
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -114,12 +118,35 @@ def _session_options(config: SessionConfig, optimized_path: Path | None = None) 
 
 
 def cuda_provider_options(config: SessionConfig) -> dict[str, str]:
-    return {
+    """The CUDA provider's options for ``config``; ``prefer_nhwc`` only where this build has NHWC kernels."""
+    from .cudaep import nhwc_support
+
+    options = {
         "cudnn_conv_algo_search": config.cudnn_conv_algo_search,
+        "cudnn_conv_use_max_workspace": "1" if config.cudnn_max_workspace else "0",
         "enable_cuda_graph": "1" if config.cuda_graph else "0",
         "use_tf32": "1" if config.tf32 else "0",
         "do_copy_in_default_stream": "1",
     }
+    if config.prefer_nhwc and nhwc_support().supported:
+        options["prefer_nhwc"] = "1"
+    return options
+
+
+def _cuda_notes(config: SessionConfig) -> list[str]:
+    from .cudaep import nhwc_support
+
+    support = nhwc_support()
+    return [f"prefer_nhwc not set: {support.reason}"] if config.prefer_nhwc and not support.supported else []
+
+
+def read_back(sess: ort.InferenceSession) -> dict[str, dict[str, str]]:
+    """The provider options onnxruntime reports for a session (empty where it cannot say)."""
+    try:
+        got = sess.get_provider_options()
+    except Exception:
+        return {}
+    return {str(p): {str(k): str(v) for k, v in (o or {}).items()} for p, o in dict(got).items()}
 
 
 def _create(
@@ -165,6 +192,11 @@ def create_session(
     config = config or SessionConfig()
     if isinstance(model, (str, Path)) and not Path(model).is_file():
         raise UserError(f"ONNX file not found: {model}")
+    if config.tensorrt is not None:
+        from .tensorrt import options
+
+        trt = {**options(config.tensorrt), **dict(config.tensorrt_options)}
+        return create_tensorrt_session(model, config, trt)
     if config.device == "cpu":
         sess = _create(model, config, [CPU_PROVIDER])
         return sess, SessionInfo("cpu", sess.get_providers(), "CPU requested", {}, config.threads)
@@ -182,7 +214,13 @@ def create_session(
     actual = sess.get_providers()
     if CUDA_PROVIDER in actual:
         return sess, SessionInfo(
-            "cuda", actual, "CUDA execution provider active", {CUDA_PROVIDER: options}, config.threads
+            "cuda",
+            actual,
+            "CUDA execution provider active",
+            {CUDA_PROVIDER: options},
+            config.threads,
+            read_back=read_back(sess),
+            notes=_cuda_notes(config),
         )
     why = skip or "onnxruntime could not create the CUDA execution provider (CUDA/cuDNN libraries missing or no GPU)"
     if config.device == "cuda":
@@ -192,6 +230,10 @@ def create_session(
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 _TENSORRT_LIBRARIES = ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer_10.dll", "nvinfer.dll")
+
+
+#: the libnvinfer :func:`tensorrt_missing` loaded
+_tensorrt_library: object | None = None
 
 
 def tensorrt_missing() -> str | None:
@@ -204,6 +246,7 @@ def tensorrt_missing() -> str | None:
     """
     import ctypes
 
+    global _tensorrt_library
     if TENSORRT_PROVIDER not in ort.get_available_providers():
         return "this onnxruntime build has no TensorRT execution provider (install onnxruntime-gpu)"
     gpu = _no_gpu_reason()
@@ -220,11 +263,25 @@ def tensorrt_missing() -> str | None:
         pass
     for name in candidates:
         try:
-            ctypes.CDLL(name, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+            _tensorrt_library = ctypes.CDLL(name, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
             return None
         except OSError:
             continue
     return "TensorRT's libraries (libnvinfer) are not installed (pip install tensorrt, or NVIDIA's packages)"
+
+
+def tensorrt_version() -> str | None:
+    """The version of the libnvinfer :func:`tensorrt_missing` loaded (``getInferLibVersion``), or None."""
+    lib = _tensorrt_library
+    get = getattr(lib, "getInferLibVersion", None) if lib is not None else None
+    if get is None:
+        return None
+    try:
+        v = int(get())
+    except Exception:
+        return None
+    # NV_TENSORRT_VERSION: major * 1000 + minor * 100 + patch before TensorRT 10, major * 10000 + ... since
+    return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 10000 else f"{v // 1000}.{v // 100 % 10}.{v % 100}"
 
 
 def create_tensorrt_session(
@@ -246,6 +303,8 @@ def create_tensorrt_session(
         "TensorRT execution provider active",
         {TENSORRT_PROVIDER: dict(trt_options), CUDA_PROVIDER: cuda_options},
         config.threads,
+        read_back=read_back(sess),
+        notes=_cuda_notes(config),
     )
 
 

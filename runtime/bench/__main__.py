@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from exporter import options
 from exporter.console import CommandParser, Console, Progress
-from exporter.errors import run_guarded
+from exporter.errors import UserError, run_guarded
 from exporter.user_model import parse_input_sizes
 
 from ..session_config import CUDNN_SEARCH
@@ -28,6 +28,7 @@ from .defaults import (
     DEFAULT_MODELS,
     DEFAULT_OUTPUT,
     ENGINES,
+    TORCH_COMPILE_MODES,
 )
 from .timing import TimingPolicy
 
@@ -142,8 +143,40 @@ def build_parser() -> argparse.ArgumentParser:
     options.threads(d, help="threads for every engine (default: torch's, one per core)")
     d.add_argument("--no-io-binding", action="store_true", help="CUDA: copy inputs/outputs host<->device every run")
     d.add_argument("--cudnn-search", choices=CUDNN_SEARCH, default="EXHAUSTIVE", help="CUDA: cuDNN algorithm search")
-    options.cuda_graph(d, help="CUDA: onnxruntime captures a CUDA graph (IO binding)")
+    options.cuda_graph(
+        d,
+        help="CUDA: onnxruntime always replays a captured CUDA graph per batch (IO binding); by default it is "
+        "captured and kept only where it measures faster than the plain run (the decision is recorded per row)",
+    )
+    d.add_argument("--no-cuda-graph", action="store_true", help="CUDA: never capture a CUDA graph")
     d.add_argument("--no-tf32", action="store_true", help="CUDA: disable TF32 in onnxruntime and PyTorch")
+    d.add_argument(
+        "--nhwc",
+        action="store_true",
+        help="CUDA: onnxruntime's NHWC convolution kernels (prefer_nhwc) where this build has them (said where not)",
+    )
+    d.add_argument(
+        "--fp16-io",
+        action="store_true",
+        help="CUDA: fp16 graphs take and give float16 (their boundary Casts removed); inputs are converted on the GPU",
+    )
+    d.add_argument(
+        "--no-cudnn-max-workspace",
+        action="store_true",
+        help="CUDA: limit cuDNN's algorithm search to its default workspace (cudnn_conv_use_max_workspace=0)",
+    )
+    d.add_argument(
+        "--placement-audit",
+        action="store_true",
+        help="profile each onnxruntime graph once: every compute node on the expected provider, no Memcpy inside "
+        "(recorded per row and in results.json)",
+    )
+    d.add_argument(
+        "--torch-compile-mode",
+        choices=TORCH_COMPILE_MODES,
+        default="auto",
+        help="torch-compile's mode (default auto: max-autotune with CUDA graphs on CUDA, default on CPU)",
+    )
     d.add_argument("--no-parity", action="store_true", help="time without checking parity first")
     d.add_argument("--no-roofline", action="store_true", help="skip the machine's peak and bandwidth probe")
     o = p.add_argument_group("files")
@@ -169,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cuda_graph_mode(args: argparse.Namespace) -> str:
+    if args.cuda_graph and args.no_cuda_graph:
+        raise UserError("--cuda-graph and --no-cuda-graph contradict each other: give one")
+    return "on" if args.cuda_graph else "off" if args.no_cuda_graph else "auto"
+
+
 def config_from(args: argparse.Namespace) -> BenchConfig:
     from .config import BenchConfig
 
@@ -192,8 +231,13 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         seed=args.seed,
         io_binding=not args.no_io_binding,
         cudnn_conv_algo_search=args.cudnn_search,
-        cuda_graph=args.cuda_graph,
+        cuda_graph=cuda_graph_mode(args),
         tf32=not args.no_tf32,
+        prefer_nhwc=args.nhwc,
+        fp16_io=args.fp16_io,
+        cudnn_max_workspace=not args.no_cudnn_max_workspace,
+        placement_audit=args.placement_audit,
+        torch_compile_mode=args.torch_compile_mode,
         parity=not args.no_parity,
         roofline=not args.no_roofline,
         references=tuple(args.reference),

@@ -11,12 +11,14 @@ from exporter.errors import UserError
 
 from ..session_config import CUDNN_SEARCH, DEVICES, SessionConfig
 from .defaults import (
+    CUDA_GRAPH_MODES,
     DEFAULT_BATCH_SIZES,
     DEFAULT_ENGINES,
     DEFAULT_MAX_CI_WIDTH,
     DEFAULT_MODELS,
     DEFAULT_OUTPUT,
     ENGINES,
+    TORCH_COMPILE_MODES,
 )
 from .engines import EXTRA_PRECISIONS
 from .timing import TimingPolicy
@@ -80,8 +82,19 @@ class BenchConfig:
     seed: int = 0
     io_binding: bool = True
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
-    cuda_graph: bool = False
+    #: CUDA graphs for onnxruntime: "auto" (measured per batch, kept where faster), "on" or "off"
+    cuda_graph: str = "auto"
     tf32: bool = True
+    #: CUDA: onnxruntime's NHWC kernels (prefer_nhwc) where this build has them
+    prefer_nhwc: bool = False
+    #: CUDA: fp16 graphs with float16 inputs and outputs (the boundary Cast pair removed)
+    fp16_io: bool = False
+    #: CUDA: cuDNN's algorithm search may use the largest workspace (cudnn_conv_use_max_workspace)
+    cudnn_max_workspace: bool = True
+    #: where every node of each onnxruntime graph runs, recorded per row (runtime.bench.placement)
+    placement_audit: bool = False
+    #: torch.compile's mode: auto is max-autotune on CUDA, default on CPU
+    torch_compile_mode: str = "auto"
     parity: bool = True
     roofline: bool = True
     references: tuple[str, ...] = ()
@@ -115,6 +128,10 @@ class BenchConfig:
             raise UserError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
         if self.cudnn_conv_algo_search not in CUDNN_SEARCH:
             raise UserError(f"--cudnn-search must be one of {', '.join(CUDNN_SEARCH)}")
+        if self.cuda_graph not in CUDA_GRAPH_MODES:
+            raise UserError(f"cuda_graph must be one of {', '.join(CUDA_GRAPH_MODES)}, not {self.cuda_graph!r}")
+        if self.torch_compile_mode not in TORCH_COMPILE_MODES:
+            raise UserError(f"--torch-compile-mode must be one of {', '.join(TORCH_COMPILE_MODES)}")
         if self.threads is not None and self.threads < 1:
             raise UserError("--threads must be at least 1")
         if not (self.max_ci_width > 0 and math.isfinite(self.max_ci_width)):
@@ -136,9 +153,11 @@ class BenchConfig:
             threads=threads,
             io_binding=self.io_binding,
             cudnn_conv_algo_search=self.cudnn_conv_algo_search,
-            cuda_graph=self.cuda_graph,
+            cuda_graph=False,  # captured per batch by the onnxruntime engine (runtime.bench.cuda)
             tf32=self.tf32,
             allow_spinning=False,
+            prefer_nhwc=self.prefer_nhwc,
+            cudnn_max_workspace=self.cudnn_max_workspace,
         )
 
     def record(self) -> dict[str, object]:

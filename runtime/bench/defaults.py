@@ -19,6 +19,11 @@ ENGINES = ("onnxruntime", "pytorch", "torch-compile", "openvino", "tensorrt")
 #: compiles once per batch size (about 30 s per model and batch on a 2-core CPU).
 DEFAULT_ENGINES = ("onnxruntime", "pytorch", "openvino", "tensorrt")
 
+#: ``--cuda-graph`` / ``--no-cuda-graph`` / neither (auto: measured per batch, runtime.bench.cuda)
+CUDA_GRAPH_MODES = ("auto", "on", "off")
+#: ``--torch-compile-mode``: auto is max-autotune on CUDA, default on CPU
+TORCH_COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 #: An interval wider than this fraction of its figure marks the figure unstable.
 DEFAULT_MAX_CI_WIDTH = 0.2
 #: The slowdown the regression gate (``--baseline``) tolerates, as a fraction.

@@ -9,8 +9,8 @@ engine             what runs                                                    
                    separately and excluded from latency
 ``openvino``       OpenVINO reading the same ONNX graph, f32 precision hint      fp32, bf16, int8
                    (bf16 hint as its own precision where the CPU has bf16)
-``tensorrt``       onnxruntime's TensorRT execution provider on CUDA, engine     fp32, fp16
-                   cache under the artifact folder, build timed separately
+``tensorrt``       onnxruntime's TensorRT execution provider on CUDA, profiles   fp32, fp16, int8 (QDQ)
+                   from the manifest, version-keyed engine cache, build timed
 =================  ============================================================  =====================
 
 Each optional engine says why it cannot run (:func:`unavailable_reason`) instead of failing
@@ -24,16 +24,18 @@ import copy
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from statistics import median
 
 import numpy as np
 import torch
 
 from exporter.artifact import Artifact
-from exporter.errors import UserError
+from exporter.errors import UserError, first_line
 from exporter.reference import Prepared
 
 from ..sessions import (
+    CUDA_PROVIDER,
     SessionConfig,
     SessionInfo,
     check_feed,
@@ -42,7 +44,8 @@ from ..sessions import (
     run,
     tensorrt_missing,
 )
-from .defaults import ENGINES
+from .cuda import BoundRun, GraphDecision, bind, capture, decide, max_abs_diff, time_pairs
+from .defaults import ENGINES, TORCH_COMPILE_MODES
 
 TORCH_ENGINES = ("pytorch", "torch-compile")
 #: Precisions other than the graph variants; only some engines take them.
@@ -122,7 +125,7 @@ def precisions_for(engine: str, requested: list[str]) -> list[str]:
     if engine == "openvino":
         return [p for p in requested if p in ("fp32", "bf16") or openvino_reads(p)]
     if engine == "tensorrt":
-        return [p for p in requested if p in ("fp32", "fp16")]
+        return [p for p in requested if p in ("fp32", "fp16", "int8")]
     return []
 
 
@@ -134,7 +137,7 @@ def graph_key(engine: str, precision: str) -> str | None:
         return precision
     if engine == "openvino":
         return precision if openvino_reads(precision) else "fp32"
-    return "fp32"  # tensorrt builds its fp16 engine from the fp32 graph
+    return "int8" if precision == "int8" else "fp32"  # tensorrt: fp16 from the fp32 graph, int8 from the QDQ graph
 
 
 def openvino_reads(precision: str) -> bool:
@@ -209,6 +212,14 @@ class ModelContext:
     session_seconds: dict[object, float] = field(default_factory=dict)
     cuda_model: torch.nn.Module | None = None
     openvino_core: object | None = None
+    #: ``--cuda-graph``: on, off or auto (measured per batch: :mod:`runtime.bench.cuda`)
+    cuda_graph: str = "off"
+    #: per graph key: how the graph timed differs from the artifact's file (``--fp16-io``), for its rows
+    graph_notes: dict[str, dict[str, str | int | float | bool | None]] = field(default_factory=dict)
+    #: ``--torch-compile-mode`` (auto: max-autotune on CUDA, default on CPU)
+    torch_compile_mode: str = "auto"
+    #: TensorRT's optimization profile bounds from the manifest and the run: (min, max) of batch, H, W
+    trt_bounds: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
 
     def release(self) -> None:
         self.sessions.clear()
@@ -228,46 +239,56 @@ def _feed_dtype(sess) -> type:  # type: ignore[no-untyped-def]
 
 
 def _bound_cuda_step(sess, x: np.ndarray, cuda_graph: bool) -> tuple[Callable[[], None], int]:  # type: ignore[no-untyped-def]
-    """IO binding on the GPU: input and outputs stay on the device at fixed addresses (CUDA graph
-    replay needs that), so the timed runs move no data between host and device."""
-    import onnxruntime as ort
+    """IO binding on the GPU (:func:`runtime.bench.cuda.bind`): the timed runs move no data."""
+    bound = bind(sess, x, cuda_graph)
+    return bound.step, bound.fixed_outputs
 
-    binding = sess.io_binding()
-    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-    binding.bind_ortvalue_input(sess.get_inputs()[0].name, x_dev)
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-    fixed = 0
-    keep = [x_dev]
-    for meta in sess.get_outputs():
-        dims = list(meta.shape)
-        if all(isinstance(d, int) or d == "batch" for d in dims):
-            shape = [x.shape[0] if d == "batch" else d for d in dims]
-            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtypes.get(meta.type, np.float32), "cuda", 0)
-            binding.bind_ortvalue_output(meta.name, value)
-            keep.append(value)
-            fixed += 1
-        elif cuda_graph:
-            raise UserError(f"--cuda-graph needs fixed output shapes, and output {meta.name} is {dims}")
-        else:  # other symbolic dimensions: onnxruntime allocates the output on the GPU each run
-            binding.bind_output(meta.name, "cuda")
 
-    def step() -> None:
-        _ = keep
-        sess.run_with_iobinding(binding)
-        binding.synchronize_outputs()
+def _session(ctx: ModelContext, key: object, precision: str, config: SessionConfig) -> tuple[object, SessionInfo, bool]:
+    """The cached session under ``key`` (made now if new), its info, and whether it was shared."""
+    shared = key in ctx.sessions
+    if not shared:
+        started = time.perf_counter()
+        ctx.sessions[key] = create_session(ctx.graphs[precision], config)
+        ctx.session_seconds[key] = time.perf_counter() - started
+    sess, info = ctx.sessions[key]
+    return sess, info, shared
 
-    return step, fixed
+
+def _graph_session(
+    ctx: ModelContext, precision: str, x: np.ndarray, plain: BoundRun
+) -> tuple[BoundRun | None, GraphDecision, float]:
+    """The captured-graph run for this batch where ``--cuda-graph`` (on, or auto and measured to pay)
+    keeps it, with the decision; the creation seconds of its session."""
+    mode = ctx.cuda_graph
+    if mode == "off":
+        return None, GraphDecision(mode, False, "off (--no-cuda-graph)"), 0.0
+    key = (precision, x.shape, "cuda-graph")
+    try:
+        sess, _info, _ = _session(ctx, key, precision, replace(ctx.session, cuda_graph=True))
+        graph = bind(sess, x, cuda_graph=True)
+    except UserError as exc:
+        ctx.sessions.pop(key, None)
+        if mode == "on":
+            raise
+        return None, GraphDecision(mode, False, f"auto: off ({first_line(exc)})"), 0.0
+    capture_s, first = capture(graph.step)
+    diff = max_abs_diff(plain.outputs(), graph.outputs())  # the replay computes what the plain run does
+    created = ctx.session_seconds.get(key, 0.0)
+    if mode == "on":
+        return graph, GraphDecision(mode, True, "on (--cuda-graph)", None, None, 0, capture_s, first, diff), created
+    a, b = time_pairs(plain.step, graph.step)
+    use, reason = decide(a, b)
+    decision = GraphDecision(mode, use, reason, median(a) * 1e3, median(b) * 1e3, len(a), capture_s, first, diff)
+    if not use:
+        ctx.sessions.pop(key, None)  # the plain run is kept: free the graph's buffers
+        return None, decision, 0.0
+    return graph, decision, created
 
 
 def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
-    config = ctx.session
-    cache_key: object = (precision, x.shape) if config.cuda_graph else precision
-    shared = cache_key in ctx.sessions
-    if not shared:
-        started = time.perf_counter()
-        ctx.sessions[cache_key] = create_session(ctx.graphs[precision], config)
-        ctx.session_seconds[cache_key] = time.perf_counter() - started
-    sess, info = ctx.sessions[cache_key]
+    config = replace(ctx.session, cuda_graph=False)
+    sess, info, shared = _session(ctx, precision, precision, config)
     if info.device != ctx.device:
         raise UserError(f"onnxruntime ran on {info.device}, this run is on {ctx.device}: {info.reason}")
     feed = x.astype(_feed_dtype(sess))
@@ -280,6 +301,8 @@ def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Run
         "graph_optimization": config.graph_optimization,
         "io_binding": False,
         "tf32": False,
+        "io_dtype": np.dtype(_feed_dtype(sess)).name,
+        **ctx.graph_notes.get(precision, {}),
     }
 
     def infer(inp: np.ndarray) -> list[np.ndarray]:
@@ -288,17 +311,33 @@ def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Run
     def step() -> None:
         sess.run(None, {in_name: feed})
 
+    create_s = ctx.session_seconds.get(precision)
+    cold: dict[str, float | bool | None] = {"create_s": create_s, "shared": shared}
     if info.device == "cuda":
-        settings.update(
-            io_binding=config.io_binding or config.cuda_graph,
-            cudnn_conv_algo_search=config.cudnn_conv_algo_search,
-            cuda_graph=config.cuda_graph,
-            tf32=config.tf32,
-        )
-        if config.io_binding or config.cuda_graph:
-            step, fixed = _bound_cuda_step(sess, feed, config.cuda_graph)
-            settings["bound_outputs"] = fixed
-    cold = {"create_s": ctx.session_seconds.get(cache_key), "first_inference_s": wall_timer(step), "shared": shared}
+        settings.update(cuda_settings(config, info))
+        use_binding = config.io_binding or ctx.cuda_graph == "on"
+        settings["io_binding"] = use_binding
+        if not use_binding:
+            why = "off: a CUDA graph needs IO binding (--no-io-binding)"
+            settings.update(GraphDecision(ctx.cuda_graph, False, why).settings())
+        else:
+            plain = bind(sess, x, cuda_graph=False)
+            cold["first_inference_s"] = wall_timer(plain.step)  # cuDNN's algorithm search happens here
+            step = plain.step
+            settings.update(bound_outputs=plain.fixed_outputs, input_transfer=plain.input_transfer)
+            graph, decision, graph_create_s = _graph_session(ctx, precision, x, plain)
+            settings.update(decision.settings())
+            if graph is not None:
+                step = graph.step
+                # the graph's own session: its creation, its allocating and capturing calls, its first replay
+                cold.update(
+                    create_s=graph_create_s or create_s,
+                    capture_s=decision.capture_s,
+                    first_inference_s=decision.first_calls_ms[-1] / 1e3,
+                    shared=False,
+                )
+    if "first_inference_s" not in cold:
+        cold["first_inference_s"] = wall_timer(step)
     return Runner(
         "onnxruntime",
         precision,
@@ -310,6 +349,28 @@ def prepare_onnxruntime(ctx: ModelContext, precision: str, x: np.ndarray) -> Run
         graph=ctx.graph_paths[precision],
         cold_start=cold,
     )
+
+
+def cuda_settings(config: SessionConfig, info: SessionInfo) -> dict[str, str | int | float | bool | None]:
+    """The CUDA provider's settings of a session as a row records them: what was asked, what onnxruntime
+    reports it uses (read back), and what this build could not honour."""
+    from ..cudaep import nhwc_support
+
+    got = info.read_back.get(CUDA_PROVIDER, {})
+    out: dict[str, str | int | float | bool | None] = {
+        "cudnn_conv_algo_search": config.cudnn_conv_algo_search,
+        "cudnn_conv_use_max_workspace": config.cudnn_max_workspace,
+        "tf32": config.tf32,
+        "prefer_nhwc": info.provider_options.get(CUDA_PROVIDER, {}).get("prefer_nhwc") == "1",
+        "prefer_nhwc_asked": config.prefer_nhwc,
+        "nhwc_build": nhwc_support().reason,
+    }
+    for key in ("prefer_nhwc", "cudnn_conv_use_max_workspace", "cudnn_conv_algo_search", "use_tf32"):
+        if key in got:
+            out[f"read_back_{key}"] = got[key]
+    if info.notes:
+        out["session_notes"] = "; ".join(info.notes)
+    return out
 
 
 def _torch_model(ctx: ModelContext) -> torch.nn.Module:
@@ -377,6 +438,16 @@ def prepare_pytorch(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
     )
 
 
+def compile_mode(asked: str, device: str) -> str:
+    """``--torch-compile-mode``: auto is max-autotune on CUDA (autotuned kernels replayed as CUDA graphs),
+    the default mode on CPU."""
+    if asked not in TORCH_COMPILE_MODES:
+        raise UserError(f"unknown torch.compile mode {asked!r}: choose one of {', '.join(TORCH_COMPILE_MODES)}")
+    if asked == "auto":
+        return "max-autotune" if device == "cuda" else "default"
+    return asked
+
+
 def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
     import torch._dynamo
     import torch._inductor.config as inductor_config
@@ -384,11 +455,13 @@ def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> R
     model = _torch_model(ctx)
     dev = "cuda" if ctx.device == "cuda" else "cpu"
     xt = torch.from_numpy(x).to(dev)
+    mode = compile_mode(ctx.torch_compile_mode, dev)
     settings: dict[str, str | int | float | bool | None] = {
         "backend": "inductor",
         "freezing": True,
         "dynamic": False,
-        "mode": "default",
+        "mode": mode,
+        "cuda_graphs": dev == "cuda" and mode in ("max-autotune", "reduce-overhead"),
         "threads": torch.get_num_threads(),
         "tf32": False,
     }
@@ -398,7 +471,7 @@ def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> R
     inductor_config.freezing = True  # kept on while this runner lives: guards must not see it change
     torch._dynamo.reset()  # a fresh compile for this batch shape (no stale cache entries, no recompile limit)
     started = time.perf_counter()
-    compiled = torch.compile(model, backend="inductor", dynamic=False)
+    compiled = torch.compile(model, backend="inductor", dynamic=False, mode=None if mode == "default" else mode)
     create_s = time.perf_counter() - started
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     started = time.perf_counter()
@@ -507,23 +580,21 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
 
 
 def prepare_tensorrt(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
-    cache = ctx.artifact.directory / "tensorrt-cache"
+    from .. import tensorrt as trt
+    from ..sessions import tensorrt_version
+
+    key = trt.graph_for(precision)
+    graph = ctx.graphs[key]
+    version = tensorrt_version()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cache = trt.cache_dir(ctx.artifact.directory / "tensorrt-cache", version, gpu, graph, precision, x.shape)
     cache.mkdir(parents=True, exist_ok=True)
     name = ctx.artifact.manifest.inputs[0].name
-    shape = f"{name}:{'x'.join(str(d) for d in x.shape)}"
-    options = {
-        "trt_fp16_enable": "True" if precision == "fp16" else "False",
-        "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": str(cache),
-        "trt_timing_cache_enable": "True",
-        "trt_timing_cache_path": str(cache),
-        "trt_profile_min_shapes": shape,
-        "trt_profile_opt_shapes": shape,
-        "trt_profile_max_shapes": shape,
-    }
+    profile = trt.profile_shapes(name, x.shape, ctx.trt_bounds)
+    options = trt.options(precision, cache, profile)
     cached = any(cache.glob("*.engine"))
     started = time.perf_counter()
-    sess, info = create_tensorrt_session(ctx.graphs["fp32"], ctx.session, options)
+    sess, info = create_tensorrt_session(graph, ctx.session, options)
     create_s = time.perf_counter() - started
     feed = np.ascontiguousarray(x, dtype=np.float32)
     check_feed(sess, feed)
@@ -533,11 +604,16 @@ def prepare_tensorrt(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
     first = wall_timer(step)
     settings: dict[str, str | int | float | bool | None] = {
         "providers": ",".join(info.providers),
-        "fp16": precision == "fp16",
+        "tensorrt": version,
+        "fp16": precision in ("fp16", "int8"),
+        "int8": precision == "int8",
         "engine_cache": str(cache),
+        "engine_cached": cached,
+        **profile,
         "io_binding": True,
         "bound_outputs": fixed,
-        "tf32": None,
+        "tf32": precision == "fp32",  # TensorRT's builder allows TF32 unless told otherwise
+        "compute_precision": trt.COMPUTE_PRECISION[precision],
     }
 
     def infer(inp: np.ndarray) -> list[np.ndarray]:
@@ -552,7 +628,7 @@ def prepare_tensorrt(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
         wall_timer,
         settings,
         setup_seconds=build_s,
-        graph=ctx.graph_paths["fp32"],
+        graph=ctx.graph_paths[key],
         cold_start={"create_s": create_s, "build_s": engine_s, "engine_cached": cached, "first_inference_s": first},
     )
 

@@ -19,6 +19,7 @@ from exporter.artifact import ParityRecord
 from exporter.files import strict_json
 
 from ..machine import MachinePeak
+from ..profile.records import Placement
 from .baseline import BaselineComparison
 from .stats import SampleSummary
 
@@ -43,8 +44,10 @@ class ColdStart(BaseModel):
     request; torch.compile: its compiling first call; TensorRT: the session); ``compile_s``: the
     compiling part of it (OpenVINO's ``compile_model``, inductor's compile); ``build_s``:
     TensorRT's first run, which builds its
-    engine (or loads it from the cache, ``engine_cached``); ``first_inference_s``: the first
-    inference once ready, at this row's batch and size. ``shared``: the onnxruntime session
+    engine (or loads it from the cache, ``engine_cached``); ``capture_s``: a CUDA graph's
+    allocating and capturing calls (onnxruntime captures on its second run); ``first_inference_s``:
+    the first inference once ready (with a CUDA graph: its first replay), at this row's batch and
+    size. ``shared``: the onnxruntime session
     was made earlier in this run (for another batch size) and reused: ``create_s`` is that
     creation's time, and the first inference is not a fresh session's.
     """
@@ -55,13 +58,15 @@ class ColdStart(BaseModel):
     compile_s: float | None = None
     build_s: float | None = None
     engine_cached: bool | None = None
+    capture_s: float | None = None
     first_inference_s: float | None = None
     shared: bool = False
 
     @property
     def to_first_result_s(self) -> float | None:
-        """From nothing to the first result: creation (compiling included), any engine build, the first call."""
-        known = [p for p in (self.create_s, self.build_s, self.first_inference_s) if p is not None]
+        """From nothing to the first result: creation (compiling included), any engine build or graph
+        capture, the first call."""
+        known = [p for p in (self.create_s, self.build_s, self.capture_s, self.first_inference_s) if p is not None]
         return sum(known) if known else None
 
 
@@ -178,6 +183,24 @@ class ParityEntry(BaseModel):
     record: ParityRecord
 
 
+class PlacementEntry(BaseModel):
+    """``--placement-audit``: where every node of one engine's graph ran (onnxruntime's profiler), once
+    per (model, precision, input size), with the settings it was created with."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str
+    engine: str
+    precision: str
+    input_shape: list[int]
+    batch_size: int
+    #: every compute node on the expected provider and no Memcpy node inside the graph
+    clean: bool
+    line: str
+    placement: Placement
+    settings: dict[str, Setting] = Field(default_factory=dict)
+
+
 class RunDocument(BaseModel):
     """``results.json``: the run, where and how it was measured, and every row."""
 
@@ -198,6 +221,7 @@ class RunDocument(BaseModel):
     notes: list[str] = Field(default_factory=list)
     skipped_engines: dict[str, str] = Field(default_factory=dict)
     parity: list[ParityEntry] = Field(default_factory=list)
+    placements: list[PlacementEntry] = Field(default_factory=list)
     rows: list[BenchRow] = Field(default_factory=list)
     untrustworthy: list[str] = Field(default_factory=list)
     fastest: list[str] = Field(default_factory=list)

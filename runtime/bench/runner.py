@@ -48,7 +48,7 @@ from ..parity import DEFAULT_SEED as PARITY_SEED
 from ..parity import check_sizes
 from ..resolve import resolve
 from .baseline import BaselineFile, compare_runs, load_baseline
-from .config import BenchConfig, parse_precision, parse_references
+from .config import BenchConfig, numeric_precision, parse_precision, parse_references
 from .engines import (
     TORCH_ENGINES,
     ModelContext,
@@ -62,7 +62,7 @@ from .engines import (
 from .gate import ReferenceCache, check_onnxruntime, check_runner, passed_at, worst_abs_err
 from .plot import latency_png
 from .roofline import count_flops, roofline, weight_bytes
-from .rows import BenchRow, ColdStart, ParityEntry, RunDocument
+from .rows import BenchRow, ColdStart, ParityEntry, PlacementEntry, RunDocument
 from .stats import Interval, ratio_interval, summarize, summarize_samples
 from .store import ResultStore, SaveOutcome, new_run_id
 from .throughput import (
@@ -247,7 +247,12 @@ def with_roofline(row: BenchRow, machine: MachinePeak | None) -> BenchRow:
     some. A row whose precision has no peak on this machine gets none."""
     if not row.ok or machine is None or row.gflop is None or row.weight_bytes is None or not row.median_ms:
         return row
-    precision = compute_precision(row.precision, row.device, row.tf32 if row.tf32 is not None else machine.tf32)
+    engine_says = row.settings.get("compute_precision")  # TensorRT's int8 computes in int8: see runtime.bench.tensorrt
+    precision = (
+        str(engine_says)
+        if isinstance(engine_says, str)
+        else compute_precision(row.precision, row.device, row.tf32 if row.tf32 is not None else machine.tf32)
+    )
     peak = machine.peak_gflops(precision)
     reasons = [r for r in row.unstable_reasons if r != BELOW_FLOOR]
     if peak is None:
@@ -293,6 +298,8 @@ class _Run:
         self.precisions = [parse_precision(p) for p in dict.fromkeys(config.precisions)]
         self.batches = list(dict.fromkeys(config.batch_sizes))
         self.group_index = 0
+        #: --placement-audit: (model, precision, input shape) -> where its onnxruntime graph's nodes ran
+        self.audits: dict[tuple[str, str, tuple[int, ...]], PlacementEntry] = {}
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -386,6 +393,10 @@ class _Run:
         tf32 = self.session.tf32
         wanted = [compute_precision("fp32", self.choice.device, tf32)]
         wanted += [compute_precision(p, self.choice.device, tf32) for p in self.precisions]
+        if "tensorrt" in self.engines:
+            from ..tensorrt import COMPUTE_PRECISION
+
+            wanted += [COMPUTE_PRECISION[p] for p in precisions_for("tensorrt", self.precisions)]
         return list(dict.fromkeys(wanted))
 
     # --- one model --------------------------------------------------------------------------
@@ -489,8 +500,48 @@ class _Run:
             device=self.choice.device,
             session=self.session,
             threads=self.threads,
+            cuda_graph=config.cuda_graph if self.choice.device == "cuda" else "off",
+            torch_compile_mode=config.torch_compile_mode,
+            trt_bounds=self.trt_bounds(plan, artifact.manifest),
         )
+        if config.fp16_io:
+            self.half_io_graphs(ctx, contenders)
         return ctx, blocked
+
+    def trt_bounds(
+        self, plan: ModelPlan, manifest: art.Manifest
+    ) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+        """TensorRT's profile range: batch 1 at the manifest's smallest size to this run's largest batch
+        and size (:func:`runtime.bench.tensorrt.bounds_for`)."""
+        if "tensorrt" not in self.engines:
+            return None
+        from ..tensorrt import bounds_for
+
+        export = (int(manifest.input_shape[1]), int(manifest.input_shape[2]))
+        low = tuple(manifest.min_size) if manifest.dynamic_size and manifest.min_size else None
+        return bounds_for(low, export, self.batches, list(plan.sizes))  # type: ignore[arg-type]
+
+    def half_io_graphs(self, ctx: ModelContext, contenders: list[tuple[str, str]]) -> None:
+        """``--fp16-io``: onnxruntime's fp16 graphs with the boundary Cast pair removed (float16 inputs and
+        outputs; the bench binds fp16 device buffers), derived in memory from the verified variant."""
+        from exporter.halfio import half_io
+
+        for engine, precision in contenders:
+            if engine != "onnxruntime" or numeric_precision(precision) != "fp16" or precision not in ctx.graphs:
+                continue
+            if precision in ctx.graph_notes:
+                continue
+            derived = half_io(ctx.graphs[precision])
+            note: dict[str, str | int | float | bool | None] = {"fp16_io": True}
+            if derived.changed:
+                ctx.graphs[precision] = derived.graph
+                note["boundary_casts_removed"] = ", ".join(derived.removed)
+            else:
+                note["boundary_casts_removed"] = "none (the graph has no boundary Cast pair)"
+            if derived.kept:
+                note["fp16_io_kept_float"] = "; ".join(f"{k}: {v}" for k, v in derived.kept.items())
+            ctx.graph_notes[precision] = note
+            self.note(f"{ctx.name} {precision}: --fp16-io: boundary Casts removed: {note['boundary_casts_removed']}")
 
     @staticmethod
     def shape_at(shape: tuple[int, ...], size: tuple[int, int] | None) -> tuple[int, ...]:
@@ -562,6 +613,9 @@ class _Run:
                 except Exception as exc:
                     ort_parity[precision] = f"parity check failed to run: {type(exc).__name__}: {first_line(exc)}"
 
+        if config.placement_audit and fitting:
+            self.audit_placements(ctx, contenders, blocked, ort_parity, fitting[0], shape)
+
         flops = None
         if config.roofline and ctx.reference is not None and self.doc.machine is not None:
             flops = count_flops(ctx.reference.model, shape)
@@ -577,6 +631,45 @@ class _Run:
             rows = group(ctx, contenders, blocked, ort_parity, batch, shape, size, flops, where)
             self.save(rows)
             self.hooks.done(f"{where}: " + ", ".join(self.describe_row(r) for r in rows))
+
+    def audit_placements(
+        self,
+        ctx: ModelContext,
+        contenders: list[tuple[str, str]],
+        blocked: dict[str, str],
+        ort_parity: dict[str, object],
+        batch: int,
+        shape: tuple[int, ...],
+    ) -> None:
+        """``--placement-audit``: where every node of each onnxruntime graph runs (runtime.bench.placement)."""
+        from .placement import audit_graph
+
+        x = random_input(shape, batch, seed=self.config.seed + batch).numpy()
+        for engine, precision in contenders:
+            if engine != "onnxruntime" or precision in blocked or isinstance(ort_parity.get(precision), str):
+                continue
+            self.hooks.step(f"{ctx.name}: placement audit of onnxruntime {precision} at batch {batch}")
+            try:
+                placement, summary = audit_graph(ctx.graphs[precision], ctx.session, x)
+            except Exception as exc:
+                self.note(f"{ctx.name} {precision}: placement audit failed to run: {_why(exc)}")
+                continue
+            settings = dict(ctx.graph_notes.get(precision, {}))
+            settings.update(prefer_nhwc=ctx.session.prefer_nhwc, cudnn_search=ctx.session.cudnn_conv_algo_search)
+            entry = PlacementEntry(
+                model=ctx.name,
+                engine=engine,
+                precision=precision,
+                input_shape=list(shape),
+                batch_size=batch,
+                clean=summary.clean,
+                line=summary.line,
+                placement=placement,
+                settings=settings,
+            )
+            self.doc.placements.append(entry)
+            self.audits[(ctx.name, precision, tuple(shape))] = entry
+            self.note(f"placement {ctx.name} {precision}: {summary.line}")
 
     @staticmethod
     def describe_row(row: BenchRow) -> str:
@@ -910,7 +1003,10 @@ class _Run:
             fp32 = (c[0], "fp32") if c[1] != "fp32" else None
             vs_fp32 = ratio(fp32, c, "vs fp32")
             gflop = flops * batch / 1e9 if flops is not None else None
-            s = runner.settings
+            s = dict(runner.settings)
+            audited = self.audits.get((ctx.name, c[1], tuple(shape))) if c[0] == "onnxruntime" else None
+            if audited is not None:
+                s.update(placement=audited.line, placement_clean=audited.clean)
             fields = dict(
                 run_id=self.doc.run_id,
                 model=ctx.name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="input sizes for a --dynamic-size artifact (default: its export size, 256x300, 193x211, 320x320, minimum)",
     )
     options.device(p)
+    p.add_argument(
+        "--engine",
+        choices=["onnxruntime", "tensorrt"],
+        default="onnxruntime",
+        help="tensorrt: build a TensorRT engine (onnxruntime's TensorRT provider, CUDA) of the precision asked "
+        "(fp16 from the fp32 graph, int8 from the QDQ graph) and check its outputs; --explain then compares its "
+        "layers with the fp32 graph on onnxruntime's CUDA provider",
+    )
     p.add_argument("--atol", type=float, help="override the default absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the default relative tolerance")
     p.add_argument(
@@ -175,6 +184,14 @@ def _run(args: argparse.Namespace) -> int:
         return _check(args, Console(stdout))
 
 
+def _tensorrt_graph(key: art.VariantKey | None) -> tuple[art.VariantKey, art.VariantKey]:
+    """``--engine tensorrt``: the graph TensorRT builds from, and the precision its engine computes in."""
+    key = key or art.BASE
+    if key.optimize_for:
+        raise UserError(f"--engine tensorrt builds from the fp32 or int8 QDQ graph, not the optimized {key} graph")
+    return (art.VariantKey("int8") if key.precision == "int8" else art.BASE), key
+
+
 def _check(args: argparse.Namespace, out: Console) -> int:
     from exporter import artifact as art
 
@@ -182,6 +199,11 @@ def _check(args: argparse.Namespace, out: Console) -> int:
 
     err = Console(sys.stderr)
     key = art.VariantKey.parse(args.precision) if args.precision else None
+    engine_key = None
+    if args.engine == "tensorrt":
+        if args.device == "cpu":
+            raise UserError("--engine tensorrt runs on CUDA: it cannot go with --device cpu")
+        key, engine_key = _tensorrt_graph(key)
     sizes = parse_input_sizes(args.input_size or [])
     if any(b < 1 for b in args.batch_size):
         raise UserError(f"batch sizes must be at least 1, got {args.batch_size}")
@@ -209,13 +231,17 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     from ..sessions import create_session
 
     config = SessionConfig(device=args.device)
+    checked = resolved.key
+    if engine_key is not None:
+        config = SessionConfig(device="cuda", tensorrt=engine_key.precision)
+        checked = engine_key
     tolerance = None
     if args.atol is not None or args.rtol is not None:
         _, info = create_session(resolved.graph, config)
-        tolerance = override(default_tolerance(info.device, resolved.key.precision), args.atol, args.rtol)
+        tolerance = override(default_tolerance(info.device, checked.precision), args.atol, args.rtol)
     record = check_artifact(
         resolved.artifact,
-        resolved.key,
+        checked,
         reference,
         resolved.graph,
         sizes=sizes,
@@ -230,8 +256,9 @@ def _check(args: argparse.Namespace, out: Console) -> int:
         from .explain import explain_artifact
 
         explained = explain_artifact(
-            resolved.artifact, resolved.key, resolved.graph, reference,
+            resolved.artifact, checked, resolved.graph, reference,
             batch_sizes=args.batch_size, inputs=args.inputs, session=config,
+            reference_session=replace(config, tensorrt=None),
         )  # fmt: skip
     if args.json:
         doc = {"artifact": manifest.name, "graph": str(resolved.path), "variant": str(resolved.key)}

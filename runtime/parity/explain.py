@@ -163,11 +163,14 @@ def explain(
     precision: str,
     inputs_name: str = "random uniform [-1, 1)",
     session: SessionConfig | None = None,
+    reference_session: SessionConfig | None = None,
 ) -> Explanation:
     """Compare every layer of ``variant`` with the same tensor of ``fp32`` on ``inputs`` (batches).
 
     ``fp32`` is the artifact's exported graph; identity nodes are stripped from it as the
-    variant builder strips them, so tensor names agree.
+    variant builder strips them, so tensor names agree. ``session`` runs the variant,
+    ``reference_session`` (default: the same) the fp32 graph: a TensorRT engine of the variant
+    is explained against the fp32 graph on onnxruntime's own provider.
     """
     from exporter.variants import strip_identity_ops
 
@@ -241,7 +244,7 @@ def explain(
         raise UserError("no layer of this graph has a tensor of the same name in the fp32 graph to compare with")
     config = session or SessionConfig(device="cpu")
     var_sess, _ = create_session(_with_outputs(var, [*read_at.values(), input_read]), config)
-    ref_sess, _ = create_session(_with_outputs(ref, [t for _, t, _, _ in layers]), config)
+    ref_sess, _ = create_session(_with_outputs(ref, [t for _, t, _, _ in layers]), reference_session or config)
     var_names = [o.name for o in var_sess.get_outputs()]
     ref_names = [o.name for o in ref_sess.get_outputs()]
     var_in = var_sess.get_inputs()[0]
@@ -322,9 +325,11 @@ def explain_artifact(
     inputs: str = "auto",
     seed: int = DEFAULT_SEED,
     session: SessionConfig | None = None,
+    reference_session: SessionConfig | None = None,
 ) -> Explanation:
     """:func:`explain` for an artifact's variant ``key`` (its verified bytes ``graph``) against the
-    artifact's fp32 graph, on the inputs ``runtime.parity`` feeds."""
+    artifact's fp32 graph, on the inputs ``runtime.parity`` feeds (``graph`` may be the fp32 graph
+    itself where ``session`` computes it in ``key``'s precision: TensorRT's fp16 engines)."""
     if key.precision == "fp32":
         raise UserError("--explain compares a variant with the fp32 graph: add --precision int8 or fp16")
     if key.optimize_for:
@@ -344,4 +349,5 @@ def explain_artifact(
         precision=key.precision,
         inputs_name=f"{DIGITS} held-out" if use_digits else "random uniform [-1, 1)",
         session=session,
+        reference_session=reference_session,
     )
