@@ -203,6 +203,11 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     if args.engine == "tensorrt":
         if args.device == "cpu":
             raise UserError("--engine tensorrt runs on CUDA: it cannot go with --device cpu")
+        from ..sessions import tensorrt_missing
+
+        missing = tensorrt_missing()  # before any graph is resolved or built for it
+        if missing:
+            raise UserError(f"tensorrt: not available ({missing})")
         key, engine_key = _tensorrt_graph(key)
     sizes = parse_input_sizes(args.input_size or [])
     if any(b < 1 for b in args.batch_size):
