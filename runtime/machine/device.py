@@ -80,6 +80,8 @@ def environment(choice: DeviceChoice, threads: int) -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if choice.device == "cuda" else None,
         "onnxruntime": onnxruntime.__version__,
         "onnx": onnx.__version__,
         "numpy": numpy.__version__,
@@ -91,7 +93,14 @@ def environment(choice: DeviceChoice, threads: int) -> dict[str, object]:
         "torch_parallel_backend": "OpenMP" if "OpenMP" in torch.__config__.parallel_info() else "native",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_average_at_start": load,
+        **({"cuda_nhwc": _nhwc()} if choice.device == "cuda" else {}),
     }
+
+
+def _nhwc() -> str:
+    from ..cudaep import nhwc_support
+
+    return nhwc_support().reason
 
 
 def measure_peak(
