@@ -152,3 +152,4 @@ else
     echo "no main run: nothing to summarize"
 fi
 echo "== done after $(($(date +%s) - START)) s"
+sleep 1  # let tee finish session.log before the files go back
