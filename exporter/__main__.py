@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ONNX opset to write, {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})",
     )
     options.artifacts_dir(p, writes=True, old=("--output-dir",))
+    options.add(
+        p,
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="the artifact's folder itself: write NAME.onnx and manifest.json exactly there (instead of "
+        "--artifacts-dir/NAME); a renamed or copied artifact is exported again where it is",
+    )
     p.add_argument("--weights", type=Path, help="state_dict .pth to load (plain, or under 'state_dict')")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim; write the graph as traced")
     p.add_argument("--all", action="store_true", help="export every zoo model, continuing past failures")
@@ -217,7 +225,7 @@ def _reusable(args: argparse.Namespace, shape: tuple[int, ...] | None) -> Path |
 
     if is_user_model_ref(args.model):
         return None
-    directory = art.artifact_dir(args.name or args.model, args.artifacts_dir)
+    directory = args.output or art.artifact_dir(args.name or args.model, args.artifacts_dir)
     try:
         artifact = art.open_artifact(directory)
     except art.ArtifactError:
@@ -301,8 +309,10 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.render:
         _check_render()
     if args.model.endswith(".onnx"):
-        if args.weights or args.input_shape or args.dynamic_size:
-            raise UserError("an .onnx file is served or rendered as it is: --weights and --input-shape do not apply")
+        if args.weights or args.input_shape or args.dynamic_size or args.output:
+            raise UserError(
+                "an .onnx file is served or rendered as it is: --weights, --input-shape and --output do not apply"
+            )
         if not (args.view or args.render):
             raise UserError(f"{args.model} is already ONNX: add --view to serve it or --render to draw it")
         path = Path(args.model)
@@ -319,7 +329,8 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
             result = export_model(
                 args.model,
                 opset=args.opset,
-                output_dir=args.artifacts_dir,
+                output_dir=None if args.output else args.artifacts_dir,
+                directory=args.output,
                 weights=args.weights,
                 simplify=not args.no_simplify,
                 input_shape=shape,
@@ -441,6 +452,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .artifact import validate_name
 
         validate_name(args.name)
+    if args.output is not None and (args.all or Path(args.artifacts_dir) != options.ARTIFACTS_DIR):
+        raise UserError("--output names one artifact's folder: it goes with one model, not with --all or --artifacts-dir")
     if args.all:
         if args.model:
             raise UserError("give either a model name or --all, not both")

@@ -8,6 +8,7 @@ artifact waits rather than interleaving its files with this one's.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -70,11 +71,20 @@ def _size_limits(prepared: Prepared) -> tuple[int, int]:
     return limits.min_height, limits.min_width
 
 
+def _same_artifact(directory: Path, held: str, name: str) -> None:
+    """An artifact's files are named after it: a folder holding one artifact never takes another's."""
+    if held != name:
+        raise UserError(
+            f"{directory} holds the artifact {held}: export it as --name {held} or into another folder, not as {name}"
+        )
+
+
 def export_model(
     target: str | nn.Module,
     *,
     opset: int = DEFAULT_OPSET,
-    output_dir: str | Path = art.DEFAULT_ARTIFACTS_DIR,
+    output_dir: str | Path | None = None,
+    directory: str | Path | None = None,
     weights: str | Path | None = None,
     simplify: bool = True,
     input_shape: tuple[int, ...] | None = None,
@@ -85,6 +95,10 @@ def export_model(
     on_step: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export ``target`` (a zoo name, ``file.py:Builder`` or ``nn.Module``) to ``<output_dir>/NAME/``.
+
+    ``directory`` instead names the artifact's folder itself: everything is written there and
+    nowhere else, whatever the name (which only names the files inside it). A folder that
+    already holds another artifact (another name) is refused.
 
     The graph has a symbolic ``batch`` (and, with ``dynamic_size``, ``height`` and
     ``width``). Before anything is written it passes the ONNX checker, onnxsim, and
@@ -102,13 +116,23 @@ def export_model(
         raise UserError(f"verification batch sizes must be >= 1 and differ from the trace batch {TRACE_BATCH}")
     if name is not None:
         art.validate_name(name)
-    out_root = Path(output_dir)
+    if directory is not None and output_dir is not None:
+        raise UserError("give the artifact's folder (directory) or the folder of artifacts (output_dir), not both")
+    folder = Path(directory) if directory is not None else None
+    out_root = folder.parent if folder is not None else Path(output_dir or art.DEFAULT_ARTIFACTS_DIR)
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder")
     ensure_writable_dir(out_root)
 
     # Everything a user can get wrong is checked before the first progress line, so a mistake
     # is one line on stderr.
     prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
-    directory = art.artifact_dir(prepared.name, out_root)
+    directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
+    if folder is not None:  # refused now rather than after the whole export (and again under the lock)
+        with contextlib.suppress(art.ArtifactError):
+            held = art.read_manifest(folder)
+            if held is not None:
+                _same_artifact(folder, held.name, prepared.name)
     if len(prepared.input_shape) != 3 and dynamic_size:
         raise UserError("--dynamic-size needs an image input (C x H x W)")
     check_fits(prepared.model, prepared.input_shape, max(TRACE_BATCH, *batches), what=prepared.name)
@@ -178,6 +202,8 @@ def export_model(
         except art.ArtifactError as exc:
             previous = None
             messages.append(f"replaced an unreadable manifest ({exc})")
+        if previous is not None:
+            _same_artifact(directory, previous.name, prepared.name)
         if previous is not None:
             # Variant records stay: those built from this same graph remain current, the others
             # are reported stale (and rebuilt on request) rather than silently dropped.

@@ -35,8 +35,8 @@ class Resolved:
         return self.artifact.path(self.key)
 
 
-def export_command(manifest: art.Manifest, artifacts_dir: Path) -> str:
-    """The ``python -m exporter`` command that makes this artifact again."""
+def export_command(manifest: art.Manifest, directory: Path) -> str:
+    """The ``python -m exporter`` command that makes this artifact again, in its folder ``directory``."""
     s, src = manifest.settings, manifest.source
     target = src.model if src.kind == "zoo" else (src.ref or "YOUR_FILE.py:Builder")
     parts = ["python -m exporter", shlex.quote(str(target)), f"--opset {s.opset}"]
@@ -52,8 +52,16 @@ def export_command(manifest: art.Manifest, artifacts_dir: Path) -> str:
         parts.append("--dynamic-size")
     if not s.simplify:
         parts.append("--no-simplify")
-    parts += _output_dir(artifacts_dir)
+    parts += _folder(directory, manifest.name)
     return " ".join(parts)
+
+
+def _folder(directory: Path, name: str) -> list[str]:
+    """How to point the exporter at ``directory``: by its parent where the folder carries the artifact's
+    name, else by the folder itself (a renamed or copied artifact is rebuilt where it is)."""
+    if Path(directory).name != name:
+        return [f"--output {shlex.quote(str(directory))}"]
+    return _output_dir(Path(directory).parent)
 
 
 def _output_dir(artifacts_dir: Path) -> list[str]:
@@ -71,21 +79,22 @@ def _zoo_shape(name: str) -> tuple[int, ...]:
         return ()
 
 
-def variant_command(manifest: art.Manifest, key: art.VariantKey, artifacts_dir: Path) -> str:
-    """The ``python -m exporter`` command that builds this variant of the artifact."""
+def variant_command(manifest: art.Manifest, key: art.VariantKey, directory: Path) -> str:
+    """The ``python -m exporter`` command that builds this variant of the artifact in ``directory``."""
     opt = f" --optimize-for {key.optimize_for}" if key.optimize_for else ""
-    return f"{export_command(manifest, artifacts_dir)} --precision {key.precision}{opt}"
+    return f"{export_command(manifest, directory)} --precision {key.precision}{opt}"
 
 
 def _rebuild_base(artifact: art.Artifact, reason: str, say: Callable[[str], None]) -> None:
-    """Export the artifact again with exactly its recorded settings (zoo models only)."""
+    """Export the artifact again with exactly its recorded settings (zoo models only), into its own
+    folder: the one the user named, whatever the manifest's name (a label, never a path)."""
     from exporter.export import export_model
 
     m, s = artifact.manifest, artifact.manifest.settings
     if m.source.kind != "zoo":
         raise UserError(
             f"{reason}, and {m.name} is your own model, whose code is only run when you name it: "
-            f"re-export it: {export_command(m, artifact.directory.parent)}"
+            f"re-export it: {export_command(m, artifact.directory)}"
         )
     if s.weights and not Path(s.weights).is_file():
         raise UserError(f"{reason}, and the weights it was exported with are gone: {s.weights}")
@@ -94,7 +103,7 @@ def _rebuild_base(artifact: art.Artifact, reason: str, say: Callable[[str], None
     result = export_model(
         str(m.source.model),
         opset=s.opset,
-        output_dir=artifact.directory.parent,
+        directory=artifact.directory,
         weights=s.weights,
         simplify=s.simplify,
         input_shape=tuple(s.input_shape),
@@ -195,13 +204,13 @@ def resolve(
         if base_stale:
             if not rebuild:
                 raise UserError(
-                    f"{base_stale}: rebuild it: {export_command(artifact.manifest, artifact.directory.parent)}"
+                    f"{base_stale}: rebuild it: {export_command(artifact.manifest, artifact.directory)}"
                 )
             _rebuild_base(artifact, base_stale, note)
         else:
             assert variant_stale is not None
             if not rebuild:
-                command = variant_command(artifact.manifest, key, artifact.directory.parent)
+                command = variant_command(artifact.manifest, key, artifact.directory)
                 raise UserError(f"{variant_stale}: build it: {command}")
             _rebuild_variant(artifact, key, variant_stale, note, reference)
     raise UserError(f"{loc.directory} keeps changing while being read (another process is rewriting it): try again")
