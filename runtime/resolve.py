@@ -203,9 +203,7 @@ def resolve(
                 continue
         if base_stale:
             if not rebuild:
-                raise UserError(
-                    f"{base_stale}: rebuild it: {export_command(artifact.manifest, artifact.directory)}"
-                )
+                raise UserError(f"{base_stale}: rebuild it: {export_command(artifact.manifest, artifact.directory)}")
             _rebuild_base(artifact, base_stale, note)
         else:
             assert variant_stale is not None
