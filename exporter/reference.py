@@ -177,10 +177,14 @@ def rebuild(manifest: Manifest, builder: str | nn.Module | None = None) -> Prepa
 
 
 def forward_outputs(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.Tensor]:
-    """Run ``model`` on ``x``; one clear error when it fails or returns something not exportable."""
+    """Run ``model`` on its own copy of ``x``; one clear error when it fails or returns something not exportable.
+
+    The copy keeps ``x`` as it was for whatever reads it next (onnxruntime, the other side of a
+    comparison): a forward that changes its input in place (``x.mul_(2)``) changes only its copy.
+    """
     try:
         with torch.inference_mode():
-            out = model(x)
+            out = model(x.clone())
     except MemoryError:
         raise
     except (Exception, SystemExit) as exc:  # the user's forward may even call sys.exit()

@@ -81,7 +81,7 @@ def check_runner(
         refs = [r.float().numpy() for r in forward_outputs(ctx.reference.model, inp, ctx.reference.name)]
         cache[key] = (inp.numpy(), refs)
     x, refs = cache[key]
-    outs = runner.infer(x)
+    outs = runner.infer(x.copy())  # its own copy: a model that changes its input in place spoils the cache
     if len(outs) != len(refs):
         raise UserError(f"{runner.engine} gives {len(outs)} outputs, the PyTorch model {len(refs)}")
     specs = ctx.artifact.manifest.outputs

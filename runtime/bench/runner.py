@@ -725,7 +725,9 @@ class _Run:
                     parity = "pass"
                 self.hooks.tick(f"{where}: preparing {engine} {precision}")
                 try:
-                    runner = prepare(engine, ctx, precision, x)
+                    # each engine times its own copy: a forward that changes its input in place
+                    # (x.mul_(2)) must not change what the next engine is fed
+                    runner = prepare(engine, ctx, precision, x.copy())
                 except Exception as exc:
                     fail(
                         c,
