@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="artifact name (default: the zoo name, or the builder's name lowercased)")
     p.add_argument("--seed", type=int, default=0, help="seed for a zoo model's random weights (default 0)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a graph into which the trace froze Python control flow of forward() (an if on a tensor's "
+        "values or on the batch size, int(x.shape[0]), a loop over range(x.shape[0])); without it each is a note",
+    )
     o = p.add_argument_group("optimized variants (written beside the fp32 graph)")
     options.precision(
         o,
@@ -172,6 +178,14 @@ def print_export(out: Console, result) -> None:  # type: ignore[no-untyped-def]
     print_parity_summary(out, "onnxruntime CPU vs PyTorch", m.parity)
     for line in result.messages:
         out.print(f"  note     {line}")
+    for note in m.trace_notes:
+        out.print(f"  frozen   {note}", style="yellow")
+    if m.trace_notes:
+        out.print(
+            "  frozen   the graph computes what these lines decided for the export's example input, for every "
+            "input: parity passed at the batches and sizes checked only (--strict refuses such a graph)",
+            style="yellow",
+        )
     out.print(f"  manifest {art.manifest_path(result.directory)}")
 
 
@@ -232,6 +246,8 @@ def _reusable(args: argparse.Namespace, shape: tuple[int, ...] | None) -> Path |
         return None
     m, s = artifact.manifest, artifact.manifest.settings
     if artifact.stale_reason() or m.source.kind != "zoo" or m.source.model != args.model:
+        return None
+    if args.strict and m.trace_notes:
         return None
     asked_shape = list(shape) if shape else list(get_spec(args.model).input_shape)
     same = (s.opset, s.simplify, s.dynamic_size, s.input_shape) == (
@@ -337,6 +353,7 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
                 seed=args.seed,
                 name=args.name,
                 dynamic_size=args.dynamic_size,
+                strict=args.strict,
                 on_step=lambda msg: err.print(f"{args.name or args.model}: {msg}"),
             )
             print_export(out, result)
@@ -389,6 +406,7 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
                     simplify=not args.no_simplify,
                     seed=args.seed,
                     dynamic_size=args.dynamic_size,
+                    strict=args.strict,
                 )
                 if not key.is_base:
                     progress.update(f"{name}: {key} variant")

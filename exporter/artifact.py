@@ -185,6 +185,27 @@ class Weights(_Record):
     params_sha256: str
 
 
+class TraceNote(_Record):
+    """A place in the model's Python code whose outcome the trace froze into the graph: an ``if`` on a
+    tensor's values or on the batch size, ``int(x.shape[0])``, a loop over ``range(x.shape[0])``...
+    The graph computes what that line decided for the export's example input, whatever the input."""
+
+    #: the user's source file and line (None where no frame outside torch could be found)
+    file: str | None = None
+    line: int | None = None
+    #: the source line itself, as it read when the model was exported
+    code: str | None = None
+    message: str
+
+    def where(self) -> str:
+        if self.file is None:
+            return "forward()"
+        return f"{self.file}:{self.line}" + (f" ({self.code})" if self.code else "")
+
+    def __str__(self) -> str:
+        return f"{self.where()}: {self.message}"
+
+
 class ExportSettings(_Record):
     """Everything the exporter was asked for: exporting again with these gives the same graph."""
 
@@ -290,6 +311,8 @@ class Manifest(_Record):
     variants: dict[str, VariantRecord] = Field(default_factory=dict)
     #: which module each node of the fp32 graph came from (None: exported before layer maps were recorded)
     layers: LayerMap | None = None
+    #: Python decisions in forward() the trace froze into the graph (see :class:`TraceNote`)
+    trace_notes: list[TraceNote] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+import torch
 from torch import nn
 
 from . import artifact as art
@@ -26,10 +27,14 @@ from .graph import check_graph, io_spec, op_counts, simplify_graph
 from .layers import map_modules
 from .memory import check_fits
 from .reference import Prepared, forward_outputs, prepare
-from .trace import DEFAULT_OPSET, trace_to_onnx, validate_opset
+from .trace import DEFAULT_OPSET, Traced, output_names, trace_export, validate_opset
+from .user_model import kept_modes
 from .weights import DEFAULT_SEED
 
 TRACE_BATCH = 2
+#: The batch of the second trace, which finds Python code depending on the batch size (and, for a
+#: dynamic-size graph, on the input size; see :mod:`exporter.frozen`): the cheapest other batch.
+OTHER_BATCH = 1
 
 
 @dataclass
@@ -40,6 +45,8 @@ class ExportResult:
     manifest: art.Manifest
     seconds: float
     messages: list[str] = field(default_factory=list)
+    #: Python decisions in forward() the trace froze into the graph (also in ``manifest.trace_notes``)
+    notes: list[art.TraceNote] = field(default_factory=list)
 
 
 def versions() -> dict[str, str]:
@@ -57,7 +64,10 @@ def versions() -> dict[str, str]:
     }
 
 
-def _size_limits(prepared: Prepared) -> tuple[int, int]:
+def _size_limits(prepared: Prepared) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """The smallest height and width a dynamic-size graph accepts, and the sizes to check it at."""
+    from runtime.parity import check_sizes
+
     from .pooling import find_size_limits
 
     limits = find_size_limits(prepared.model, prepared.input_shape, name=prepared.name)  # type: ignore[arg-type]
@@ -68,7 +78,8 @@ def _size_limits(prepared: Prepared) -> tuple[int, int]:
             f"{prepared.name} accepts sizes from {limits.min_height}x{limits.min_width} but not all above it "
             f"({gaps} fail): a --dynamic-size graph would accept inputs the model cannot take"
         )
-    return limits.min_height, limits.min_width
+    min_size = (limits.min_height, limits.min_width)
+    return min_size, check_sizes(tuple(prepared.input_shape[1:]), min_size)  # type: ignore[arg-type]
 
 
 def _same_artifact(directory: Path, held: str, name: str) -> None:
@@ -92,6 +103,7 @@ def export_model(
     name: str | None = None,
     dynamic_size: bool = False,
     batch_sizes: Sequence[int] | None = None,
+    strict: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export ``target`` (a zoo name, ``file.py:Builder`` or ``nn.Module``) to ``<output_dir>/NAME/``.
@@ -105,8 +117,13 @@ def export_model(
     :func:`runtime.parity.check` against the PyTorch model at several batch sizes (and
     input sizes). Raises :class:`UserError` for bad input and :class:`ExportFailed` when
     the graph cannot be produced or does not match PyTorch; on any failure nothing is written.
+
+    Python decisions in ``forward()`` that the trace froze into the graph (see
+    :mod:`exporter.frozen`) are returned in ``notes`` and recorded in the manifest; ``strict``
+    refuses such a graph instead. An ``nn.Module`` comes back exactly as it was given, the
+    training flag of every submodule included.
     """
-    from runtime.parity import DEFAULT_BATCH_SIZES, check, check_sizes
+    from runtime.parity import DEFAULT_BATCH_SIZES
 
     step = on_step or (lambda _msg: None)
     started = time.perf_counter()
@@ -124,74 +141,156 @@ def export_model(
         raise UserError(f"{folder} exists and is not a folder")
     ensure_writable_dir(out_root)
 
-    # Everything a user can get wrong is checked before the first progress line, so a mistake
-    # is one line on stderr.
-    prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
-    directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
-    if folder is not None:  # refused now rather than after the whole export (and again under the lock)
-        with contextlib.suppress(art.ArtifactError):
-            held = art.read_manifest(folder)
-            if held is not None:
-                _same_artifact(folder, held.name, prepared.name)
-    if len(prepared.input_shape) != 3 and dynamic_size:
-        raise UserError("--dynamic-size needs an image input (C x H x W)")
-    check_fits(prepared.model, prepared.input_shape, max(TRACE_BATCH, *batches), what=prepared.name)
-    example = random_input(prepared.input_shape, TRACE_BATCH, seed=seed)
-    forward_outputs(prepared.model, example, prepared.name)
+    with kept_modes(target):
+        # Everything a user can get wrong is checked before the first progress line, so a mistake
+        # is one line on stderr.
+        prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
+        directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
+        if folder is not None:  # refused now rather than after the whole export (and again under the lock)
+            with contextlib.suppress(art.ArtifactError):
+                held = art.read_manifest(folder)
+                if held is not None:
+                    _same_artifact(folder, held.name, prepared.name)
+        if len(prepared.input_shape) != 3 and dynamic_size:
+            raise UserError("--dynamic-size needs an image input (C x H x W)")
+        check_fits(prepared.model, prepared.input_shape, max(TRACE_BATCH, *batches), what=prepared.name)
+        example = random_input(prepared.input_shape, TRACE_BATCH, seed=seed)
+        outputs = forward_outputs(prepared.model, example, prepared.name)
+        _check_batch_dims(outputs, TRACE_BATCH)
 
-    min_size = None
-    sizes: list[tuple[int, int]] = []
-    if dynamic_size:
-        min_size = _size_limits(prepared)
-        sizes = check_sizes(tuple(prepared.input_shape[1:]), min_size)  # type: ignore[arg-type]
+        min_size, sizes = _size_limits(prepared) if dynamic_size else (None, [])
+        step(f"tracing to ONNX (opset {opset})")
+        traced = _trace(prepared, example, opset, len(outputs), sizes, strict)
+        with _blaming(traced.notes):
+            raw = check_graph(traced.proto, "exported graph")
+            final = simplify_graph(raw) if simplify else raw
+            if simplify:
+                step("simplified with onnxsim")
+            layers = map_modules(prepared.model, final)
+            graph_bytes = final.SerializeToString()
+            if len(graph_bytes) >= 2**31:
+                raise ExportFailed("graph exceeds 2 GB; external-data export is not supported yet")
+            step("verifying with onnxruntime against PyTorch")
+            parity = _verify(graph_bytes, prepared, batches, sizes, step)
+        manifest = art.Manifest(
+            schema_version=art.SCHEMA_VERSION,
+            name=prepared.name,
+            created=art.now(),
+            file=art.BASE.file_name(prepared.name),
+            sha256=sha256_bytes(graph_bytes),
+            size_bytes=len(graph_bytes),
+            source=prepared.source,
+            weights=prepared.weights,
+            settings=art.ExportSettings(
+                opset=opset,
+                seed=seed,
+                simplify=simplify,
+                dynamic_size=dynamic_size,
+                input_shape=list(prepared.input_shape),
+                weights=prepared.weights.path,
+            ),
+            **io_spec(final),  # type: ignore[arg-type]
+            min_size=min_size,
+            trace_batch=TRACE_BATCH,
+            num_params=prepared.num_params,
+            nodes_raw=len(raw.graph.node),
+            nodes=len(final.graph.node),
+            op_counts=op_counts(final),
+            parity=parity,
+            versions=versions(),
+            layers=layers,
+            trace_notes=traced.notes,
+        )
+        step("writing")
+        messages = _write(directory, out_root, manifest, graph_bytes, step)
+    onnx_file = directory / manifest.file
+    seconds = time.perf_counter() - started
+    return ExportResult(prepared.name, directory, onnx_file, manifest, seconds, messages, list(traced.notes))
 
-    step(f"tracing to ONNX (opset {opset})")
-    raw = check_graph(trace_to_onnx(prepared.model, example, opset, dynamic_size=dynamic_size), "exported graph")
-    final = simplify_graph(raw) if simplify else raw
-    if simplify:
-        step("simplified with onnxsim")
-    spec = io_spec(final)
-    layers = map_modules(prepared.model, final)
-    graph_bytes = final.SerializeToString()
-    if len(graph_bytes) >= 2**31:
-        raise ExportFailed("graph exceeds 2 GB; external-data export is not supported yet")
 
-    step("verifying with onnxruntime against PyTorch")
-    parity = check(graph_bytes, prepared, batch_sizes=batches, sizes=sizes, on_step=step)
+def _check_batch_dims(outputs: Sequence[torch.Tensor], batch: int, *, other: int | None = None) -> None:
+    """Every output's first dimension must be the batch: the graph declares it so for every output."""
+    for name, out in zip(output_names(len(outputs)), outputs):
+        if out.dim() == 0 or out.shape[0] != batch:
+            dims = ", ".join(str(d) for d in out.shape)
+            at = f" at batch {batch}" + (f" (and a batch of {other} gave the same first dimension)" if other else "")
+            raise ExportFailed(
+                f"output '{name}' has shape [{dims}]{at}: no batch dimension (its first dimension must be the "
+                "batch, which the graph makes symbolic); return the batch first, e.g. keep dim 0 in reductions"
+            )
+
+
+def _other_input(prepared: Prepared, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The second trace's input: another batch, and for a dynamic-size graph another height and width
+    (the smallest-area checked size other than the export size and the minimum, ~193x211)."""
+    shape = prepared.input_shape
+    if sizes:
+        export_hw = tuple(shape[1:])
+        others = [s for s in sizes[1:-1] if tuple(s) != export_hw] or [s for s in sizes if tuple(s) != export_hw]
+        if others:
+            h, w = min(others, key=lambda s: s[0] * s[1])
+            shape = (shape[0], h, w)
+    return random_input(shape, OTHER_BATCH, seed=TRACE_BATCH + 1)
+
+
+def _trace(
+    prepared: Prepared,
+    example: torch.Tensor,
+    opset: int,
+    n_outputs: int,
+    sizes: Sequence[tuple[int, int]],
+    strict: bool,
+) -> Traced:
+    """Trace to ONNX, and find the Python decisions the trace froze (refused with ``strict``)."""
+    traced = trace_export(
+        prepared.model,
+        example,
+        opset,
+        dynamic_size=bool(sizes),
+        n_outputs=n_outputs,
+        other=_other_input(prepared, sizes),
+    )
+    if traced.other_outputs is not None:
+        _check_batch_dims(traced.other_outputs, OTHER_BATCH, other=TRACE_BATCH)
+    if strict and traced.notes:
+        more = f" (and {len(traced.notes) - 1} more)" if len(traced.notes) > 1 else ""
+        raise ExportFailed(
+            f"{prepared.name}: Python control flow in forward() is frozen into the graph at {traced.notes[0]}{more}; "
+            "--strict refuses such a graph (nothing written)"
+        )
+    return traced
+
+
+@contextlib.contextmanager
+def _blaming(notes: Sequence[art.TraceNote]) -> Iterator[None]:
+    """A graph that fails after a trace froze Python code most likely fails because of it: say where."""
+    try:
+        yield
+    except UserError as exc:  # an output of another shape at another batch is one too
+        if not notes:
+            raise
+        raise ExportFailed(f"{exc} (the trace froze Python control flow at {notes[0]})") from exc
+
+
+def _verify(
+    graph: bytes,
+    prepared: Prepared,
+    batches: Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    step: Callable[[str], None],
+) -> art.ParityRecord:
+    from runtime.parity import check
+
+    parity = check(graph, prepared, batch_sizes=batches, sizes=sizes, on_step=step)
     if not parity.passed:
         raise ExportFailed(f"{prepared.name}: onnxruntime disagrees with PyTorch: {'; '.join(parity.failures()[:3])}")
+    return parity
 
-    onnx_file = directory / f"{prepared.name}.onnx"
-    manifest = art.Manifest(
-        schema_version=art.SCHEMA_VERSION,
-        name=prepared.name,
-        created=art.now(),
-        file=onnx_file.name,
-        sha256=sha256_bytes(graph_bytes),
-        size_bytes=len(graph_bytes),
-        source=prepared.source,
-        weights=prepared.weights,
-        settings=art.ExportSettings(
-            opset=opset,
-            seed=seed,
-            simplify=simplify,
-            dynamic_size=dynamic_size,
-            input_shape=list(prepared.input_shape),
-            weights=prepared.weights.path,
-        ),
-        inputs=spec["inputs"],
-        outputs=spec["outputs"],
-        min_size=min_size,
-        trace_batch=TRACE_BATCH,
-        num_params=prepared.num_params,
-        nodes_raw=len(raw.graph.node),
-        nodes=len(final.graph.node),
-        op_counts=op_counts(final),
-        parity=parity,
-        versions=versions(),
-        layers=layers,
-    )
-    step("writing")
+
+def _write(
+    directory: Path, out_root: Path, manifest: art.Manifest, graph_bytes: bytes, step: Callable[[str], None]
+) -> list[str]:
+    """Write the graph and then the manifest, under the artifact's lock; returns what the user should know."""
     messages: list[str] = []
     with art.artifact_lock(directory, on_wait=step):
         removed = remove_stale_partials(directory)
@@ -203,13 +302,12 @@ def export_model(
             previous = None
             messages.append(f"replaced an unreadable manifest ({exc})")
         if previous is not None:
-            _same_artifact(directory, previous.name, prepared.name)
-        if previous is not None:
+            _same_artifact(directory, previous.name, manifest.name)
             # Variant records stay: those built from this same graph remain current, the others
             # are reported stale (and rebuilt on request) rather than silently dropped.
             manifest = manifest.model_copy(update={"variants": previous.variants})
-        require_free_space(out_root, len(graph_bytes), f"{prepared.name}.onnx")
+        require_free_space(out_root, len(graph_bytes), manifest.file)
         with atomic_outputs(directory) as writer:
-            writer.write_bytes(onnx_file, graph_bytes)
+            writer.write_bytes(directory / manifest.file, graph_bytes)
             art.write_manifest(writer, directory, manifest)
-    return ExportResult(prepared.name, directory, onnx_file, manifest, time.perf_counter() - started, messages)
+    return messages

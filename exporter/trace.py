@@ -11,16 +11,17 @@ import contextlib
 import io
 import os
 import sys
-import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import onnx
 import torch
 from torch import nn
 
-from .artifact import BATCH_DIM, HEIGHT_DIM, WIDTH_DIM
+from .artifact import BATCH_DIM, HEIGHT_DIM, WIDTH_DIM, TraceNote
 from .errors import ExportFailed, UserError
 from .opsets import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset  # noqa: F401  (trace's public names)
+from .frozen import NoteList, compare_traces, tracer_warnings
 from .pooling import dynamic_adaptive_pooling
 
 INPUT_NAME = "input"
@@ -86,13 +87,41 @@ def _native_stdout_dropped() -> Iterator[None]:
         os.close(saved)
 
 
+def output_names(count: int) -> list[str]:
+    """``output``, then ``output_1``, ``output_2``... for a model returning several tensors."""
+    return [OUTPUT_NAME] + [f"{OUTPUT_NAME}_{i}" for i in range(1, count)]
+
+
+@dataclass
+class Traced:
+    """The traced graph and what the trace could not record (see :mod:`exporter.frozen`)."""
+
+    proto: onnx.ModelProto
+    notes: list[TraceNote] = field(default_factory=list)
+    #: the model's outputs at the second trace's input (None where there was no second trace)
+    other_outputs: list[torch.Tensor] | None = None
+
+
 def trace_to_onnx(
     model: nn.Module, example: torch.Tensor, opset: int, *, dynamic_size: bool = False
 ) -> onnx.ModelProto:
+    """:func:`trace_export`'s graph alone."""
+    return trace_export(model, example, opset, dynamic_size=dynamic_size).proto
+
+
+def trace_export(
+    model: nn.Module,
+    example: torch.Tensor,
+    opset: int,
+    *,
+    dynamic_size: bool = False,
+    n_outputs: int | None = None,
+    other: torch.Tensor | None = None,
+) -> Traced:
     """Export ``model`` (already in eval mode) traced on ``example``; batch axis named ``batch``.
 
     Inputs are named ``input``; outputs ``output`` (or ``output``, ``output_1``, ... when
-    the model returns several tensors).
+    the model returns several tensors; ``n_outputs`` spares the forward pass that counts them).
 
     With ``dynamic_size`` the input's dims 2 and 3 are symbolic too (``height``, ``width``) and
     adaptive pools are swapped for :class:`exporter.pooling.DynamicAdaptivePool2d` while
@@ -100,6 +129,10 @@ def trace_to_onnx(
     pools whose output does not divide their input are, which torch refuses to export). Outputs keep ``batch``;
     any spatial output dims keep the names the exporter derives. This does not check that the
     model accepts other sizes: see :func:`exporter.pooling.find_size_limits`.
+
+    Python decisions the trace froze are returned as notes: torch's TracerWarnings, and, given
+    ``other`` (another batch, and size), a difference between the graphs traced at ``example``
+    and at ``other`` (see :func:`exporter.frozen.compare_traces`).
     """
     validate_opset(opset)
     if dynamic_size and example.dim() != 4:
@@ -107,30 +140,34 @@ def trace_to_onnx(
             f"--dynamic-size needs a 4-D (batch, channels, height, width) input; the example has shape "
             f"{tuple(example.shape)}"
         )
-    with torch.inference_mode():
-        probe = model(example)
-    n_out = len(probe) if isinstance(probe, (tuple, list)) else 1
-    output_names = [OUTPUT_NAME] + [f"{OUTPUT_NAME}_{i}" for i in range(1, n_out)]
-    dynamic_axes = {name: {0: BATCH_DIM} for name in [INPUT_NAME, *output_names]}
+    if n_outputs is None:
+        with torch.inference_mode():
+            probe = model(example.clone())  # a forward that changes its input in place changes only the copy
+        n_outputs = len(probe) if isinstance(probe, (tuple, list)) else 1
+    names = output_names(n_outputs)
+    dynamic_axes = {name: {0: BATCH_DIM} for name in [INPUT_NAME, *names]}
     if dynamic_size:
         dynamic_axes[INPUT_NAME] = {0: BATCH_DIM, 2: HEIGHT_DIM, 3: WIDTH_DIM}
     # at a fixed size only the pools torch cannot export (output not dividing input) are swapped
     pooling = dynamic_adaptive_pooling(model, None if dynamic_size else example)
     buf = io.BytesIO()
+    notes = NoteList()
+    other_outputs = None
     try:
-        with native_lrn(model), pooling, warnings.catch_warnings(), _native_stdout_dropped():
-            warnings.simplefilter("ignore")
+        with native_lrn(model), pooling, tracer_warnings(notes), _native_stdout_dropped():
             torch.onnx.export(
                 model,
-                (example,),
+                (example.clone(),),
                 buf,
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=output_names,
+                output_names=names,
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
+            if other is not None:
+                other_outputs = compare_traces(model, example, other, notes, sized=dynamic_size, what="the model")
     except UserError:  # a refusal from the pooling swap is already one clear line
         raise
     except Exception as exc:  # torch raises many types; the user needs the first line
@@ -140,7 +177,7 @@ def trace_to_onnx(
     declared = opset_of(proto)
     if declared != opset:
         raise ExportFailed(f"exporter wrote opset {declared} instead of the requested {opset}; nothing written")
-    return proto
+    return Traced(proto, list(notes), other_outputs)
 
 
 def opset_of(model: onnx.ModelProto) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,23 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     if len(dims) > 4:
         raise UserError(f"bad --input-shape {text!r}: give the shape of one sample (at most 4 dims), not the batch")
     return dims
+
+
+@contextlib.contextmanager
+def kept_modes(model: object) -> Iterator[None]:
+    """Restore the training flag of ``model`` and of each of its submodules on exit, whatever
+    happens in between (an exception, Ctrl-C): what is done to a user's module never shows."""
+    from torch import nn  # here, not at the top: parsing a command line needs no torch
+
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training  # not m.train(): that would set every child to the parent's flag
 
 
 def _describe(exc: BaseException) -> str:

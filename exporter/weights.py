@@ -11,6 +11,7 @@ from torch import nn
 
 from .errors import UserError, first_line
 from .files import sha256_file
+from .user_model import kept_modes
 
 DEFAULT_SEED = 0
 
@@ -32,18 +33,17 @@ def calibrate_batchnorm(model: nn.Module, input_shape: tuple[int, ...], seed: in
         m.momentum = None
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.rand((batch, *input_shape), generator=gen) * 2 - 1
-    was_training = model.training
     threads = torch.get_num_threads()
     # One thread: a reduction's result depends on how it is split over threads, and the
     # statistics must come out bit-identical whenever the reference is rebuilt.
     torch.set_num_threads(1)
-    model.train()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        torch.set_num_threads(threads)
-        model.train(was_training)
+    with kept_modes(model):  # every submodule's own flag comes back, not the top module's for all
+        model.train()
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            torch.set_num_threads(threads)
     for m, momentum in saved:
         m.momentum = momentum
     return True
