@@ -15,8 +15,11 @@ DEFAULT_OUTPUT = Path("artifacts") / "profile"
 
 
 def profile_dir(output: Path, profile: Profile) -> Path:
+    """Named after the artifact's folder (the graph's), not its manifest's name: a renamed or copied
+    artifact (same manifest name) must not share, and replace, another's profiles."""
     size = "" if profile.input_shape is None else "." + "x".join(map(str, profile.input_shape[1:]))
-    return output / profile.artifact / f"{profile.graph}.{profile.engine}.{profile.device}.b{profile.batch_size}{size}"
+    folder = Path(profile.file).parent.name or profile.artifact
+    return output / folder / f"{profile.graph}.{profile.engine}.{profile.device}.b{profile.batch_size}{size}"
 
 
 def write_profile(output: Path, profile: Profile, top: int | None = None) -> list[Path]:

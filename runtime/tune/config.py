@@ -120,4 +120,6 @@ class TuneConfig:
 
         if self.output_dir is not None:
             return Path(self.output_dir)
-        return Path(self.artifacts_dir) / "tune" / locate(self.artifact, self.artifacts_dir).name
+        # named after the artifact's folder, not its manifest's name: a renamed or copied artifact
+        # (same manifest name) must not share, and replace, another's results
+        return Path(self.artifacts_dir) / "tune" / locate(self.artifact, self.artifacts_dir).directory.name

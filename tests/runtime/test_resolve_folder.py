@@ -111,3 +111,19 @@ def test_exporter_output_flag(tmp_path: Path) -> None:
     assert (folder / "lenet5.onnx").is_file() and art.open_artifact(folder).stale_reason() is None
     both = run_cli("exporter", "--all", "--output", str(folder))
     assert both.returncode == 2 and len(both.stderr.strip().splitlines()) == 1
+
+
+def test_tune_and_profile_results_are_named_after_the_folder(renamed) -> None:  # type: ignore[no-untyped-def]
+    """Results kept per artifact must not collide (and replace each other) for two folders with one manifest name."""
+    from runtime.profile.records import Profile
+    from runtime.profile.store import profile_dir
+    from runtime.tune.config import TuneConfig
+
+    arts, mine, _ = renamed
+    assert TuneConfig(artifact=str(mine), artifacts_dir=arts).output == arts / "tune" / "mine"
+    assert TuneConfig(artifact="lenet5", artifacts_dir=arts).output == arts / "tune" / "lenet5"
+    fields = dict(artifact="lenet5", graph="fp32", engine="onnxruntime", device="cpu", batch_size=1)
+    ours = Profile.model_construct(file=str(mine / "lenet5.onnx"), input_shape=[1, 3, 32, 32], **fields)
+    theirs = Profile.model_construct(file=str(arts / "lenet5" / "lenet5.onnx"), input_shape=[1, 3, 32, 32], **fields)
+    assert profile_dir(arts / "profile", ours) != profile_dir(arts / "profile", theirs)
+    assert profile_dir(arts / "profile", ours).parent.name == "mine"
