@@ -20,8 +20,8 @@ from torch import nn
 
 from .artifact import BATCH_DIM, HEIGHT_DIM, WIDTH_DIM, TraceNote
 from .errors import ExportFailed, UserError
-from .opsets import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset  # noqa: F401  (trace's public names)
 from .frozen import NoteList, compare_traces, tracer_warnings
+from .opsets import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset  # noqa: F401  (trace's public names)
 from .pooling import dynamic_adaptive_pooling
 
 INPUT_NAME = "input"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,8 @@ from . import DEFAULT_BATCH_SIZES
 if TYPE_CHECKING:
     from exporter import artifact as art
 
+    from .graph_file import GraphFile
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
@@ -33,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m runtime.parity resnet18\n"
         "  python -m runtime.parity artifacts/lenet5/lenet5.int8.onnx\n"
         "  python -m runtime.parity mynet --reference my_net.py:MyNet\n"
-        "  python -m runtime.parity resnet18_dyn --input-size 224x224 256x300",
+        "  python -m runtime.parity resnet18_dyn --input-size 224x224 256x300\n"
+        "  python -m runtime.parity resnet18 --graph resnet18.slim.onnx   # a graph another tool rewrote",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("artifact", help="zoo or artifact name, artifact folder, or NAME[.variant].onnx beside its manifest")
@@ -74,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     options.artifacts_dir(p, writes=True)
     options.no_rebuild(p)
     options.json_flag(p, help="print the report as JSON")
+    p.add_argument(
+        "--graph",
+        type=Path,
+        metavar="FILE.onnx",
+        help="check this ONNX file (rewritten by another tool, say) against the artifact's PyTorch reference, with "
+        "the same inputs and tolerances; the artifact is only read, never rebuilt (--precision picks whose "
+        "tolerance applies)",
+    )
     p.add_argument(
         "--explain",
         action="store_true",
@@ -192,14 +203,45 @@ def _tensorrt_graph(key: art.VariantKey | None) -> tuple[art.VariantKey, art.Var
     return (art.VariantKey("int8") if key.precision == "int8" else art.BASE), key
 
 
+@dataclass
+class _Target:
+    """The graph a parity run checks: an artifact's recorded graph (resolved) or any file (``--graph``)."""
+
+    artifact: art.Artifact
+    key: art.VariantKey
+    graph: bytes
+    path: Path
+    file: GraphFile | None = None
+
+
+def _target(args: argparse.Namespace, key: art.VariantKey | None, err: Console) -> _Target:
+    if args.graph is None:
+        from ..resolve import resolve
+
+        resolved = resolve(
+            args.artifact,
+            key=key,
+            artifacts_dir=args.artifacts_dir,
+            rebuild=not args.no_rebuild,
+            reference=args.reference,
+            say=err.print,
+        )
+        return _Target(resolved.artifact, resolved.key, resolved.graph, resolved.path)
+    from .graph_file import graph_key, open_artifact_as_recorded, open_graph_file
+
+    artifact, named = open_artifact_as_recorded(args.artifact, args.artifacts_dir)
+    file, data = open_graph_file(args.graph, artifact)
+    return _Target(artifact, graph_key(key, named, file), data, file.path, file)
+
+
 def _check(args: argparse.Namespace, out: Console) -> int:
     from exporter import artifact as art
-
-    from ..resolve import resolve
 
     err = Console(sys.stderr)
     key = art.VariantKey.parse(args.precision) if args.precision else None
     engine_key = None
+    if args.graph is not None and args.engine == "tensorrt":
+        raise UserError("--graph is checked on onnxruntime: --engine tensorrt builds from the artifact's own graphs")
     if args.engine == "tensorrt":
         if args.device == "cpu":
             raise UserError("--engine tensorrt runs on CUDA: it cannot go with --device cpu")
@@ -212,14 +254,7 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     sizes = parse_input_sizes(args.input_size or [])
     if any(b < 1 for b in args.batch_size):
         raise UserError(f"batch sizes must be at least 1, got {args.batch_size}")
-    resolved = resolve(
-        args.artifact,
-        key=key,
-        artifacts_dir=args.artifacts_dir,
-        rebuild=not args.no_rebuild,
-        reference=args.reference,
-        say=err.print,
-    )
+    resolved = _target(args, key, err)
     # torch and onnxruntime only now that the arguments and the artifact are known to be right
     from exporter.reference import rebuild
 
@@ -229,6 +264,9 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     reference = rebuild(manifest, args.reference)
     for note in reference.notes:
         err.print(f"note: {note}")
+    if manifest.trace_notes:
+        more = f" (and {len(manifest.trace_notes) - 1} more)" if len(manifest.trace_notes) > 1 else ""
+        err.print(f"note: the export's trace froze Python control flow of forward() at {manifest.trace_notes[0]}{more}")
     variant = resolved.artifact.variant(resolved.key)
     if variant is not None and variant.quantization is not None and variant.quantization.tolerance_reason:
         err.print(f"note: tolerance as in the variant's own verification: {variant.quantization.tolerance_reason}")
@@ -263,14 +301,18 @@ def _check(args: argparse.Namespace, out: Console) -> int:
         explained = explain_artifact(
             resolved.artifact, checked, resolved.graph, reference,
             batch_sizes=args.batch_size, inputs=args.inputs, session=config,
-            reference_session=replace(config, tensorrt=None),
+            reference_session=replace(config, tensorrt=None), foreign=resolved.file is not None,
         )  # fmt: skip
     if args.json:
         doc = {"artifact": manifest.name, "graph": str(resolved.path), "variant": str(resolved.key)}
+        if resolved.file is not None:
+            doc = {**resolved.file.to_json(), **doc}
         extra = {"explain": explained.model_dump(mode="json")} if explained else {}
         out.stream.write(strict_json({**doc, **record.model_dump(mode="json"), **extra}))
         out.stream.flush()
     else:
+        if resolved.file is not None:
+            out.print(resolved.file.statement(manifest.name), style="bold" if resolved.file.matches else "bold yellow")
         print_report(out, manifest.name, resolved.path, record)
         if explained:
             print_explanation(out, explained)

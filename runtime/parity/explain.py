@@ -326,11 +326,15 @@ def explain_artifact(
     seed: int = DEFAULT_SEED,
     session: SessionConfig | None = None,
     reference_session: SessionConfig | None = None,
+    foreign: bool = False,
 ) -> Explanation:
     """:func:`explain` for an artifact's variant ``key`` (its verified bytes ``graph``) against the
     artifact's fp32 graph, on the inputs ``runtime.parity`` feeds (``graph`` may be the fp32 graph
-    itself where ``session`` computes it in ``key``'s precision: TensorRT's fp16 engines)."""
-    if key.precision == "fp32":
+    itself where ``session`` computes it in ``key``'s precision: TensorRT's fp16 engines).
+    ``foreign``: ``graph`` is a file the artifact does not record (``--graph``), compared layer by
+    layer with the recorded fp32 graph at any precision, fp32 included (a rewritten fp32 graph
+    keeps most tensor names)."""
+    if key.precision == "fp32" and not foreign:
         raise UserError("--explain compares a variant with the fp32 graph: add --precision int8 or fp16")
     if key.optimize_for:
         raise UserError(
