@@ -135,6 +135,9 @@ def rebuild(manifest: Manifest, builder: str | nn.Module | None = None) -> Prepa
     must still be the recorded one). User models need ``builder``: a ``file.py:Builder``
     the user named on the command line, or an ``nn.Module``; the manifest's own ``source.ref``
     is never imported. The rebuilt weights must have the exported fingerprint.
+
+    An ``nn.Module`` builder is returned in eval mode, as every reference runs: to give it back as
+    it was afterwards, call this under :func:`exporter.user_model.kept_modes` (``export_model`` does).
     """
     src, w = manifest.source, manifest.weights
     shape = manifest.input_shape
