@@ -471,7 +471,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         validate_name(args.name)
     if args.output is not None and (args.all or Path(args.artifacts_dir) != options.ARTIFACTS_DIR):
-        raise UserError("--output names one artifact's folder: it goes with one model, not with --all or --artifacts-dir")
+        raise UserError("--output names one artifact's folder: it goes with one model, not --all or --artifacts-dir")
     if args.all:
         if args.model:
             raise UserError("give either a model name or --all, not both")
