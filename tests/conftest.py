@@ -1,7 +1,9 @@
-"""Shared fixtures: one export per zoo model per test session, in a temporary artifacts folder."""
+"""Shared fixtures: one export per zoo model per test session, in a temporary artifacts folder, and
+private copies of it for tests that change an artifact."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,11 @@ class _Exports:
 @pytest.fixture(scope="session")
 def exported(artifacts_dir: Path) -> _Exports:
     return _Exports(artifacts_dir)
+
+
+@pytest.fixture()
+def lenet_dir(exported: _Exports, tmp_path: Path) -> Path:
+    """A private copy of the lenet5 artifact (random weights) at ``tmp_path/artifacts/lenet5``."""
+    directory = tmp_path / "artifacts" / "lenet5"
+    shutil.copytree(exported("lenet5").directory, directory)
+    return directory

@@ -1,12 +1,17 @@
-"""Helpers the tests share: running a command as a user would, and small models of a user's own."""
+"""Helpers the tests share: running a command as a user would, small models of a user's own, the
+one-line-error check, a strict JSON reader and a CPU onnxruntime run."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,3 +66,58 @@ def command_modules() -> list[str]:
         for main in sorted((ROOT / package).rglob("__main__.py")):
             found.append(".".join(main.parent.relative_to(ROOT).parts))
     return found
+
+
+def assert_one_line(
+    proc: subprocess.CompletedProcess[str], message: str, *, code: int | None = None, after_progress: bool = False
+) -> None:
+    """A user mistake or fault: a non-zero exit (``code`` if given), no traceback, and ``message`` on stderr's
+    one and only line. ``after_progress``: the command may have printed progress lines first (a failure found
+    mid-run); the error is then the last line, and the only one that starts with ``error:``."""
+    assert_one_line_err(
+        proc.returncode, proc.stderr, message, code=code, after_progress=after_progress, stdout=proc.stdout
+    )
+
+
+def assert_one_line_err(
+    returncode: int | None,
+    stderr: str,
+    message: str,
+    *,
+    code: int | None = None,
+    after_progress: bool = False,
+    stdout: str = "",
+) -> None:
+    """:func:`assert_one_line` for a command run in-process (its exit code and captured stderr)."""
+    assert returncode != 0 if code is None else returncode == code, (returncode, stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert lines, "nothing on stderr"
+    if after_progress:
+        assert message in lines[-1], stderr
+        assert [line for line in lines if line.startswith("error:")] == lines[-1:], stderr
+    else:
+        assert message in stderr, stderr
+        assert len(lines) == 1, stderr
+
+
+def strict_loads(text: str) -> Any:
+    """Parse JSON the way strict parsers do: NaN, Infinity and -Infinity are errors (json.loads takes them)."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def strict_load(path: Path) -> Any:
+    """:func:`strict_loads` of a file."""
+    return strict_loads(Path(path).read_text())
+
+
+def ort_run(graph: Path | bytes, x: np.ndarray, input_name: str = "input") -> np.ndarray:
+    """The first output of ``graph`` on ``x``, run by onnxruntime's CPU provider."""
+    import onnxruntime as ort
+
+    source = str(graph) if isinstance(graph, Path) else graph
+    return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,21 +11,7 @@ import pytest
 
 from exporter import artifact as art
 from exporter.errors import UserError
-from tests.helpers import ROOT, run_cli
-
-
-def _strict(text: str) -> object:
-    def refuse(token: str) -> None:
-        raise ValueError(f"non-standard JSON constant {token}")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-@pytest.fixture()
-def lenet_dir(exported, tmp_path: Path) -> Path:
-    directory = tmp_path / "artifacts" / "lenet5"
-    shutil.copytree(exported("lenet5").directory, directory)
-    return directory
+from tests.helpers import ROOT, assert_one_line, run_cli, strict_loads
 
 
 @pytest.mark.parametrize(
@@ -55,7 +40,7 @@ def test_bad_variant_keys_are_one_clear_error(text: str) -> None:
 
 def test_manifest_round_trips_and_is_strict_json(lenet_dir: Path) -> None:
     text = (lenet_dir / "manifest.json").read_text()
-    doc = _strict(text)
+    doc = strict_loads(text)
     assert doc["schema_version"] == art.SCHEMA_VERSION  # type: ignore[index]
     manifest = art.parse_manifest(text, lenet_dir / "manifest.json")
     assert manifest.model_dump(mode="json") == doc
@@ -81,7 +66,7 @@ def test_a_bad_manifest_is_one_error_naming_the_field(lenet_dir: Path, edit, fie
     with pytest.raises(art.ArtifactError, match=f"field '{field}'"):
         art.open_artifact(lenet_dir)
     proc = run_cli("runtime.parity", str(lenet_dir))
-    assert proc.returncode == 2 and f"field '{field}'" in proc.stderr and "Traceback" not in proc.stderr
+    assert_one_line(proc, f"field '{field}'", code=2)
 
 
 def test_old_schema_and_broken_json_are_refused_clearly(lenet_dir: Path) -> None:
@@ -106,7 +91,7 @@ def test_int8_manifest_is_strict_json(lenet_dir: Path) -> None:
     from exporter.variants import build_variant
 
     build_variant(lenet_dir, art.VariantKey("int8"))
-    doc = _strict((lenet_dir / "manifest.json").read_text())
+    doc = strict_loads((lenet_dir / "manifest.json").read_text())
     assert doc["variants"]["int8"]["parity"]["tolerance"]["atol"] is None  # type: ignore[index]
 
 

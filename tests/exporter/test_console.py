@@ -79,3 +79,19 @@ def test_every_command_reports_a_bad_flag_in_one_line(
 def test_sizes_read_at_every_scale() -> None:
     """Defect: a small user model was reported as "(0.0 MB, ...)"."""
     assert [size_text(n) for n in (553_412_641, 28_871, 999, 0)] == ["553.4 MB", "28.9 kB", "999 bytes", "0 bytes"]
+
+
+def test_dumb_terminal_gets_plain_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from exporter.console import Console
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "dumb")
+    stream = Tty()
+    console = Console(stream)
+    assert not console.tty
+    console.table([], [])

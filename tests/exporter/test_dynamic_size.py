@@ -14,7 +14,7 @@ from exporter.export import export_model
 from exporter.pooling import FixedSizeModel
 from exporter.zoo import get_spec, list_models
 from runtime.parity import EXTRA_SIZES, check_sizes
-from tests.helpers import run_cli
+from tests.helpers import assert_one_line, run_cli
 
 #: The smallest (height, width) each model accepts, as exporter.pooling.find_size_limits computes it.
 MIN_SIZES = {
@@ -112,15 +112,14 @@ def test_parity_cli_takes_several_sizes_both_ways(resnet_cifar_dyn: Path) -> Non
 def test_runtime_refuses_sizes_below_the_minimum(googlenet_cifar_dyn: Path) -> None:
     """onnxruntime can crash (SIGFPE) below a graph's minimum size: the toolkit refuses first."""
     proc = run_cli("runtime.parity", str(googlenet_cifar_dyn), "--input-size", "4x32")
-    assert proc.returncode == 2
-    assert "input size 4x32 is below the smallest this graph accepts, 5x5" in proc.stderr
+    assert_one_line(proc, "input size 4x32 is below the smallest this graph accepts, 5x5", code=2)
     with pytest.raises(UserError, match="below the smallest"):
         check_sizes((32, 32), (5, 5), [(5, 4)])
 
 
 def test_input_size_on_a_fixed_size_graph_is_refused(exported) -> None:
     proc = run_cli("runtime.parity", str(exported("resnet_cifar").directory), "--input-size", "64x64")
-    assert proc.returncode == 2 and "exported at a fixed size" in proc.stderr
+    assert_one_line(proc, "exported at a fixed size", code=2)
 
 
 def test_all_with_dynamic_size_reports_fixed_size_models_apart(

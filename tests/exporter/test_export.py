@@ -20,7 +20,7 @@ from exporter.files import AtomicWriter
 from exporter.reference import prepare, rebuild
 from exporter.zoo import get_spec, list_models
 from runtime.parity import check
-from tests.helpers import run_cli
+from tests.helpers import assert_one_line, run_cli
 
 ALL = list_models()
 SMALL = ["lenet5", "alexnet_cifar", "resnet_cifar", "googlenet_cifar"]
@@ -240,10 +240,7 @@ def test_cli_bad_input_gives_one_clear_line(args: list[str], message: str, tmp_p
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     (tmp_path / "blocked").write_text("a file where a folder should be")
     proc = run_cli("exporter", *args, cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    assert message in proc.stderr, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert_one_line(proc, message)
     assert not (tmp_path / "artifacts").exists() or list((tmp_path / "artifacts").rglob("*.onnx")) == []
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -34,10 +33,5 @@ def arts(exported, tmp_path: Path) -> Path:
     return root
 
 
-def strict_load(path: Path) -> dict:
-    """Parse JSON the way strict parsers do: NaN and Infinity are errors."""
-
-    def refuse(token: str) -> None:
-        raise ValueError(f"non-standard JSON constant {token}")
-
-    return json.loads(path.read_text(), parse_constant=refuse)
+# Kept importable from here for bench tests written before the helper moved to tests/helpers.py.
+from tests.helpers import strict_load  # noqa: E402, F401

@@ -18,9 +18,9 @@ from exporter.export import export_model
 from runtime.bench import engines, runner
 from runtime.bench.__main__ import main
 from runtime.bench.rows import CSV_COLUMNS
-from tests.helpers import ROOT, write_user_model
+from tests.helpers import ROOT, strict_load, write_user_model
 
-from .conftest import QUICK, strict_load
+from .conftest import QUICK
 
 
 def bench(

@@ -8,8 +8,9 @@ import pytest
 
 from runtime.bench.__main__ import main
 from runtime.bench.rows import ColdStart
+from tests.helpers import strict_load
 
-from .conftest import QUICK, strict_load
+from .conftest import QUICK
 
 
 def test_every_row_says_what_its_first_result_took(

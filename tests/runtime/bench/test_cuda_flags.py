@@ -11,8 +11,7 @@ from exporter.errors import UserError
 from runtime.bench.__main__ import build_parser, config_from, main
 from runtime.bench.config import BenchConfig
 from runtime.bench.engines import compile_mode
-
-from .conftest import strict_load
+from tests.helpers import strict_load
 
 
 def _config(*argv: str) -> BenchConfig:

@@ -14,8 +14,7 @@ from runtime.bench.cuda import bind
 from runtime.bench.placement import audit_graph
 from runtime.cudaep import nhwc_support
 from runtime.sessions import SessionConfig, create_session
-
-from .conftest import strict_load
+from tests.helpers import strict_load
 
 
 def _cuda_ready() -> bool:

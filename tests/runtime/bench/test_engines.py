@@ -10,8 +10,9 @@ import pytest
 from runtime import sessions
 from runtime.bench import engines
 from runtime.bench.__main__ import main
+from tests.helpers import strict_load
 
-from .conftest import QUICK, strict_load
+from .conftest import QUICK
 
 
 def test_openvino_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,9 @@ from runtime.bench.__main__ import main
 from runtime.bench.baseline import BaselineFile, BaselineRow, compare_runs, load_baseline
 from runtime.bench.rows import BenchRow
 from runtime.bench.stats import KEEP_ALL_SAMPLES, bootstrap_medians, ratio_interval, summarize, summarize_samples
+from tests.helpers import strict_load
 
-from .conftest import QUICK, strict_load
+from .conftest import QUICK
 
 
 def _row(samples_ms: np.ndarray, *, engine: str = "onnxruntime", batch: int = 1, status: str = "ok") -> BenchRow:

@@ -10,8 +10,9 @@ from runtime.bench.placement import summarize
 from runtime.profile.audit import audit
 from runtime.profile.records import NodeTime, PlacedNode, Placement
 from runtime.profile.trace import parse_trace
+from tests.helpers import strict_load
 
-from .conftest import QUICK, strict_load
+from .conftest import QUICK
 
 
 def _node(name: str, op: str, provider: str = "CUDAExecutionProvider", us: float = 5.0) -> NodeTime:

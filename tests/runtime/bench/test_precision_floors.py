@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from runtime.bench.__main__ import main
+from tests.helpers import strict_load
 
-from .conftest import QUICK, strict_load
+from .conftest import QUICK
 
 
 @pytest.mark.slow  # an int8 variant and two rounds of peak probes: about a minute here

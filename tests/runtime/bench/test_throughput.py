@@ -10,8 +10,7 @@ from exporter.errors import UserError
 from runtime.bench.__main__ import main
 from runtime.bench.baseline import BaselineFile, BaselineRow, compare_runs
 from runtime.bench.throughput import Setting, settings_from, window_throughput
-
-from .conftest import strict_load
+from tests.helpers import strict_load
 
 
 def test_settings_pair_streams_with_requests_in_flight() -> None:

@@ -13,7 +13,7 @@ from runtime.loadtest.client import check_loopback, split_url
 from runtime.loadtest.metrics import MetricsUnavailable, difference, parse
 from runtime.loadtest.report import merge, read_existing, write_results
 from runtime.loadtest.run import LoadTestConfig, LoadTestResult, Row, _latency_stats
-from tests.helpers import run_cli
+from tests.helpers import assert_one_line, run_cli
 
 METRICS = """\
 # HELP nv_inference_count Number of inferences performed
@@ -136,8 +136,7 @@ def test_cli_refusals_are_one_line(exported, artifacts_dir: Path, tmp_path: Path
         "--output",
         str(tmp_path),
     )
-    assert r.returncode == 2
-    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: no artifact for lenet5")
+    assert_one_line(r, "error: no artifact for lenet5", code=2)
     exported("lenet5")
     r = run_cli(
         "runtime.loadtest",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -13,22 +12,12 @@ import torch
 from onnx import helper, numpy_helper
 
 from exporter import artifact as art
-from exporter.errors import UserError
 from exporter.export import export_model
 from exporter.files import atomic_outputs, sha256_bytes
 from exporter.reference import prepare, rebuild
-from runtime.compare import compare, default_tolerance, override
+from runtime.compare import default_tolerance
 from runtime.parity import check
-from tests.helpers import run_cli
-
-
-def _strict(text: str) -> object:
-    """Parse JSON the way strict parsers do: NaN and Infinity are errors."""
-
-    def refuse(token: str) -> None:
-        raise ValueError(f"non-standard JSON constant {token}")
-
-    return json.loads(text, parse_constant=refuse)
+from tests.helpers import assert_one_line, run_cli, strict_loads
 
 
 def _replace_graph(directory: Path, model: onnx.ModelProto) -> None:
@@ -112,36 +101,28 @@ def test_every_output_is_compared_not_only_the_first(tmp_path: Path) -> None:
     assert failing == {"output_1"}, failing
 
 
-@pytest.mark.parametrize(
-    "atol, rtol", [(float("nan"), None), (None, float("nan")), (-1e-3, None), (None, -0.1), (float("inf"), None)]
-)
-def test_non_finite_or_negative_tolerances_are_refused(atol, rtol) -> None:
-    with pytest.raises(UserError, match="finite number >= 0"):
-        override(default_tolerance("cpu", "fp32"), atol, rtol)
-
-
 @pytest.mark.parametrize("value", ["nan", "-1", "inf"])
 def test_cli_refuses_bad_atol(value: str, resnet_cifar_dir: Path) -> None:
     proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--atol", value)
-    assert proc.returncode == 2 and "finite number >= 0" in proc.stderr and "Traceback" not in proc.stderr
+    assert_one_line(proc, "finite number >= 0", code=2)
 
 
 def test_tolerance_override_is_applied(resnet_cifar_dir: Path) -> None:
     proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--atol", "1e-9", "--rtol", "0", "--json")
-    doc = _strict(proc.stdout)
+    doc = strict_loads(proc.stdout)
     assert doc["tolerance"]["atol"] == 1e-9 and doc["tolerance"]["rtol"] == 0.0  # type: ignore[index]
 
 
 @pytest.mark.parametrize("batches", [["0"], ["1", "-2"]])
 def test_bad_batch_sizes_are_rejected(batches: list[str], resnet_cifar_dir: Path) -> None:
     proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-size", *batches)
-    assert proc.returncode == 2 and "at least 1" in proc.stderr
+    assert_one_line(proc, "at least 1", code=2)
 
 
 def test_cli_json_is_strict_and_names_the_graph(resnet_cifar_dir: Path) -> None:
     proc = run_cli("runtime.parity", str(resnet_cifar_dir / "resnet_cifar.onnx"), "--json")
     assert proc.returncode == 0, proc.stderr
-    doc = _strict(proc.stdout)
+    doc = strict_loads(proc.stdout)
     assert doc["graph"].endswith("resnet_cifar.onnx") and doc["passed"] is True  # type: ignore[index]
     assert [r["batch_size"] for r in doc["results"]] == [1, 3, 5]  # type: ignore[index]
 
@@ -162,17 +143,5 @@ def test_piped_table_keeps_markup_and_every_digit(resnet_cifar_dir: Path) -> Non
 def test_memory_guard_refuses_a_batch_that_cannot_fit(resnet_cifar_dir: Path) -> None:
     """Defect: parity at a huge batch grew past 18 GB before anything stopped it."""
     proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-size", "4000000", timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert "needs about" in proc.stderr and "GB of memory" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_compare_metrics_on_known_values() -> None:
-    ref = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]], dtype=np.float32)
-    got = ref + np.array([[0.0, 0.01, 0.0], [0.0, 0.0, -0.02]], dtype=np.float32)
-    c = compare(ref, got, default_tolerance("cpu", "fp32"))
-    assert c.max_abs_err == pytest.approx(0.02, rel=1e-5)
-    assert c.top1_agreement == 1.0 and not c.passed
-    assert c.sqnr_db == pytest.approx(10 * np.log10((ref.astype(np.float64) ** 2).sum() / 0.0005), rel=1e-4)
-    nan = compare(ref, np.full_like(ref, np.nan), default_tolerance("cpu", "fp32"))
-    assert not nan.passed and nan.max_abs_err is None and "NaN" in nan.failures[0]
-    assert compare(ref, ref.copy(), default_tolerance("cpu", "int8")).sqnr_db is None  # identical: no noise
+    assert_one_line(proc, "GB of memory", code=2)
+    assert "needs about" in proc.stderr

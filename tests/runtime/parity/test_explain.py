@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,16 +15,9 @@ from exporter.errors import UserError
 from exporter.reference import rebuild
 from exporter.variants import build_variant
 from runtime.parity.explain import check_inputs, explain, explain_artifact
-from tests.helpers import run_cli
+from tests.helpers import run_cli, strict_loads
 
 INT8, FP16 = art.VariantKey("int8"), art.VariantKey("fp16")
-
-
-def _strict(text: str) -> object:
-    def refuse(token: str) -> None:
-        raise ValueError(f"non-standard JSON constant {token}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +96,7 @@ def test_cli_table_and_json_are_complete(resnet_int8: Path) -> None:
     args = ("runtime.parity", str(resnet_int8), "--precision", "int8", "--device", "cpu", "--batch-size", "2")
     proc = run_cli(*args, "--explain", "--json")
     assert proc.returncode == 0, proc.stderr
-    doc = _strict(proc.stdout)
+    doc = strict_loads(proc.stdout)
     layers = doc["explain"]["layers"]  # type: ignore[index]
     assert len(layers) == len(_quantized_layers(onnx.load(str(resnet_int8 / "resnet_cifar.int8.onnx"))))
     assert {"node", "op_type", "tensor", "sqnr_db", "cosine_min", "max_abs_err", "loss_db"} <= set(layers[0])

@@ -1,0 +1,59 @@
+"""A user's model is exported as given: their builder's model, their nn.Module (its mode included), their
+random state; nothing reseeded, recalibrated or modified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exporter import artifact as art
+from exporter.data import random_input
+from exporter.export import export_model
+from exporter.user_model import build_user_model
+from tests.helpers import ort_run, run_cli, write_user_model
+
+
+def test_user_builder_model_is_exported_unchanged(tmp_path: Path) -> None:
+    """Defect: without --weights the exporter reseeded torch and recalibrated the user's BatchNorm."""
+    src = write_user_model(tmp_path)
+    proc = run_cli("exporter", f"{src}:make_tiny", "--input-shape", "3x16x16", "--artifacts-dir", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    _, model = build_user_model(f"{src}:make_tiny")  # the builder seeds itself: the same model again
+    model.eval()
+    x = random_input((3, 16, 16), 4, seed=11)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(ort_run(tmp_path / "a" / "make_tiny" / "make_tiny.onnx", x.numpy()), expected, atol=1e-5)
+    m = art.open_artifact(tmp_path / "a" / "make_tiny").manifest
+    assert m.weights.kind == "as_given" and not m.weights.batchnorm_calibrated and m.weights.seed is None
+
+
+def test_module_passed_to_the_api_is_not_touched(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+    with torch.no_grad():
+        module[1].running_mean.uniform_(-1, 1)
+        module[1].running_var.uniform_(0.5, 2)
+    module.eval()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    x = random_input((3, 6, 6), 3, seed=2)
+    with torch.inference_mode():
+        expected = module(x).numpy()
+    result = export_model(module, input_shape=(3, 6, 6), name="given", output_dir=tmp_path)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the user's module was modified"
+    np.testing.assert_allclose(ort_run(result.onnx_path, x.numpy()), expected, atol=1e-5)
+
+
+def test_user_builder_sees_the_callers_random_state(tmp_path: Path) -> None:
+    """The exporter must not reseed torch before calling a user's builder."""
+    src = write_user_model(tmp_path, "import torch\nNet = lambda: torch.nn.Linear(4, 3)\n", "rng_net.py")
+    torch.manual_seed(123)
+    expected = torch.nn.Linear(4, 3).eval()
+    torch.manual_seed(123)
+    result = export_model(f"{src}:Net", input_shape=(4,), output_dir=tmp_path / "out")
+    x = random_input((4,), 2, seed=1)
+    with torch.inference_mode():
+        np.testing.assert_allclose(ort_run(result.onnx_path, x.numpy()), expected(x).numpy(), atol=1e-6)
