@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.export import ExportResult, export_model
+from tests.strict_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (CI's skip rule)
 
 
 @pytest.fixture(scope="session")

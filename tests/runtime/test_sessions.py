@@ -31,6 +31,7 @@ def test_cpu_session_reads_back_cpu_provider(lenet: Path) -> None:
     assert info.device == "cpu" and info.providers == ["CPUExecutionProvider"] == sess.get_providers()
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(HAS_CUDA_EP, reason="machine has a working CUDA provider")
 def test_auto_without_gpu_says_why_it_is_on_cpu(lenet: Path) -> None:
     _, info = create_session(lenet, SessionConfig(device="auto"))
@@ -38,6 +39,7 @@ def test_auto_without_gpu_says_why_it_is_on_cpu(lenet: Path) -> None:
     assert info.reason.startswith("fell back to CPU:")
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(HAS_CUDA_EP, reason="machine has a working CUDA provider")
 def test_device_cuda_without_cuda_is_a_clear_error(lenet: Path) -> None:
     with pytest.raises(CudaUnavailable, match="--device cuda"):
@@ -74,6 +76,7 @@ def test_silent_fallback_under_device_cuda_fails_loudly(lenet: Path, monkeypatch
         create_session(lenet, SessionConfig(device="cuda"))
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(not cuda_provider_built() or HAS_CUDA_EP, reason="needs onnxruntime-gpu on a machine without CUDA")
 def test_real_cuda_provider_failure_is_read_back(lenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """onnxruntime-gpu here really tries CUDA, fails, and runs on CPU: we must notice."""

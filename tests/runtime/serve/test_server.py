@@ -78,13 +78,21 @@ def test_server_processes_and_environment(triton_server) -> None:
         assert env_path.split(":")[0] == libpython_dir()
 
 
-def test_server_environment_puts_this_pythons_libdir_first() -> None:
+def test_server_environment_puts_this_pythons_libdir_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run on any Python: a shared libpython is made up (CI's Python may have none, and must not skip)."""
+    import sysconfig
+
+    (tmp_path / "libpython3.x.so.1.0").write_bytes(b"")
+    values = {"LIBDIR": str(tmp_path), "INSTSONAME": "libpython3.x.so.1.0"}
+    monkeypatch.setattr(sysconfig, "get_config_var", values.get)
     libdir = libpython_dir()
-    if libdir is None:
-        pytest.skip("this Python has no shared libpython")
+    assert libdir == str(tmp_path)
     env = server_environment({"LD_LIBRARY_PATH": f"/opt/x:{libdir}:/usr/lib", "PATH": "/usr/bin"})
     assert env["LD_LIBRARY_PATH"] == f"{libdir}:/opt/x:/usr/lib"
     assert server_environment({"PATH": "/usr/bin"})["LD_LIBRARY_PATH"] == libdir
+    (tmp_path / "libpython3.x.so.1.0").unlink()  # a static Python: LD_LIBRARY_PATH left as it was
+    assert libpython_dir() is None
+    assert server_environment({"LD_LIBRARY_PATH": "/opt/x", "PATH": "/usr/bin"})["LD_LIBRARY_PATH"] == "/opt/x"
 
 
 def test_short_load_test_forms_batches_and_writes_results(triton_server, resolved_resnet, tmp_path: Path) -> None:
