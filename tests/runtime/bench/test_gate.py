@@ -155,30 +155,73 @@ def _scaled_copy(results: Path, target: Path, scale: float) -> Path:
     return target
 
 
+#: The stub's samples: seconds per call of the n-th timed group of a run (batch 1 first), the same in every run.
+STUB_SAMPLES = 60
+
+
+def _stub_timings(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Every run times its engines for real, then keeps the same seeded samples in place of the clock's: a rerun
+    is then exactly its own baseline, and a baseline scaled by 2 exactly twice as fast, whatever the CPU's load."""
+    from runtime.bench import runner
+
+    real = runner.measure_interleaved
+    groups = {"n": 0}
+
+    def stubbed(runners, policy, clock=None, on_round=None):  # type: ignore[no-untyped-def]
+        timed = real(runners, policy, on_round=on_round)
+        groups["n"] += 1
+        for t in timed:
+            t.samples = list(_times(STUB_SAMPLES, 1e-3 * groups["n"], seed=groups["n"]))
+        return timed
+
+    monkeypatch.setattr(runner, "measure_interleaved", stubbed)
+    return groups  # the group count: set it back to 0 before each run
+
+
 def test_bench_with_a_baseline_prints_the_ratios_and_exits_1_on_a_regression(
-    arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     quick = [q for q in QUICK if q != "pytorch"]  # onnxruntime only: the gate needs no reference engine
     common = ["--models", "lenet5", "--batch-size", "1", "2", *quick, "--artifacts-dir", str(arts)]
-    assert main([*common, "--output", str(tmp_path / "first")]) == 0
+
+    # real timings against a baseline a thousand times faster than this CPU can be: no noise reaches that
+    assert main([*common, "--output", str(tmp_path / "real")]) == 0
+    real = tmp_path / "real" / "results.json"
+    kept = strict_load(real)["rows"][0]["sample_summary"]
+    assert kept["count"] >= 3 and 1 <= len(kept["values"]) <= kept["count"]
+    code = main([*common, "--output", str(tmp_path / "real2"), "--baseline",
+                 str(_scaled_copy(real, tmp_path / "impossible", 1e-3))])  # fmt: skip
+    assert code == 1 and "regression gate FAILED (2 rows compared: 2 slower)" in capsys.readouterr().out
+
+    groups = _stub_timings(monkeypatch)
+
+    def bench(out: str, *extra: str) -> tuple[int, str]:
+        groups["n"] = 0
+        code = main([*common, *extra, "--output", str(tmp_path / out)])
+        return code, capsys.readouterr().out
+
+    assert bench("first")[0] == 0
     first = tmp_path / "first" / "results.json"
     kept = strict_load(first)["rows"][0]["sample_summary"]
-    assert kept["count"] >= 3 and len(kept["values"]) == kept["count"]  # few samples: all kept
-    capsys.readouterr()
+    assert kept["count"] == STUB_SAMPLES and len(kept["values"]) == STUB_SAMPLES  # few samples: all kept
 
-    # four times as fast: a margin for the noise of 3-sample runs on a shared CPU (the exact 2x is tested above)
-    fast = _scaled_copy(first, tmp_path / "fast", 0.25)
-    code = main([*common, "--output", str(tmp_path / "second"), "--baseline", str(fast)])
-    printed = capsys.readouterr().out
+    # its own run: the same figures again pass
+    code, printed = bench("again", "--baseline", str(first))
+    assert code == 0, printed
+    assert "regression gate passed (2 rows compared: 2 same)" in printed
+
+    # a baseline twice as fast: every row is slower by a whole interval
+    fast = _scaled_copy(first, tmp_path / "fast", 0.5)
+    code, printed = bench("second", "--baseline", str(fast))
     assert code == 1
     assert "Against the baseline" in printed and "| slower " in printed
     assert "regression gate FAILED (2 rows compared: 2 slower)" in printed
     gate = strict_load(tmp_path / "second" / "results.json")["baseline"]
     assert gate["path"].endswith("fast/results.json") and len(gate["rows"]) == 2
+    assert all(r["ratio"] == pytest.approx(2.0) and r["ratio_ci_low"] > 1.9 for r in gate["rows"])
 
-    slow = _scaled_copy(first, tmp_path / "slow", 3.0)
-    code = main([*common, "--batch-size", "1", "3", "--output", str(tmp_path / "third"), "--baseline", str(slow)])
-    printed = capsys.readouterr().out
+    slow = _scaled_copy(first, tmp_path / "slow", 2.0)
+    code, printed = bench("third", "--batch-size", "1", "3", "--baseline", str(slow))
     assert code == 0, printed
     assert "regression gate passed (1 rows compared: 1 faster)" in printed
     assert "not in the baseline (1): lenet5 3x32x32 batch 3" in printed
