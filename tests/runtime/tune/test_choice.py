@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.artifact import Manifest
 from exporter.errors import UserError
 from runtime.tune.candidates import over_budget, pick_finalists, rank, stream_counts
 from runtime.tune.config import LossBudget, TuneConfig, parse_loss
@@ -112,3 +113,39 @@ def test_a_deployment_record_that_is_not_one_is_one_line(tmp_path: Path) -> None
     (tmp_path / "deploy.json").write_text('{"format": "something else"}')
     with pytest.raises(UserError, match="not a deployment record tune wrote"):
         read_deploy(tmp_path)
+
+
+def _with_variants(manifest: Manifest, keys: list[str]) -> Manifest:
+    """``manifest`` recording a variant under each key (the fp32 graph's record copied: only the keys matter)."""
+    from exporter.artifact import VariantKey, VariantRecord
+
+    for key in keys:
+        record = VariantRecord(
+            key=key, file=VariantKey.parse(key).file_name(manifest.name), sha256=manifest.sha256,
+            size_bytes=manifest.size_bytes, base_sha256=manifest.sha256, created=manifest.created,
+            nodes=manifest.nodes, op_counts=manifest.op_counts, inputs=manifest.inputs, outputs=manifest.outputs,
+            identity_nodes_removed=0, io_dtype="float32", parity=manifest.parity,
+        )  # fmt: skip
+        manifest = manifest.with_variant(record)
+    return Manifest.model_validate(manifest.model_dump())  # the artifact contract accepts what was recorded
+
+
+def test_every_variant_the_artifact_records_is_a_candidate_precision(exported) -> None:  # type: ignore[no-untyped-def]
+    from runtime.tune.candidates import precisions_to_sweep
+
+    m = _with_variants(exported("lenet5").manifest, ["int8", "int8.opt-cpu", "fp32.opt-cpu", "fp16", "fp16.opt-cuda"])
+    cpu, skipped = precisions_to_sweep(TuneConfig("lenet5"), m, cuda=False)
+    # bf16 is always offered (OpenVINO's hint; the bench names a CPU without bf16 arithmetic)
+    assert cpu == ["fp32", "int8", "bf16", "int8.opt-cpu", "fp32.opt-cpu"]
+    assert set(skipped) == {"fp16", "fp16.opt-cuda"} and "CUDA" in skipped["fp16"]
+    gpu, skipped = precisions_to_sweep(TuneConfig("lenet5"), m, cuda=True)
+    assert gpu == ["fp32", "int8", "bf16", "fp16", "fp16.opt-cuda"]
+    assert set(skipped) == {"int8.opt-cpu", "fp32.opt-cpu"}
+    # the space the user names is the space swept, in their order, once each
+    assert precisions_to_sweep(TuneConfig("lenet5", precisions=("int8", "fp32", "int8")), m, cuda=False) == (
+        ["int8", "fp32"], {},
+    )  # fmt: skip
+    # a variant of a kind this tune does not know by name (the `--precision auto` graph, a mixed-precision
+    # one) is swept as recorded: the candidates follow the manifest's keys, not a list of names
+    extra = m.model_copy(update={"variants": {**m.variants, "auto": m.variants["int8"]}})
+    assert precisions_to_sweep(TuneConfig("lenet5"), extra, cuda=False)[0][-1] == "auto"
