@@ -435,10 +435,21 @@ def artifact_lock(
     ``reading``: where the lock file cannot be created (a read-only folder), nothing can write
     there either, so a reader goes on without it.
     """
-    real = directory.resolve()  # a symlinked path must take the same lock as the real one
+    try:
+        real = directory.resolve()  # a symlinked path must take the same lock as the real one
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError up to Python 3.12)
+        raise UserError(f"{directory} is a symbolic link loop: remove the link or name another folder") from exc
+    purpose = "to read it" if reading else "for writing"
+    lock_path = real.parent / f".{real.name}.lock"
+    if lock_path.is_dir() or (lock_path.exists() and not lock_path.is_file()):
+        kind = "a folder" if lock_path.is_dir() else "not a regular file"
+        raise UserError(
+            f"cannot lock {directory} {purpose}: its lock file {lock_path} is {kind}: "
+            "remove it (the toolkit creates a plain file there)"
+        )
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(real.parent / f".{real.name}.lock"))
+        lock = FileLock(str(lock_path))
         try:
             lock.acquire(timeout=0.5)
         except Timeout:
@@ -449,7 +460,7 @@ def artifact_lock(
         if reading and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             yield
             return
-        raise UserError(describe_os_error(exc, f"cannot lock {directory} for writing")) from exc
+        raise UserError(describe_os_error(exc, f"cannot lock {directory} {purpose}")) from exc
     try:
         yield
     finally:

@@ -33,12 +33,39 @@ class Terminated(BaseException):
     """SIGTERM, handled like Ctrl-C so a stopped run keeps what it finished."""
 
 
+#: Stops asked for by the user (Ctrl-C) or the system (SIGTERM): never blamed on the user's code.
+#: Code that runs a user's builder or forward catches these first, then every other BaseException
+#: (a ``sys.exit()`` in forward, an exception class of their own).
+INTERRUPTS = (KeyboardInterrupt, Terminated)
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name when it has none."""
     for line in str(exc).strip().splitlines():
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+def describe_exception(exc: BaseException) -> str:
+    """How code failed, in a few words: ``ValueError: bad value``, or ``it called sys.exit(7)``."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def _where_outside(exc: BaseException) -> str:
+    """The innermost frame of ``exc`` outside the toolkit and the installed libraries: the user's line."""
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    toolkit = Path(__file__).resolve().parent.parent
+    inside = (str(toolkit / "exporter"), str(toolkit / "runtime"), *sysconfig.get_paths().values())
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not frame.filename.startswith(("<", *inside)):
+            return f" (at {frame.filename}:{frame.lineno}, in {frame.name})"
+    return ""
 
 
 def describe_os_error(exc: OSError, what: str) -> str:
@@ -57,8 +84,10 @@ def run_guarded(body: Callable[[], int], *, interrupted: str) -> int:
 
     ``UserError`` -> ``error: ...`` and its exit code; Ctrl-C (130) and SIGTERM (143) ->
     ``interrupted: <interrupted>``; a full disk, exhausted memory or a closed pipe
-    (``| head``) -> one line (or none, for the pipe). Other exceptions are bugs and keep
-    their traceback.
+    (``| head``) -> one line (or none, for the pipe). A ``sys.exit()`` or a ``BaseException``
+    of its own from the user's code, wherever it ran, -> one line naming the user's line, exit 1
+    (a run their code ended is never a success, whatever code it exits with). Other exceptions
+    are bugs and keep their traceback.
     """
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -83,5 +112,12 @@ def run_guarded(body: Callable[[], int], *, interrupted: str) -> int:
             print(f"error: {describe_os_error(exc, exc.filename or 'writing')}", file=sys.stderr)
             return 1
         raise
+    except BaseException as exc:
+        if isinstance(exc, (Exception, GeneratorExit)):
+            raise
+        # No command body raises SystemExit (arguments are parsed before it runs): this one came
+        # from code the user gave (a builder, a forward), run somewhere no other guard caught it.
+        print(f"error: the model's code ended the run: {describe_exception(exc)}{_where_outside(exc)}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -22,7 +22,14 @@ from torch import nn
 from . import artifact as art
 from .data import random_input
 from .errors import ExportFailed, UserError
-from .files import atomic_outputs, ensure_writable_dir, remove_stale_partials, require_free_space, sha256_bytes
+from .files import (
+    atomic_outputs,
+    check_folder,
+    made_folder,
+    remove_stale_partials,
+    require_free_space,
+    sha256_bytes,
+)
 from .graph import check_graph, io_spec, op_counts, simplify_graph
 from .layers import map_modules
 from .memory import check_fits
@@ -137,15 +144,15 @@ def export_model(
         raise UserError("give the artifact's folder (directory) or the folder of artifacts (output_dir), not both")
     folder = Path(directory) if directory is not None else None
     out_root = folder.parent if folder is not None else Path(output_dir or art.DEFAULT_ARTIFACTS_DIR)
-    if folder is not None and folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder} exists and is not a folder")
-    ensure_writable_dir(out_root)
-
-    with kept_modes(target):
+    if folder is not None:
+        check_folder(folder)
+    # A run that fails leaves no empty folder it made; the user's module comes back as it was.
+    with made_folder(out_root), kept_modes(target):
         # Everything a user can get wrong is checked before the first progress line, so a mistake
         # is one line on stderr.
         prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
         directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
+        check_folder(directory)  # a --name that is a symlink loop: refused now, not after the whole export
         if folder is not None:  # refused now rather than after the whole export (and again under the lock)
             with contextlib.suppress(art.ArtifactError):
                 held = art.read_manifest(folder)

@@ -51,13 +51,28 @@ def finite_or_none(value: float | None) -> float | None:
     return float(value)
 
 
+def check_folder(path: Path) -> None:
+    """Refuse a folder path that can never be used, before any work: a symlink loop, a link to nothing,
+    something that is not a folder. One line saying what to do."""
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12, OSError (ELOOP) after
+        raise UserError(f"{path} is a symbolic link loop: remove the link or name another folder") from exc
+    if path.is_symlink() and not path.exists():
+        raise UserError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+            "create that folder or remove the link"
+        )
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a folder")
+
+
 def ensure_writable_dir(path: Path) -> None:
     """Create ``path`` (and parents) and prove a file can be written in it, or fail with one line.
 
     ``os.access`` says yes to root on a read-only mount; writing a probe file tells the truth.
     """
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{path} exists and is not a folder")
+    check_folder(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=PARTIAL_SUFFIX, dir=path)
@@ -66,6 +81,23 @@ def ensure_writable_dir(path: Path) -> None:
             os.unlink(probe)
     except OSError as exc:
         raise UserError(describe_os_error(exc, f"cannot write in {path}")) from exc
+
+
+@contextlib.contextmanager
+def made_folder(path: Path) -> Iterator[None]:
+    """:func:`ensure_writable_dir` for the block; where the block fails (Ctrl-C included), the folders
+    this call created and that are still empty are removed, so a failed run leaves no empty folder."""
+    created = [p for p in (path, *path.parents) if not p.exists() and not p.is_symlink()]  # deepest first
+    ensure_writable_dir(path)
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()  # only an empty folder: another run's files there keep it
+            except OSError:
+                break
+        raise
 
 
 def require_free_space(path: Path, nbytes: int, what: str) -> None:
@@ -177,18 +209,14 @@ class AtomicWriter:
 def atomic_outputs(directory: Path) -> Iterator[AtomicWriter]:
     """Yield a writer whose files appear only if the block finishes without an exception.
 
-    On failure (Ctrl-C and SIGTERM included) temporary files are removed, and so is
-    ``directory`` if this call created it and it is left empty.
+    On failure (Ctrl-C and SIGTERM included) temporary files are removed, and so are the
+    folders this call created (``directory``, its parents) where they are left empty.
     """
-    existed = directory.exists()
-    ensure_writable_dir(directory)
-    writer = AtomicWriter(directory)
-    try:
-        yield writer
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        if not existed:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        raise
+    with made_folder(directory):
+        writer = AtomicWriter(directory)
+        try:
+            yield writer
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise

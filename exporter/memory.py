@@ -12,7 +12,7 @@ import psutil
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import INTERRUPTS, UserError
 from .probe import ShapesOnly, shape_copy
 
 #: Fraction of the available memory a run may plan to use.
@@ -40,7 +40,9 @@ def activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[in
     try:
         with torch.no_grad(), ShapesOnly():
             out = meta(torch.empty((1, *input_shape), device="meta"))
-    except Exception:
+    except INTERRUPTS:
+        raise
+    except BaseException:  # sys.exit() in forward too: the forward pass that follows reports it
         return 0, 0
     finally:
         for h in handles:

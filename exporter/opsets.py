@@ -9,7 +9,9 @@ DEFAULT_OPSET = 17
 
 
 def validate_opset(opset: int) -> None:
-    """Reject an opset this exporter cannot write exactly."""
+    """Reject an opset this exporter cannot write exactly, or one that is not a number (``"17"``)."""
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise UserError(f"opset must be an int such as {DEFAULT_OPSET}, not the {type(opset).__name__} {opset!r}")
     if opset not in SUPPORTED_OPSETS:
         raise UserError(
             f"opset {opset} is not supported: choose {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} "

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .artifact import Manifest, Source, Weights
-from .errors import ExportFailed, UserError, first_line
+from .errors import INTERRUPTS, ExportFailed, UserError, describe_exception
 from .user_model import build_user_model, is_user_model_ref
 from .weights import DEFAULT_SEED, calibrate_batchnorm, load_weights, state_fingerprints
 from .zoo import count_params, get_spec
@@ -47,9 +47,41 @@ class Prepared:
 
 
 def validate_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"seed must be an int, not the {type(seed).__name__} {seed!r}")
     if not 0 <= seed <= MAX_SEED:
         raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
     return seed
+
+
+def validate_input_shape(shape: object) -> tuple[int, ...]:
+    """A per-sample input shape (batch excluded) given to the API: positive ints, e.g. ``(3, 32, 32)``."""
+    import numbers
+
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list, torch.Size)):
+        raise UserError(
+            f"input_shape must be a tuple of positive ints such as (3, 32, 32), batch excluded, not the "
+            f"{type(shape).__name__} {shape!r}"
+        )
+    if not shape or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape):
+        raise UserError(
+            f"bad input_shape {tuple(shape)!r}: give one sample's shape (batch excluded) as positive ints, e.g. "
+            "(3, 32, 32); a graph with a symbolic height and width is export_model(..., dynamic_size=True)"
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _check_target(target: object) -> None:
+    """What export_model can take: a zoo name, ``file.py:Builder``, or a model (an instance, not its class)."""
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        raise UserError(
+            f"got the class {target.__name__}, not a model: pass an instance, e.g. {target.__name__}(), "
+            f"or the string 'file.py:{target.__name__}'"
+        )
+    if not isinstance(target, (str, nn.Module)):
+        raise UserError(
+            f"cannot export a {type(target).__name__}: give a zoo name, 'file.py:Builder' or an nn.Module instance"
+        )
 
 
 def _zoo_model(name: str, seed: int) -> tuple[nn.Module, tuple[int, int, int], tuple[str, ...]]:
@@ -76,6 +108,9 @@ def prepare(
     altered; ``weights`` are loaded strictly where given.
     """
     validate_seed(seed)
+    _check_target(target)
+    if input_shape is not None:
+        input_shape = validate_input_shape(input_shape)
     training_only: tuple[str, ...] = ()
     if isinstance(target, nn.Module):
         if input_shape is None:
@@ -188,13 +223,11 @@ def forward_outputs(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.
     try:
         with torch.inference_mode():
             out = model(x.clone())
-    except MemoryError:
+    except (MemoryError, *INTERRUPTS):
         raise
-    except (Exception, SystemExit) as exc:  # the user's forward may even call sys.exit()
+    except BaseException as exc:  # the user's forward may even call sys.exit() or raise its own BaseException
         shape = "x".join(str(d) for d in x.shape)
-        raise ExportFailed(
-            f"{what}: the forward pass at input {shape} failed: {type(exc).__name__}: {first_line(exc)}"
-        ) from exc
+        raise ExportFailed(f"{what}: the forward pass at input {shape} failed: {describe_exception(exc)}") from exc
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     if isinstance(out, dict) or not outs or not all(isinstance(t, torch.Tensor) for t in outs):
         kind = type(out).__name__

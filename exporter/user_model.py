@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError, first_line
+from .errors import INTERRUPTS, UserError, describe_exception
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,12 +47,6 @@ def kept_modes(model: object) -> Iterator[None]:
             m.training = training  # not m.train(): that would set every child to the parent's flag
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r})"
-    return f"{type(exc).__name__}: {first_line(exc)}"
-
-
 def is_user_model_ref(target: str) -> bool:
     """Whether a CLI target names a Python file and builder rather than a zoo model."""
     path, sep, _ = target.rpartition(":")
@@ -75,26 +69,67 @@ def load_user_builder(ref: str) -> tuple[str, object]:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:  # a module may call sys.exit() at import
+    except BaseException as exc:  # a module may call sys.exit() at import, or raise its own BaseException
         del sys.modules[mod_name]
-        raise UserError(f"importing {path} failed: {_describe(exc)}") from exc
+        if isinstance(exc, INTERRUPTS):
+            raise
+        raise UserError(f"importing {path} failed: {describe_exception(exc)}") from exc
     if not hasattr(module, attr):
         names = sorted(n for n in vars(module) if not n.startswith("_"))
         raise UserError(f"{path} defines no {attr!r} (it has: {', '.join(names) or 'nothing public'})")
     return attr, getattr(module, attr)
 
 
+def _check_builder(ref: str, builder: object) -> None:
+    """Refuse what cannot be called to build a model, saying what to name instead."""
+    import inspect
+
+    from torch import nn
+
+    if isinstance(builder, nn.Module):
+        raise UserError(
+            f"{ref} is a {type(builder).__name__} instance, not a builder: name its class or a function that "
+            "returns the model (the exporter calls the builder with no arguments)"
+        )
+    if not callable(builder):
+        raise UserError(f"{ref} is a {type(builder).__name__}, not a class or function that returns the model")
+    if inspect.iscoroutinefunction(builder) or inspect.isasyncgenfunction(builder):
+        raise UserError(
+            f"{ref} is an async function: the builder must be a plain function or class returning the model"
+        )
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # some builtins and C extensions have none: just call them
+        return
+    required = [
+        p.name
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise UserError(
+            f"{ref} needs arguments ({', '.join(required)}): the builder is called with none; give them defaults "
+            "or name a function that calls it with yours"
+        )
+
+
 def build_user_model(ref: str) -> tuple[str, nn.Module]:
     """Build the user's model: call the class or function with no arguments."""
+    import inspect
+
     from torch import nn
 
     name, builder = load_user_builder(ref)
-    if not callable(builder):
-        raise UserError(f"{ref} is not a class or function")
+    _check_builder(ref, builder)
     try:
-        model = builder()
-    except (Exception, SystemExit) as exc:
-        raise UserError(f"calling {ref}() failed: {_describe(exc)}") from exc
+        model = builder()  # type: ignore[operator]
+    except INTERRUPTS:
+        raise
+    except BaseException as exc:  # their own code: sys.exit() or their own BaseException too
+        raise UserError(f"calling {ref}() failed: {describe_exception(exc)}") from exc
+    if inspect.iscoroutine(model):
+        model.close()  # never awaited: closed, so Python does not warn about it at exit
+        raise UserError(f"{ref}() returned a coroutine: the builder must return the model, not be async")
     if not isinstance(model, nn.Module):
         raise UserError(f"{ref}() returned {type(model).__name__}, not a torch.nn.Module")
     return name, model

@@ -11,7 +11,7 @@ import pytest
 
 from exporter import artifact as art
 from exporter.errors import UserError
-from tests.helpers import ROOT, assert_one_line, run_cli, strict_loads
+from tests.helpers import ROOT, assert_one_line, assert_one_line_err, run_cli, strict_loads
 
 
 @pytest.mark.parametrize(
@@ -243,3 +243,14 @@ def test_a_read_only_folder_can_still_be_read(lenet_dir: Path, monkeypatch) -> N
     with pytest.raises(UserError, match="cannot lock"):
         with art.artifact_lock(lenet_dir):
             pass
+
+
+def test_parity_on_an_artifact_whose_lock_is_a_folder_says_so(lenet_dir: Path, capsys) -> None:
+    """Defect: parity, which only reads, said "cannot lock ... for writing: Is a directory"."""
+    from runtime.parity.__main__ import main as parity_main
+
+    (lenet_dir.parent / ".lenet5.lock").mkdir()
+    code = parity_main([str(lenet_dir), "--no-rebuild"])
+    err = capsys.readouterr().err
+    assert_one_line_err(code, err, f"cannot lock {lenet_dir} to read it: its lock file ", code=2)
+    assert "is a folder: remove it" in err and "for writing" not in err

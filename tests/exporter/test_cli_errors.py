@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT, assert_one_line, run_cli
+from tests.helpers import ROOT, assert_one_line, assert_one_line_err, run_cli
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "/tmp/escaped_abs", "a/b", ".."])
@@ -91,6 +91,7 @@ def test_mistakes_and_faults_are_one_line(args: list[str], message: str, tmp_pat
     proc = run_cli("exporter", *args, "--no-simplify", cwd=tmp_path)
     assert_one_line(proc, message)
     assert not list(tmp_path.rglob("*.onnx"))
+    assert not (tmp_path / "artifacts").exists(), "a failed export leaves no empty folder behind"
 
 
 def test_a_folder_in_the_way_of_the_graph_is_one_line(tmp_path: Path) -> None:
@@ -160,4 +161,30 @@ def test_more_mistakes_are_one_line_before_anything_is_written(args: list[str], 
     (tmp_path / "somewhere").mkdir()
     proc = run_cli("exporter", *args, "--artifacts-dir", "out", cwd=tmp_path)
     assert_one_line(proc, message)
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
+    assert not (tmp_path / "out").exists(), "a failed export leaves no empty folder behind"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--name", "loop"], "out/loop is a symbolic link loop: remove the link or name another folder"),
+        (["--output", "out/loop"], "out/loop is a symbolic link loop"),
+        (["--artifacts-dir", "out/loop"], "out/loop is a symbolic link loop"),
+        (["--name", "gone"], "out/gone is a symbolic link to /nonexistent/folder, which does not exist"),
+    ],
+)
+def test_a_folder_that_is_a_symlink_loop_is_one_line_before_any_work(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Defect: --name naming a symlink loop ended, after the whole export, in RuntimeError: Symlink loop."""
+    from exporter.__main__ import main as exporter_main
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "loop").symlink_to("loop")
+    (tmp_path / "out" / "gone").symlink_to("/nonexistent/folder")
+    monkeypatch.chdir(tmp_path)
+    if "--output" not in args and "--artifacts-dir" not in args:
+        args = [*args, "--artifacts-dir", "out"]
+    code = exporter_main(["lenet5", *args])
+    assert_one_line_err(code, capsys.readouterr().err, message, code=2)
+    assert not list(tmp_path.rglob("*.onnx"))

@@ -216,6 +216,36 @@ def test_failed_write_keeps_previous_artifact_intact(tmp_path: Path, monkeypatch
     assert sorted(p.name for p in (tmp_path / "lenet5").iterdir()) == ["lenet5.onnx", "manifest.json"]
 
 
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+@pytest.mark.parametrize(
+    "target, kwargs, message",
+    [
+        ("lenet5", {"opset": "17"}, "opset must be an int such as 17, not the str '17'"),
+        (_Net, {"input_shape": (8,)}, "got the class _Net, not a model: pass an instance, e.g. _Net()"),
+        ("net", {"input_shape": (8, -1)}, "bad input_shape (8, -1): give one sample's shape (batch excluded)"),
+        ("net", {"input_shape": (8, 0)}, "bad input_shape (8, 0)"),
+        ("net", {"input_shape": "8"}, "input_shape must be a tuple of positive ints such as (3, 32, 32)"),
+        ("lenet5", {"seed": 1.5}, "seed must be an int, not the float 1.5"),
+        (3, {}, "cannot export a int: give a zoo name, 'file.py:Builder' or an nn.Module instance"),
+    ],
+)
+def test_api_mistakes_say_what_is_wrong_and_what_to_do(target, kwargs: dict, message: str, tmp_path: Path) -> None:
+    """Defects: opset="17" said "opset 17 is not supported"; a class gave AttributeError 'rpartition';
+    input_shape=(8, -1) a raw RuntimeError from torch."""
+    with pytest.raises(UserError) as caught:
+        export_model(_Net() if target == "net" else target, output_dir=tmp_path / "out", **kwargs)
+    assert message in str(caught.value)
+    assert not (tmp_path / "out").exists(), "a refused export leaves no folder behind"
+
+
 # --- the command line: one clear line, non-zero exit, no traceback, nothing written ------------------
 
 

@@ -3,16 +3,21 @@ random state; nothing reseeded, recalibrated or modified."""
 
 from __future__ import annotations
 
+import gc
+import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from exporter import artifact as art
+from exporter.__main__ import main as exporter_main
 from exporter.data import random_input
 from exporter.export import export_model
 from exporter.user_model import build_user_model
-from tests.helpers import ort_run, run_cli, write_user_model
+from tests.helpers import assert_one_line_err, ort_run, run_cli, write_user_model
 
 
 def test_user_builder_model_is_exported_unchanged(tmp_path: Path) -> None:
@@ -57,3 +62,77 @@ def test_user_builder_sees_the_callers_random_state(tmp_path: Path) -> None:
     x = random_input((4,), 2, seed=1)
     with torch.inference_mode():
         np.testing.assert_allclose(ort_run(result.onnx_path, x.numpy()), expected(x).numpy(), atol=1e-6)
+
+
+HOSTILE = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from torch import nn
+
+    class Exits(nn.Module):
+        def forward(self, x):
+            sys.exit(7)
+
+    class ExitsAtOne(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+        def forward(self, x):
+            if x.shape[0] == 1:  # the second trace's batch: past every guard of a forward pass
+                sys.exit(0)
+            return self.fc(x)
+
+    class Mine(BaseException):
+        pass
+
+    def raises_mine():
+        raise Mine("their own stop")
+
+    class ForwardRaisesMine(nn.Module):
+        def forward(self, x):
+            raise Mine("in forward")
+
+    instance = nn.Linear(4, 2)
+
+    async def built_async():
+        return nn.Linear(4, 2)
+
+    def returns_coroutine():
+        return built_async()
+
+    def needs(width, depth=2):
+        return nn.Linear(width, 2)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "ref, message, code",
+    [
+        ("Exits", "exits: the forward pass at input 2x4 failed: it called sys.exit(7)", 3),
+        ("ExitsAtOne", "the model's code ended the run: it called sys.exit(0) (at ", 1),
+        ("raises_mine", "calling hostile.py:raises_mine() failed: Mine: their own stop", 2),
+        ("ForwardRaisesMine", "the forward pass at input 2x4 failed: Mine: in forward", 3),
+        ("instance", "hostile.py:instance is a Linear instance, not a builder: name its class or a function", 2),
+        ("built_async", "hostile.py:built_async is an async function: the builder must be a plain function", 2),
+        ("returns_coroutine", "returned a coroutine: the builder must return the model, not be async", 2),
+        ("needs", "hostile.py:needs needs arguments (width): the builder is called with none", 2),
+    ],
+)
+def test_user_code_that_ends_the_run_is_one_line(
+    ref: str, message: str, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Defects: sys.exit(7) in forward exited 7 without a word (sys.exit(0) further on: exit 0, nothing written);
+    a builder's own BaseException was a traceback; an nn.Module instance said "forward() missing 'input'"; an
+    async builder left three RuntimeWarnings."""
+    write_user_model(tmp_path, HOSTILE, "hostile.py")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        returned = exporter_main([f"hostile.py:{ref}", "--input-shape", "4", "--artifacts-dir", "out"])
+        gc.collect()  # a coroutine never awaited warns when it is collected
+    err = capsys.readouterr().err
+    assert_one_line_err(returned, err, message, code=code, after_progress=ref == "ExitsAtOne")
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
