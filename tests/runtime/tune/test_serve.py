@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.tune.deploy import read_deploy
+from runtime.tune.deploy import read_deploy, read_report
 from tests.helpers import ROOT, run_cli
 
 from ..serve.conftest import free_ports
@@ -42,10 +43,12 @@ def serve_repository(repository: Path) -> tuple[subprocess.Popen[str], int, str]
     return proc, grpc, "".join(lines)
 
 
-def test_runtime_serve_serves_the_tuned_repository_as_chosen(tuned: Tuned) -> None:
-    pytest.importorskip("pytriton")
-    assert tuned.result.returncode == 0, tuned.result.stderr[-3000:]
-    deploy = read_deploy(tuned.out)
+def assert_serves_as_chosen(out: Path) -> None:
+    """The repository tune wrote under ``out`` passes ``--check-repository``, and ``runtime.serve --repository``
+    serves it with the chosen engine and settings: the recorded graph, parity through the server, throughput."""
+    deploy = read_deploy(out)
+    checked = run_cli("runtime.serve", "--check-repository", deploy.triton.repository)
+    assert checked.returncode == 0 and "| ok " in checked.stdout, checked.stdout + checked.stderr
     proc, grpc, printed = serve_repository(Path(deploy.triton.repository))
     try:
         assert "serving until Ctrl-C" in printed, printed
@@ -68,8 +71,33 @@ def test_runtime_serve_serves_the_tuned_repository_as_chosen(tuned: Tuned) -> No
         assert result.triton_rows()[0].throughput_ips
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and "no server process left" in out
+        out_text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "no server process left" in out_text
+
+
+def test_runtime_serve_serves_the_tuned_repository_as_chosen(tuned: Tuned) -> None:
+    pytest.importorskip("pytriton")
+    assert tuned.result.returncode == 0, tuned.result.stderr[-3000:]
+    assert_serves_as_chosen(tuned.out)
+
+
+@pytest.mark.slow  # resnet18 at 224x224: a few minutes here
+def test_tune_on_resnet18_writes_a_repository_runtime_serve_serves(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("pytriton")
+    pytest.importorskip("openvino")
+    arts = tmp_path / "artifacts"
+    shutil.copytree(exported("resnet18").onnx_path.parent, arts / "resnet18")
+    # batch 1, fp32 only: no int8 variant to calibrate at 224x224
+    quick = [q if q != "4" else "1" for q in QUICK_TUNE if q != "int8"]
+    out = tmp_path / "tuned"
+    r = run_cli("runtime.tune", "resnet18", "--target", "throughput", *quick, "--finalists", "1",
+                "--artifacts-dir", str(arts), "--output", str(out), timeout=1200)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = read_report(out)
+    assert {(c.engine, c.streams) for c in report.candidates} == {(e, s) for e in ("onnxruntime", "openvino")
+                                                                  for s in (1, 2)}  # fmt: skip
+    assert read_deploy(out).triton.validated
+    assert_serves_as_chosen(out)
 
 
 def test_serve_searches_triton_configurations_and_reports_beside_the_prediction(
