@@ -45,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--opset",
         type=int,
-        default=DEFAULT_OPSET,
         help=f"ONNX opset to write, {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})",
     )
     options.artifacts_dir(p, writes=True, old=("--output-dir",))
@@ -67,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dynamic-size", action="store_true", help="symbolic height and width too (models without a fixed-size layer)"
     )
     p.add_argument("--name", help="artifact name (default: the zoo name, or the builder's name lowercased)")
-    p.add_argument("--seed", type=int, default=0, help="seed for a zoo model's random weights (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="seed for a zoo model's random weights (default 0); never replaces an artifact's real weights",
+    )
     p.add_argument(
         "--strict",
         action="store_true",
@@ -152,6 +155,15 @@ def _shape(dims: list[int | str]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
+def _weights_text(m: art.Manifest) -> str:
+    w = m.weights
+    return {
+        "file": f"file {w.path}",
+        "random": f"random, seed {w.seed}" + (", BatchNorm calibrated" if w.batchnorm_calibrated else ""),
+        "as_given": "as your code built them (unchanged)",
+    }[w.kind]
+
+
 def print_export(out: Console, result) -> None:  # type: ignore[no-untyped-def]
     from . import artifact as art
 
@@ -159,12 +171,7 @@ def print_export(out: Console, result) -> None:  # type: ignore[no-untyped-def]
     io = ", ".join(f"{i.name} {_shape(i.shape)}" for i in m.inputs) + " -> "
     io += ", ".join(f"{o.name} {_shape(o.shape)}" for o in m.outputs)
     simplified = f"{m.nodes_raw} raw -> {m.nodes} simplified" if m.settings.simplify else f"{m.nodes} (not simplified)"
-    w = m.weights
-    weights = {
-        "file": f"file {w.path}",
-        "random": f"random, seed {w.seed}" + (", BatchNorm calibrated" if w.batchnorm_calibrated else ""),
-        "as_given": "as your code built them (unchanged)",
-    }[w.kind]
+    weights = _weights_text(m)
     out.print(
         f"exported {m.name} -> {result.onnx_path} ({size_text(m.size_bytes)}, opset {m.settings.opset}, "
         f"{result.seconds:.1f}s)",
@@ -233,8 +240,21 @@ def print_variant(out: Console, v) -> None:  # type: ignore[no-untyped-def]
     print_parity_summary(out, f"{v.key} vs PyTorch", rec.parity)
 
 
-def _reusable(args: argparse.Namespace, shape: tuple[int, ...] | None) -> Path | None:
-    """The artifact folder when it is current and was made exactly as this command asks."""
+#: The export settings a command line can give, flag -> attribute: naming one asks for an export made so.
+SETTINGS = {
+    "--weights": "weights",
+    "--seed": "seed",
+    "--opset": "opset",
+    "--no-simplify": "no_simplify",
+    "--dynamic-size": "dynamic_size",
+    "--input-shape": "input_shape",
+    "--strict": "strict",
+}
+
+
+def _as_it_stands(args: argparse.Namespace) -> art.Artifact | None:
+    """The zoo artifact this command names, where there is one (never a user's model: their code is run
+    only when they name it, and then exported again)."""
     from . import artifact as art
 
     if is_user_model_ref(args.model):
@@ -244,28 +264,45 @@ def _reusable(args: argparse.Namespace, shape: tuple[int, ...] | None) -> Path |
         artifact = art.open_artifact(directory)
     except art.ArtifactError:
         return None
+    source = artifact.manifest.source
+    return artifact if source.kind == "zoo" and source.model == args.model else None
+
+
+def _changed(args: argparse.Namespace, shape: tuple[int, ...] | None, artifact: art.Artifact) -> list[str]:
+    """The settings named on the command line that differ from those ``artifact`` was made with."""
     m, s = artifact.manifest, artifact.manifest.settings
-    if artifact.stale_reason() or m.source.kind != "zoo" or m.source.model != args.model:
-        return None
-    if args.strict and m.trace_notes:
-        return None
-    asked_shape = list(shape) if shape else list(get_spec(args.model).input_shape)
-    same = (s.opset, s.simplify, s.dynamic_size, s.input_shape) == (
-        args.opset,
-        not args.no_simplify,
-        args.dynamic_size,
-        asked_shape,
+    same_file = (
+        args.weights is None
+        or m.weights.kind == "file"
+        and args.weights.is_file()
+        and sha256_file(args.weights) == m.weights.sha256
     )
-    if args.weights:
-        same = (
-            same
-            and m.weights.kind == "file"
-            and args.weights.is_file()
-            and sha256_file(args.weights) == m.weights.sha256
+    differs = {
+        "--weights": not same_file,
+        "--seed": args.seed is not None and (m.weights.kind != "random" or args.seed != s.seed),
+        "--opset": args.opset is not None and args.opset != s.opset,
+        "--no-simplify": args.no_simplify and s.simplify,
+        "--dynamic-size": args.dynamic_size and not s.dynamic_size,
+        "--input-shape": shape is not None and list(shape) != s.input_shape,
+        "--strict": args.strict and bool(m.trace_notes),
+    }
+    return [flag for flag, changed in differs.items() if changed]
+
+
+def _export_settings(args: argparse.Namespace, shape: tuple[int, ...] | None, recorded: art.Manifest | None) -> dict:
+    """export_model's settings: the command line's (defaults for what it does not name), or, to make
+    an artifact again as it stands, exactly the ones it ``recorded`` (its weights file included)."""
+    if recorded is None:
+        return dict(opset=args.opset if args.opset is not None else DEFAULT_OPSET, weights=args.weights,
+                    simplify=not args.no_simplify, input_shape=shape, seed=args.seed or 0,
+                    dynamic_size=args.dynamic_size, strict=args.strict)  # fmt: skip
+    s = recorded.settings
+    if s.weights and not Path(s.weights).is_file():
+        raise UserError(
+            f"{recorded.name} was exported with the weights {s.weights}, which are gone: pass --weights FILE"
         )
-    else:
-        same = same and m.weights.kind == "random" and s.seed == args.seed
-    return directory if same else None
+    return dict(opset=s.opset, weights=s.weights, simplify=s.simplify, input_shape=tuple(s.input_shape),
+                seed=s.seed, dynamic_size=s.dynamic_size, strict=args.strict)  # fmt: skip
 
 
 def _variant_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -336,29 +373,31 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
     else:
         shape = parse_input_shape(args.input_shape) if args.input_shape else None
         key = art.VariantKey(args.precision, args.optimize_for)
-        directory = _reusable(args, shape) if (args.view or args.render or not key.is_base) else None
-        if directory is not None:
-            out.print(f"reusing {directory} (current, and made with these settings)")
-            path = art.open_artifact(directory).path()
-            prepared = None
+        # A variant, a view or a render is made from the artifact as it stands (its weights, whatever
+        # they are); only a setting named on the command line that differs from it exports again.
+        artifact = _as_it_stands(args) if (args.view or args.render or not key.is_base) else None
+        if artifact is not None and _changed(args, shape, artifact):
+            artifact = None
+        stale = artifact.stale_reason() if artifact is not None else None
+        if artifact is not None and stale is None:
+            out.print(
+                f"reusing {artifact.directory} as it stands (current; weights: {_weights_text(artifact.manifest)})"
+            )
+            directory, path = artifact.directory, artifact.path()
         else:
+            if stale:
+                err.print(f"{stale}: exporting {artifact.name} again with its recorded settings")  # type: ignore[union-attr]
             result = export_model(
                 args.model,
-                opset=args.opset,
                 output_dir=None if args.output else args.artifacts_dir,
                 directory=args.output,
-                weights=args.weights,
-                simplify=not args.no_simplify,
-                input_shape=shape,
-                seed=args.seed,
                 name=args.name,
-                dynamic_size=args.dynamic_size,
-                strict=args.strict,
                 on_step=lambda msg: err.print(f"{args.name or args.model}: {msg}"),
+                **_export_settings(args, shape, artifact.manifest if artifact is not None else None),
             )
             print_export(out, result)
             directory, path = result.directory, result.onnx_path
-            prepared = None
+        prepared = None
         if not key.is_base:
             if is_user_model_ref(args.model):
                 from .reference import rebuild
@@ -399,15 +438,7 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
         for name in names:
             progress.update(f"exporting {name}")
             try:
-                r = export_model(
-                    name,
-                    opset=args.opset,
-                    output_dir=args.artifacts_dir,
-                    simplify=not args.no_simplify,
-                    seed=args.seed,
-                    dynamic_size=args.dynamic_size,
-                    strict=args.strict,
-                )
+                r = export_model(name, output_dir=args.artifacts_dir, **_export_settings(args, None, None))
                 if not key.is_base:
                     progress.update(f"{name}: {key} variant")
                     build_variant(r.directory, key, options=_variant_options(args))
@@ -445,7 +476,7 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
     cols = [Column("model"), Column("status"), Column("nodes raw -> simplified", True), Column("MB", True)]
     cols += [Column("max abs err", True), Column("seconds", True)]
     done = len(names) - len(failures) - len(fixed)
-    title = f"Exported {done}/{len(names)} models to {args.artifacts_dir} (opset {args.opset})"
+    title = f"Exported {done}/{len(names)} models to {args.artifacts_dir} (opset {args.opset or DEFAULT_OPSET})"
     if fixed:
         title += f"; {len(fixed)} have a fixed input size and no --dynamic-size graph"
     out.table(cols, rows, title=title)  # type: ignore[arg-type]
@@ -464,7 +495,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return list_zoo(out, args.json)
     if (args.http_port is not None or args.no_browser) and not args.view:
         raise UserError("--http-port and --no-browser go with --view")
-    validate_opset(args.opset)
+    if args.opset is not None:
+        validate_opset(args.opset)
     _check_variant_flags(args)
     if args.name is not None:
         from .artifact import validate_name

@@ -97,6 +97,27 @@ def _same_artifact(directory: Path, held: str, name: str) -> None:
         )
 
 
+def keeps_real_weights(directory: Path, previous: art.Manifest | None, weights: art.Weights) -> None:
+    """Refuse to replace an artifact's real weights (a file, a checkpoint, a model's own) with random ones:
+    the trained graph and its variants would silently become a random model's."""
+    if previous is None or previous.weights.kind == "random" or weights.kind != "random":
+        return
+    held = previous.weights.path if previous.weights.kind == "file" else None
+    what = f"the weights of {held}" if held else "the weights your code built"
+    again = f"--weights {held}" if held else "--weights FILE"
+    raise UserError(
+        f"{directory} holds {previous.name} exported with {what}: exporting it again with random weights would "
+        f"replace them; pass {again} to export with them, or export into another folder (--name or --output)"
+    )
+
+
+def _previous(directory: Path) -> art.Manifest | None:
+    """The manifest already in ``directory`` (None where there is none, or it cannot be read)."""
+    with contextlib.suppress(art.ArtifactError):
+        return art.read_manifest(directory)
+    return None
+
+
 def export_model(
     target: str | nn.Module,
     *,
@@ -124,6 +145,8 @@ def export_model(
     :func:`runtime.parity.check` against the PyTorch model at several batch sizes (and
     input sizes). Raises :class:`UserError` for bad input and :class:`ExportFailed` when
     the graph cannot be produced or does not match PyTorch; on any failure nothing is written.
+    An artifact whose weights are real (a file, or a user model's own) is never exported again with
+    random ones (:func:`keeps_real_weights`).
 
     Python decisions in ``forward()`` that the trace froze into the graph (see
     :mod:`exporter.frozen`) are returned in ``notes`` and recorded in the manifest; ``strict``
@@ -153,11 +176,11 @@ def export_model(
         prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
         directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
         check_folder(directory)  # a --name that is a symlink loop: refused now, not after the whole export
-        if folder is not None:  # refused now rather than after the whole export (and again under the lock)
-            with contextlib.suppress(art.ArtifactError):
-                held = art.read_manifest(folder)
-                if held is not None:
-                    _same_artifact(folder, held.name, prepared.name)
+        # refused now rather than after the whole export (and again under the lock)
+        held = _previous(directory)
+        if folder is not None and held is not None:
+            _same_artifact(folder, held.name, prepared.name)
+        keeps_real_weights(directory, held, prepared.weights)
         if len(prepared.input_shape) != 3 and dynamic_size:
             raise UserError("--dynamic-size needs an image input (C x H x W)")
         check_fits(prepared.model, prepared.input_shape, max(TRACE_BATCH, *batches), what=prepared.name)
@@ -310,6 +333,7 @@ def _write(
             messages.append(f"replaced an unreadable manifest ({exc})")
         if previous is not None:
             _same_artifact(directory, previous.name, manifest.name)
+            keeps_real_weights(directory, previous, manifest.weights)
             # Variant records stay: those built from this same graph remain current, the others
             # are reported stale (and rebuilt on request) rather than silently dropped.
             manifest = manifest.model_copy(update={"variants": previous.variants})
