@@ -234,11 +234,29 @@ def _target(args: argparse.Namespace, key: art.VariantKey | None, err: Console) 
     return _Target(artifact, graph_key(key, named, file), data, file.path, file)
 
 
+def _check_explain(args: argparse.Namespace, key: art.VariantKey | None) -> None:
+    """``--explain`` on a graph it cannot explain: one line before any graph is resolved, built or run."""
+    if not args.explain:
+        return
+    from exporter import artifact as art
+
+    from .explainable import explainable
+
+    named = key
+    if named is None and args.artifact.endswith(".onnx") and args.graph is None:
+        with contextlib.suppress(art.ArtifactError):  # a bad path is reported where it is resolved
+            named = art.locate(args.artifact, args.artifacts_dir).key
+    problem = explainable(named, foreign=args.graph is not None)
+    if problem:
+        raise UserError(problem)
+
+
 def _check(args: argparse.Namespace, out: Console) -> int:
     from exporter import artifact as art
 
     err = Console(sys.stderr)
     key = art.VariantKey.parse(args.precision) if args.precision else None
+    _check_explain(args, key)
     engine_key = None
     if args.graph is not None and args.engine == "tensorrt":
         raise UserError("--graph is checked on onnxruntime: --engine tensorrt builds from the artifact's own graphs")

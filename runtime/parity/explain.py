@@ -37,6 +37,7 @@ from exporter.reference import Prepared
 
 from ..sessions import SessionConfig, create_session
 from . import DEFAULT_SEED, DIGITS
+from .explainable import explainable
 
 #: Ops that move data between representations; they are not layers of their own.
 _PLUMBING = {"QuantizeLinear", "DequantizeLinear", "Cast"}
@@ -334,13 +335,9 @@ def explain_artifact(
     ``foreign``: ``graph`` is a file the artifact does not record (``--graph``), compared layer by
     layer with the recorded fp32 graph at any precision, fp32 included (a rewritten fp32 graph
     keeps most tensor names)."""
-    if key.precision == "fp32" and not foreign:
-        raise UserError("--explain compares a variant with the fp32 graph: add --precision int8 or fp16")
-    if key.optimize_for:
-        raise UserError(
-            f"--explain reads the tensors the quantizer named; onnxruntime's offline-optimized {key} graph has "
-            f"fused them away: explain --precision {key.precision} instead"
-        )
+    problem = explainable(key, foreign=foreign)
+    if problem:
+        raise UserError(problem)
     stale = artifact.stale_reason()
     if stale:
         raise UserError(f"--explain needs the current fp32 graph of {artifact.name}: {stale}")

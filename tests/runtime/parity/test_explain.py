@@ -15,7 +15,7 @@ from exporter.errors import UserError
 from exporter.reference import rebuild
 from exporter.variants import build_variant
 from runtime.parity.explain import check_inputs, explain, explain_artifact
-from tests.helpers import run_cli, strict_loads
+from tests.helpers import assert_one_line, run_cli, strict_loads
 
 INT8, FP16 = art.VariantKey("int8"), art.VariantKey("fp16")
 
@@ -108,3 +108,19 @@ def test_cli_table_and_json_are_complete(resnet_int8: Path) -> None:
         line = next((t for t in table if f" {row['node']} " in t), None)
         assert line is not None and f" {row['tensor']} " in line, f"row of {row['node']} missing or cut"
     assert "…" not in proc.stdout and "loses most:" in proc.stdout and "worst" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("graph", "extra", "message"),
+    [
+        ("lenet5", [], "--explain compares a variant with the fp32 graph: add --precision int8 or fp16"),
+        ("lenet5.onnx", [], "add --precision int8 or fp16"),
+        ("lenet5", ["--precision", "int8.opt-cpu"], "explain --precision int8 instead"),
+    ],
+)
+def test_explain_checks_its_arguments_first(lenet_dir: Path, graph: str, extra: list[str], message: str) -> None:
+    # one line and nothing before it: no graph resolved, built or run (the parity check prints its steps)
+    ref = str(lenet_dir / graph) if graph.endswith(".onnx") else graph
+    proc = run_cli("runtime.parity", ref, *extra, "--explain", "--artifacts-dir", str(lenet_dir.parent))
+    assert_one_line(proc, message, code=2)
+    assert proc.stdout == ""
