@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import options
 from .console import Column, CommandParser, Console, fmt, size_text
-from .errors import UserError, describe_os_error, first_line, run_guarded
+from .errors import Terminated, UserError, describe_os_error, first_line, run_guarded
 from .files import sha256_file
 from .opsets import DEFAULT_OPSET, SUPPORTED_OPSETS, validate_opset
 from .user_model import is_user_model_ref, parse_input_shape
@@ -417,7 +417,11 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.view:
         from .viewer import view
 
-        view(path, port=args.http_port, open_browser=not args.no_browser, announce=out.print)
+        try:
+            view(path, port=args.http_port, open_browser=not args.no_browser, announce=out.print)
+        except Terminated:  # what was exported is complete by now: only the viewer stopped
+            err.print("interrupted: the viewer stopped")
+            return 143
     return 0
 
 
@@ -453,7 +457,7 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
                         name,
                         ("ok", "green"),
                         f"{m.nodes_raw} -> {m.nodes}",
-                        f"{m.size_bytes / 1e6:.1f}",
+                        size_text(m.size_bytes),
                         fmt(m.parity.worst("max_abs_err"), ".1e"),
                         f"{r.seconds:.1f}",
                     ]
@@ -473,7 +477,7 @@ def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:
                 failures.append((name, message))
                 rows.append([name, ("FAILED", "red"), "", "", "", ""])
             progress.advance()
-    cols = [Column("model"), Column("status"), Column("nodes raw -> simplified", True), Column("MB", True)]
+    cols = [Column("model"), Column("status"), Column("nodes raw -> simplified", True), Column("size", True)]
     cols += [Column("max abs err", True), Column("seconds", True)]
     done = len(names) - len(failures) - len(fixed)
     title = f"Exported {done}/{len(names)} models to {args.artifacts_dir} (opset {args.opset or DEFAULT_OPSET})"

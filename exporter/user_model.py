@@ -75,8 +75,13 @@ def load_user_builder(ref: str) -> tuple[str, object]:
             raise
         raise UserError(f"importing {path} failed: {describe_exception(exc)}") from exc
     if not hasattr(module, attr):
-        names = sorted(n for n in vars(module) if not n.startswith("_"))
-        raise UserError(f"{path} defines no {attr!r} (it has: {', '.join(names) or 'nothing public'})")
+        # what the file itself defines that could build a model: not the modules and names it imports
+        names = sorted(
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == mod_name
+        )
+        raise UserError(f"{path} defines no {attr!r} (it defines: {', '.join(names) or 'no class or function'})")
     return attr, getattr(module, attr)
 
 

@@ -14,11 +14,25 @@ def build_parser() -> CommandParser:
     p = CommandParser(
         prog="python -m exporter.train", description="Train small zoo models on scikit-learn's digits (no download)."
     )
-    p.add_argument("models", nargs="*", default=list(DIGITS_MODELS), help=f"default: {' '.join(DIGITS_MODELS)}")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument(
+        "models",
+        nargs="*",
+        default=list(DIGITS_MODELS),
+        help=f"zoo models to train (default: {' '.join(DIGITS_MODELS)})",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help="passes over the training split (default: each model's recipe, lenet5 30)",
+    )
+    p.add_argument(
+        "--lr", type=float, metavar="RATE", help="Adam's learning rate (default: each model's recipe, lenet5 0.003)"
+    )
     options.batch_size(p, many=False, default=64, help="training batch size (default 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the initial weights and the batch order (default 0)"
+    )
     options.artifacts_dir(p, writes=True, old=("--output-dir",))
     p.add_argument(
         "--export",

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("artifact", help="the artifact the server serves (outputs are checked against it)")
     p.add_argument("--url", default="127.0.0.1:8001", help="the server's gRPC or HTTP address (default 127.0.0.1:8001)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="how to talk to --url (default grpc)")
     p.add_argument(
         "--metrics-port",
         type=int,

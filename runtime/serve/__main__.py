@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from exporter import options
-from exporter.console import Column, CommandParser, Console
+from exporter.console import Column, CommandParser, Console, size_text
 from exporter.errors import Terminated, UserError, run_guarded
 
 from .config import TENSORRT_PRECISIONS, ModelOptions
@@ -168,7 +168,7 @@ def _write_repository(args: argparse.Namespace, options: ModelOptions, out: Cons
     )
     out.print(
         f"wrote {written.config_path} and {written.model_path} "
-        f"({written.size_bytes / 1e6:.1f} MB, sha256 {written.sha256[:12]})"
+        f"({size_text(written.size_bytes)}, sha256 {written.sha256[:12]})"
         + (", replacing the previous one" if written.replaced else "")
     )
     extras = [", ".join(s.instances)] + ([f"accelerators {', '.join(s.accelerators)}"] if s.accelerators else [])

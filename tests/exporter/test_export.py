@@ -257,7 +257,8 @@ def test_api_mistakes_say_what_is_wrong_and_what_to_do(target, kwargs: dict, mes
         (["lenet5", "--weights", "/nonexistent/w.pth"], "weights file not found"),
         (["tiny.py:TinyNet", "--input-shape", "3xAx3"], "bad --input-shape"),
         (["tiny.py:TinyNet"], "give its --input-shape"),
-        (["tiny.py:Missing", "--input-shape", "3x8x8"], "defines no 'Missing'"),
+        # the candidates are what the file defines, not the modules it imports (torch, nn)
+        (["tiny.py:Missing", "--input-shape", "3x8x8"], "defines no 'Missing' (it defines: TinyNet, make_tiny)"),
         (["tiny.py:NOT_A_MODEL", "--input-shape", "3x8x8"], "not a class or function"),
         (["nothere.py:Net", "--input-shape", "3x8x8"], "model file not found"),
         (["lenet5", "--weights", "garbage.pth"], "cannot read weights file"),
@@ -299,6 +300,7 @@ def test_cli_list_table_and_json() -> None:
     assert by_name["resnet50"]["gflops"] > 8
     table = run_cli("exporter", "--list")
     assert table.returncode == 0 and "resnet152" in table.stdout and "60,192,808" in table.stdout
+    assert "seed 0" not in table.stdout, "the table cites the seed articles by number, unexplained"
 
 
 def test_cli_all_continues_past_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -146,3 +146,11 @@ def test_old_spelling_works_from_the_command_line() -> None:
         "note: --precisions is deprecated and will be removed: use --precision",
         "error: unknown precision 'fp8': use fp32, fp16, int8 (optionally .opt-cpu or .opt-cuda) or bf16",
     ]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_says_what_it_does(command: str) -> None:
+    """Defect: ``exporter.train --help`` listed --epochs, --lr and --seed with no description."""
+    parser = _parser(command)
+    bare = [a.option_strings[0] if a.option_strings else a.dest for a in parser._actions if not a.help]
+    assert bare == [], f"python -m {command} --help: no description for {', '.join(bare)}"

@@ -205,3 +205,26 @@ def test_empty_onnx_is_refused_not_served(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     proc = run_cli("exporter", str(empty), "--view", "--no-browser", timeout=60)
     assert_one_line(proc, "holds no ONNX graph", code=2)
+
+
+def test_sigterm_to_view_says_the_viewer_stopped(exported) -> None:
+    """Defect: SIGTERM to --view printed "interrupted: nothing partial was written" (nothing was being written)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "exporter", str(exported("lenet5").onnx_path), "--view", "--no-browser"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "Serving lenet5.onnx with netron" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    assert err.strip() == "interrupted: the viewer stopped", err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,7 @@ def test_cli_writes_and_checks_a_repository(resolved_lenet, artifacts_dir: Path,
     )
     assert r.returncode == 0, r.stderr
     assert "preferred_batch_size: [4, 16]" in r.stdout
+    assert re.search(r"model\.onnx \(\d+\.\d kB, sha256", r.stdout), r.stdout  # lenet5's 252 kB, not "0.3 MB"
     assert f"repository {repo} holds: lenet5" in r.stdout
     assert (repo / "lenet5" / "1" / "model.onnx").is_file()
     r = run_cli("runtime.serve", "--check-repository", str(repo))
