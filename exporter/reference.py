@@ -163,6 +163,22 @@ def prepare(
     )
 
 
+def _other_weights(manifest: Manifest, builder: str | nn.Module | None) -> str:
+    """Why a rebuilt reference is not the exported model, and how to make it so."""
+    what = "the zoo's code for it" if builder is None else builder if isinstance(builder, str) else "the module"
+    message = f"{what} does not give the weights {manifest.name} was exported with (state_dict fingerprint differs)"
+    if builder is None:
+        return f"{message}: the zoo's code has changed since; export it again"
+    if manifest.weights.kind == "file":
+        return f"{message}: its code has changed (the weights file is the same)"
+    # An unseeded builder draws other random weights each call: only a weights file makes both sides the same.
+    weights = f"{manifest.name}.pth"
+    return (
+        f"{message}: it builds other weights each call (unseeded) or has changed; save them once, "
+        f"torch.save(model.state_dict(), {weights!r}), and export with --weights {weights}: parity loads the same file"
+    )
+
+
 def rebuild(manifest: Manifest, builder: str | nn.Module | None = None) -> Prepared:
     """The PyTorch model an artifact was exported from, with the same weights.
 
@@ -204,13 +220,7 @@ def rebuild(manifest: Manifest, builder: str | nn.Module | None = None) -> Prepa
             )
             return prepared
     if prepared.weights.state_sha256 != w.state_sha256:
-        what = (
-            "the zoo's code for it" if builder is None else f"{builder if isinstance(builder, str) else 'the module'}"
-        )
-        raise UserError(
-            f"{what} does not give the weights {manifest.name} was exported with (state_dict fingerprint "
-            "differs): its builder is not deterministic or has changed; save its weights and export with --weights"
-        )
+        raise UserError(_other_weights(manifest, builder))
     return prepared
 
 

@@ -18,6 +18,7 @@ from exporter.errors import ExportFailed, UserError
 from exporter.export import export_model
 from exporter.files import AtomicWriter
 from exporter.reference import prepare, rebuild
+from exporter.user_model import build_user_model
 from exporter.zoo import get_spec, list_models
 from runtime.parity import check
 from tests.helpers import assert_one_line, run_cli
@@ -177,8 +178,18 @@ def test_user_model_file_exports_like_a_zoo_model(builder: str, tmp_path: Path) 
     else:
         # An unseeded class builds other random weights each call: the fingerprint catches it
         # instead of reporting a parity failure (or, worse, a pass against other weights).
-        with pytest.raises(UserError, match="not deterministic"):
+        # The message says what to do (README: "Your own model"), and doing it makes parity pass.
+        with pytest.raises(UserError, match=r"save them once, .*export with --weights tinynet\.pth"):
             rebuild(manifest, ref)
+        weights = tmp_path / "tinynet.pth"
+        torch.manual_seed(5)
+        torch.save(build_user_model(ref)[1].state_dict(), weights)
+        proc = run_cli(
+            "exporter", ref, "--input-shape", "3x20x20", "--weights", str(weights), "--artifacts-dir", str(out)
+        )
+        assert proc.returncode == 0, proc.stderr
+        manifest = art.open_artifact(path.parent).manifest
+        assert manifest.weights.kind == "file" and check(path, rebuild(manifest, ref), batch_sizes=(1,)).passed
 
 
 def test_nn_module_exports_through_the_api(tmp_path: Path) -> None:
