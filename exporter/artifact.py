@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from .errors import UserError, describe_os_error
-from .files import AtomicWriter, sha256_file, strict_json
+from .files import AtomicWriter, NotRegularFile, read_regular_text, sha256_file, strict_json
 from .options import ARTIFACTS_DIR, PRECISIONS, TARGETS
 
 SCHEMA_VERSION = 2
@@ -502,9 +502,11 @@ def read_manifest(directory: Path) -> Manifest | None:
     """The artifact's manifest, None where the folder has none; invalid ones raise ArtifactError."""
     path = manifest_path(directory)
     try:
-        text = path.read_text()
+        text = read_regular_text(path)  # a FIFO or a link to /dev/zero: refused, never read
     except FileNotFoundError:
         return None
+    except NotRegularFile as exc:
+        raise ArtifactError(f"cannot read {path}: {exc} (remove it, or export the model again to rewrite it)") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"cannot read {path}: {exc}") from exc
     return parse_manifest(text, path)
@@ -547,8 +549,10 @@ class Artifact:
             if record.base_sha256 != self.manifest.sha256:
                 return f"the {key} variant was built from an earlier export of {self.name}"
             expected = record.sha256
-        if not path.is_file():
+        if not path.exists():
             return f"{path} is missing"
+        if not path.is_file():  # a FIFO or a device is never hashed (it would block or never end)
+            return f"{path} is not a regular file"
         if sha256_file(path) != expected:
             return f"{path} does not match its manifest (sha256 differs)"
         return None
@@ -584,14 +588,14 @@ def locate(ref: str, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR) -> Locat
             if record.file == path.name:
                 return Location(directory, manifest.name, VariantKey.parse(key_text))
         raise ArtifactError(f"{path.name} is not recorded in {manifest_path(directory)}")
-    if path.is_dir() and manifest_path(path).is_file():
+    if path.is_dir() and manifest_path(path).exists():  # not a regular file: read_manifest says so
         manifest = read_manifest(path)
         assert manifest is not None
         return Location(path, manifest.name)
     if "/" in ref or "\\" in ref:
         raise ArtifactError(f"{ref} is not an artifact folder (no {MANIFEST_FILE} in it)")
     directory = artifact_dir(ref, artifacts_dir)
-    return Location(directory, ref, zoo_default=not manifest_path(directory).is_file())
+    return Location(directory, ref, zoo_default=not manifest_path(directory).exists())
 
 
 def open_artifact(directory: Path) -> Artifact:

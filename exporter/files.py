@@ -15,18 +15,81 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import UserError, describe_os_error
 
 PARTIAL_SUFFIX = ".partial"
 
 
+#: The most a manifest (or another small JSON or text file the toolkit reads) may hold: the largest
+#: zoo manifest is well under 1 MiB; a file far larger is not one, and is refused before it is read.
+SMALL_FILE_LIMIT = 16 << 20
+
+
+class NotRegularFile(OSError):
+    """A path the toolkit would read is not a plain file (a FIFO, a device, a socket), or is far too
+    large for what it should hold. Its message says which, in words; callers add the path and what to do."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
+@contextlib.contextmanager
+def open_regular(path: str | Path, *, limit: int | None = None) -> Iterator[BinaryIO]:
+    """``path`` opened for reading, refusing anything but a regular file (a FIFO would block forever,
+    ``/dev/zero`` never ends) and, with ``limit``, one larger than ``limit`` bytes.
+
+    The file is opened without blocking and its type read from the open file itself, so nothing
+    swapped in between a check and the open can make the read hang. FileNotFoundError passes through.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once, no writer needed
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{_kind(st.st_mode)}, not a regular file")
+        if limit is not None and st.st_size > limit:
+            raise NotRegularFile(_too_large(st.st_size, limit))
+        os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    cap = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+    found = f"{size / 1e6:,.1f} MB" if size is not None else "it grew while read"
+    return f"larger than the {cap} such a file can hold ({found}): it is not one"
+
+
+def read_regular(path: str | Path, *, limit: int | None = SMALL_FILE_LIMIT) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (None: any size); see :func:`open_regular`."""
+    with open_regular(path, limit=limit) as fh:
+        data = fh.read() if limit is None else fh.read(limit + 1)
+    if limit is not None and len(data) > limit:  # it grew, or its size was not told (a /proc file)
+        raise NotRegularFile(_too_large(None, limit))
+    return data
+
+
+def read_regular_text(path: str | Path, *, limit: int | None = SMALL_FILE_LIMIT) -> str:
+    """:func:`read_regular` decoded as UTF-8 (UnicodeDecodeError where it is not)."""
+    return read_regular(path, limit=limit).decode()
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from exporter import artifact as art
 from exporter.errors import UserError
-from exporter.files import sha256_bytes
+from exporter.files import read_regular, sha256_bytes
 from exporter.zoo import list_models
 
 
@@ -195,7 +195,7 @@ def resolve(
             base_stale = artifact.stale_reason()
             variant_stale = None if key.is_base or base_stale else artifact.stale_reason(key)
             if not base_stale and not variant_stale:
-                graph = artifact.path(key).read_bytes()
+                graph = read_regular(artifact.path(key), limit=None)
                 if sha256_bytes(graph) == (
                     artifact.manifest.sha256 if key.is_base else artifact.manifest.variants[str(key)].sha256
                 ):

@@ -11,13 +11,12 @@ a stale artifact is used as recorded, never rebuilt.
 
 from __future__ import annotations
 
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporter import artifact as art
 from exporter.errors import UserError
-from exporter.files import sha256_bytes
+from exporter.files import NotRegularFile, read_regular, sha256_bytes
 
 
 @dataclass(frozen=True)
@@ -70,15 +69,11 @@ def open_graph_file(path: str | Path, artifact: art.Artifact) -> tuple[GraphFile
     """Read ``path`` (a regular file) and fingerprint it against the graphs ``artifact`` records."""
     p = Path(path)
     try:
-        mode = p.stat().st_mode
+        data = read_regular(p, limit=None)
     except FileNotFoundError:
         raise UserError(f"--graph {p} does not exist") from None
-    except OSError as exc:
-        raise UserError(f"--graph {p}: {exc.strerror}") from exc
-    if not stat.S_ISREG(mode):
-        raise UserError(f"--graph {p} is not a regular file")
-    try:
-        data = p.read_bytes()
+    except NotRegularFile as exc:
+        raise UserError(f"--graph {p} is {exc}") from exc
     except OSError as exc:
         raise UserError(f"--graph {p}: {exc.strerror}") from exc
     if not data:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import UserError, describe_os_error
-from exporter.files import ensure_writable_dir, sha256_bytes
+from exporter.files import ensure_writable_dir, read_regular, read_regular_text, sha256_bytes
 
 from .config import (
     CONFIG_FILE,
@@ -210,7 +210,7 @@ def _check_model(folder: Path) -> CheckedModel:
         return CheckedModel(name, [], False, "an unfinished write was left here (a killed writer): remove this folder")
     config_path = folder / CONFIG_FILE
     try:
-        config = parse_config(config_path.read_text(), where=f"{name}/{CONFIG_FILE}")
+        config = parse_config(read_regular_text(config_path), where=f"{name}/{CONFIG_FILE}")
     except FileNotFoundError:
         return CheckedModel(
             name, [], False, f"no {CONFIG_FILE} (this toolkit does not rely on auto-completed configurations)"
@@ -228,7 +228,7 @@ def _check_model(folder: Path) -> CheckedModel:
     for version in versions:
         graph_path = folder / version / file_name
         try:
-            graph = graph_path.read_bytes()
+            graph = read_regular(graph_path, limit=None)  # a FIFO would block the check forever
         except FileNotFoundError:
             return CheckedModel(name, versions, False, f"version {version} has no {file_name}")
         except OSError as exc:
@@ -269,11 +269,11 @@ def read_repository_model(directory: Path, name: str | None = None) -> ServableM
     if not model.ok:
         raise ConfigError(model.problem or f"{model.name}: not a valid model")
     folder = directory / model.name
-    text = (folder / CONFIG_FILE).read_text()
+    text = read_regular_text(folder / CONFIG_FILE)
     config = parse_config(text, where=f"{model.name}/{CONFIG_FILE}")
     version = model.versions[-1]
     graph_path = folder / version / (config.default_model_filename or MODEL_FILE)
-    graph = graph_path.read_bytes()
+    graph = read_regular(graph_path, limit=None)
     options = options_from_config(config)
     io = graph_io(graph)
     shape = _sample_shape(config, io)

@@ -4,7 +4,11 @@ and what a killed run left is removed by the next write."""
 from __future__ import annotations
 
 import errno
+import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,7 @@ import exporter.files as files
 from exporter import artifact as art
 from exporter.__main__ import main as exporter_main
 from exporter.export import export_model
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def _disk_full(monkeypatch: pytest.MonkeyPatch, when=lambda path: True) -> None:
@@ -96,3 +100,72 @@ def test_scratch_of_a_killed_variant_build_stays_in_the_artifact_and_is_removed(
     proc = run_cli("exporter", "lenet5", "--precision", "fp16", "--artifacts-dir", str(lenet_dir.parent))
     assert proc.returncode == 0, proc.stderr
     assert not killed.exists()
+
+
+def _make(kind: str, path: Path) -> None:
+    """A manifest.json that is not one: a FIFO, a link to /dev/zero, a (sparse) file of 100 MB."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with open(path, "wb") as fh:
+            fh.truncate(100 << 20)
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("fifo", "manifest.json: a FIFO (named pipe), not a regular file (remove it, or export the model again"),
+        ("zero", "manifest.json: a device, not a regular file"),
+        ("huge", "manifest.json: larger than the 16 MiB such a file can hold (104.9 MB): it is not one"),
+    ],
+)
+def test_a_manifest_that_is_not_a_regular_file_is_refused_unread(kind: str, message: str, lenet_dir: Path) -> None:
+    """Defects: a FIFO manifest.json blocked every command forever; one linked to /dev/zero was read until
+    memory ran out. Run apart, with 1 GiB of address space and a minute, so that the old code fails rather
+    than hangs or takes the machine's memory."""
+    manifest = lenet_dir / "manifest.json"
+    manifest.unlink()
+    _make(kind, manifest)
+    code = "import sys; from pathlib import Path; from exporter import artifact as art\n"
+    code += "try:\n    art.read_manifest(Path(sys.argv[1]))\nexcept art.ArtifactError as exc:\n    print(exc)\n"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # noqa: E731
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(lenet_dir)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 0 and message in proc.stdout, (proc.stdout, proc.stderr[-500:])
+
+
+def test_an_export_over_a_fifo_manifest_does_not_hang_holding_the_lock(lenet_dir: Path) -> None:
+    """Defect: the exporter read the FIFO under the artifact's lock and waited for a writer forever."""
+    manifest = lenet_dir / "manifest.json"
+    manifest.unlink()
+    os.mkfifo(manifest)
+    proc = run_cli("exporter", "lenet5", "--artifacts-dir", str(lenet_dir.parent), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "replaced an unreadable manifest" in proc.stdout and "a FIFO (named pipe)" in proc.stdout
+    assert manifest.is_file() and art.open_artifact(lenet_dir).manifest.name == "lenet5"
+
+
+def test_read_regular_refuses_special_files_and_bounds_the_size(tmp_path: Path) -> None:
+    from exporter.files import NotRegularFile, read_regular, sha256_file
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "small").write_bytes(b"12345")
+    for name, kind in [("fifo", "a FIFO"), ("folder", "a folder")]:
+        with pytest.raises(NotRegularFile, match=f"{kind}.*, not a regular file"):
+            read_regular(tmp_path / name)
+    with pytest.raises(NotRegularFile, match="a device"):
+        sha256_file("/dev/zero")  # hashing never reads what never ends
+    with pytest.raises(NotRegularFile, match="larger than the 4 bytes"):
+        read_regular(tmp_path / "small", limit=4)
+    assert read_regular(tmp_path / "small") == b"12345"
+    with pytest.raises(FileNotFoundError):
+        read_regular(tmp_path / "missing")

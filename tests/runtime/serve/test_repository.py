@@ -250,3 +250,15 @@ def test_a_failed_write_leaves_the_repository_as_it_was(resolved_lenet, tmp_path
     assert first.config_path.read_text() == before
     assert (repo / "lenet5" / "1" / "model.onnx").read_bytes() == resolved_lenet.graph
     assert not [p for p in [*repo.iterdir(), *tmp_path.iterdir()] if p.name.startswith(".")]
+
+
+def test_check_repository_refuses_a_fifo_graph_without_waiting(resolved_lenet, tmp_path: Path) -> None:
+    """Defect: --check-repository opened a FIFO model.onnx and waited for a writer forever."""
+    write_repository_model(resolved_lenet, tmp_path / "repo", ModelOptions(max_batch=8))
+    graph = tmp_path / "repo" / "lenet5" / "1" / "model.onnx"
+    graph.unlink()
+    os.mkfifo(graph)
+    r = run_cli("runtime.serve", "--check-repository", str(tmp_path / "repo"), timeout=120)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "model.onnx: a FIFO (named pipe), not a regular file" in errors[0], r.stderr
