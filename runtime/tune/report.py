@@ -65,7 +65,9 @@ def describe(c: Candidate) -> str:
     if f is None:
         return c.label
     p99 = f"p99 {f.p99_ms:.3g} ms" if f.p99_ms is not None else f"p99 not measured ({f.requests} requests)"
-    return f"{c.label}: {f.throughput_ips:.0f} img/s, {p99}"
+    # the one line a user reads must not hide what the table flags
+    flag = f" (unstable: {'; '.join(f.unstable_reasons) or 'flagged by the bench'})" if f.unstable else ""
+    return f"{c.label}: {f.throughput_ips:.0f} img/s, {p99}{flag}"
 
 
 def why(chosen: Candidate, runner_up: Candidate | None, lead: Interval | None, target: str) -> str:

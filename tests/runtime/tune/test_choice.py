@@ -149,3 +149,16 @@ def test_every_variant_the_artifact_records_is_a_candidate_precision(exported) -
     # one) is swept as recorded: the candidates follow the manifest's keys, not a list of names
     extra = m.model_copy(update={"variants": {**m.variants, "auto": m.variants["int8"]}})
     assert precisions_to_sweep(TuneConfig("lenet5"), extra, cuda=False)[0][-1] == "auto"
+
+
+def test_the_explanation_says_when_a_figure_is_unstable() -> None:
+    from runtime.tune.report import why
+
+    steady, noisy = _c(ips=300, confirmed=True, batch=8), _c(ips=480, confirmed=True)
+    shaky = noisy.confirmed.model_copy(  # type: ignore[union-attr]
+        update={"unstable": True, "unstable_reasons": ["throughput 95% CI spans 25% of it"]}
+    )
+    noisy = noisy.model_copy(update={"confirmed": shaky})
+    line = why(noisy, steady, None, "throughput")
+    assert "480 img/s, p99 10 ms (unstable: throughput 95% CI spans 25% of it); next best" in line
+    assert "(unstable" not in line.split("next best")[1]  # the steady runner-up is not flagged
