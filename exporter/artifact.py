@@ -243,6 +243,9 @@ class QuantizationRecord(_Record):
     calibration_images: int
     calibration_source: str
     calibration_dir: str | None = None
+    #: the (height, width) of each group of calibration images, for a dynamic-size graph (the sizes
+    #: it is verified at, or a folder's images at their own sizes); empty: the export size only
+    calibration_sizes: list[tuple[int, int]] = Field(default_factory=list)
     float_nodes: list[str]
     cpu_features: dict[str, bool]
     #: why each group of ``float_nodes`` stayed float (one line per reason)

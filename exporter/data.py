@@ -64,36 +64,59 @@ def digits(input_shape: tuple[int, ...]) -> tuple[Split, Split]:
     )
 
 
+def _calibration_files(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise UserError(f"calibration directory not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | {".npy"})
+    if not files:
+        raise UserError(f"no PNG/JPEG/.npy files in {root}")
+    return files
+
+
+def _read_calibration_file(f: Path, channels: int) -> torch.Tensor:
+    """One calibration file at its own size, (N, C, H, W) in the model's input range."""
+    from PIL import Image
+
+    try:
+        if f.suffix.lower() == ".npy":
+            arr = np.load(f).astype(np.float32)
+            arr = arr[None] if arr.ndim in (2, 3) else arr
+            t = torch.as_tensor(arr)
+            return t[:, None] if t.ndim == 3 else t
+        img = np.asarray(Image.open(f).convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+        img = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+        return torch.as_tensor(img[None]) * 2 - 1
+    except Exception as exc:
+        raise UserError(f"cannot read calibration file {f}: {exc}") from exc
+
+
 def load_calibration_dir(path: str | Path, input_shape: tuple[int, ...], limit: int = 512) -> torch.Tensor:
     """Calibration images from a folder: PNG/JPEG (scaled to [0, 1]) or ``.npy`` arrays.
 
     ``.npy`` files hold one image (C,H,W or H,W) or a batch (N,C,H,W) already in the
     model's input range; images are resized and converted to the model's channel count.
     """
-    from PIL import Image
-
-    root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"calibration directory not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | {".npy"})
-    if not files:
-        raise UserError(f"no PNG/JPEG/.npy files in {root}")
-    batches: list[torch.Tensor] = []
-    for f in files[:limit]:
-        try:
-            if f.suffix.lower() == ".npy":
-                arr = np.load(f).astype(np.float32)
-                arr = arr[None] if arr.ndim in (2, 3) else arr
-                t = torch.as_tensor(arr)
-                batches.append(_fit(t[:, None] if t.ndim == 3 else t, input_shape))
-            else:
-                mode = "L" if input_shape[0] == 1 else "RGB"
-                img = np.asarray(Image.open(f).convert(mode), dtype=np.float32) / 255.0
-                img = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
-                batches.append(to_model_input(img[None], input_shape))
-        except Exception as exc:
-            raise UserError(f"cannot read calibration file {f}: {exc}") from exc
+    files = _calibration_files(Path(path))
+    batches = [_fit(_read_calibration_file(f, input_shape[0]), input_shape) for f in files[:limit]]
     return torch.cat(batches)[:limit].contiguous()
+
+
+def load_calibration_groups(
+    path: str | Path, channels: int, min_size: tuple[int, int], limit: int = 512
+) -> list[torch.Tensor]:
+    """A folder's calibration images (as :func:`load_calibration_dir` reads them) at their own sizes, for a
+    dynamic-size graph: one tensor per (height, width), each raised to ``min_size`` where smaller."""
+    groups: dict[tuple[int, int], list[torch.Tensor]] = {}
+    count = 0
+    for f in _calibration_files(Path(path)):
+        if count >= limit:
+            break
+        t = _read_calibration_file(f, channels)[: limit - count]
+        h, w = max(t.shape[-2], min_size[0]), max(t.shape[-1], min_size[1])
+        t = _fit(t, (channels, h, w))
+        groups.setdefault((h, w), []).append(t)
+        count += len(t)
+    return [torch.cat(g).contiguous() for g in groups.values()]
 
 
 def random_input(input_shape: tuple[int, ...], batch: int, seed: int) -> torch.Tensor:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -25,11 +24,11 @@ from . import artifact as art
 from .errors import ExportFailed, UserError, describe_os_error, first_line
 from .files import atomic_outputs, remove_stale_partials, require_free_space, scratch_dir, sha256_bytes
 from .graph import io_shapes, io_spec, op_counts, topological_sort
+from .ranges import CALIBRATION_BATCH, CalibrationReader
 from .reference import Prepared, rebuild
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 CALIBRATION_IMAGES = 256
-CALIBRATION_BATCH = 16
 #: The layers whose count bounds a float stem (see :func:`float_stem`).
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: When every layer in int8 fails verification, graphs keeping the first 1, 2, ... of this many
@@ -132,35 +131,6 @@ def to_fp16(model: onnx.ModelProto, keep_io_types: bool = True) -> onnx.ModelPro
     return topological_sort(half)
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over a tensor of calibration images.
-
-    ``__len__`` and ``set_range`` let onnxruntime feed it a few batches at a time
-    (``CalibStridedMinMax``): its histogram calibrators otherwise keep every intermediate
-    tensor of every calibration batch in memory (about 30 GB for VGG-16 on 256 images).
-    """
-
-    def __init__(self, images: torch.Tensor, input_name: str, batch: int = CALIBRATION_BATCH) -> None:
-        self._batches = [images[i : i + batch].numpy() for i in range(0, len(images), batch)]
-        self._input = input_name
-        self._i, self._end = 0, len(self._batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._i >= self._end:
-            return None
-        self._i += 1
-        return {self._input: self._batches[self._i - 1]}
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._i, self._end = start_index, min(end_index, len(self._batches))
-
-    def rewind(self) -> None:
-        self._i, self._end = 0, len(self._batches)
-
-
 def prepare_for_int8(fp32_path: Path, out_path: Path) -> onnx.ModelProto:
     """onnxruntime's pre-processing for quantization (shape inference, basic fusions), saved to ``out_path``."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -190,7 +160,7 @@ def float_stem(model: onnx.ModelProto, layers: int) -> list[str]:
 def quantize_int8(
     prepared: Path,
     out_path: Path,
-    calibration: torch.Tensor | None,
+    calibration: torch.Tensor | Sequence[torch.Tensor] | None,
     *,
     method: str = "minmax",
     per_channel: bool = True,
@@ -203,6 +173,7 @@ def quantize_int8(
     Nodes in ``keep_float`` (and BatchNormalizations that did not fold) stay float. With
     ``cache``, the activation ranges are computed once and reused from that file, so a second
     graph with other float nodes costs no second calibration (``calibration`` may then be None).
+    ``calibration`` is one tensor of images or several of different input sizes (dynamic-size graphs).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -214,17 +185,18 @@ def quantize_int8(
 
     if method not in CALIBRATION_METHODS:
         raise UserError(f"unknown calibration method {method!r}: choose {', '.join(CALIBRATION_METHODS)}")
-    if calibration is not None and not torch.isfinite(calibration).all():
+    groups = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration or [])
+    if any(not torch.isfinite(g).all() for g in groups):
         raise UserError("the calibration images contain NaN or Inf values")
     reduce = default_reduce_range() if reduce_range is None else reduce_range
     model = onnx.load(str(prepared), load_external_data=False)
     reader = None
     if calibration is not None:
-        reader = type("Reader", (_Reader, CalibrationDataReader), {})(calibration, model.graph.input[0].name)
+        reader = type("Reader", (CalibrationReader, CalibrationDataReader), {})(groups, model.graph.input[0].name)
     float_nodes = list(dict.fromkeys([*unfused_batchnorms(model), *keep_float]))
     extra: dict[str, object] = {"WeightSymmetric": True, "ActivationSymmetric": False}
     if method != "minmax":
-        extra["CalibStridedMinMax"] = 1  # histograms one batch at a time (see _Reader)
+        extra["CalibStridedMinMax"] = 1  # histograms one batch at a time (see CalibrationReader)
     quantize_static(
         str(prepared),
         str(out_path),
@@ -334,23 +306,45 @@ def int8_tolerance(
     return default.model_copy(update={"min_sqnr_db": min_sqnr, "min_cosine": min_cosine}), reason
 
 
-def calibration_images(reference: Prepared, calibration_dir: str | Path | None) -> tuple[torch.Tensor, str]:
-    """Images to calibrate int8 on, from the distribution the parity check feeds.
+def calibration_images(
+    reference: Prepared,
+    calibration_dir: str | Path | None,
+    sizes: Sequence[tuple[int, int]] = (),
+    min_size: tuple[int, int] | None = None,
+) -> tuple[list[torch.Tensor], str]:
+    """Images to calibrate int8 on, from the distribution the parity check feeds: one tensor per input size.
 
     The user's folder where given; the digits training split for digits-trained weights;
     otherwise seeded random inputs in [-1, 1), the distribution the check of a model with
     random weights uses (calibrating on one distribution and checking on another makes
     every activation range wrong).
-    """
-    from .data import digits, load_calibration_dir, random_input
 
+    ``sizes`` (a dynamic-size graph's verified (height, width) pairs): the built-in images are
+    drawn at every one of them, :data:`CALIBRATION_IMAGES` in all, since activation ranges move
+    with the input size (resnet_cifar calibrated at 32x32 only: SQNR 2.1 dB at 256x300, its
+    global average pool's inputs spread wider than at 32x32); a folder's images keep their own
+    sizes (raised to ``min_size`` where smaller).
+    """
+    from .data import digits, load_calibration_dir, load_calibration_groups, random_input
+
+    channels = reference.input_shape[0]
+    shapes = [(channels, h, w) for h, w in sizes] or [reference.input_shape]
+    per_size = max(CALIBRATION_BATCH, CALIBRATION_IMAGES // len(shapes))
+    where = "" if not sizes else " at " + ", ".join(f"{h}x{w}" for h, w in sizes)
     if calibration_dir is not None:
-        return load_calibration_dir(calibration_dir, reference.input_shape), str(calibration_dir)
+        if sizes:
+            groups = load_calibration_groups(calibration_dir, channels, min_size or (1, 1))
+            return groups, f"{calibration_dir} (at their own sizes)"
+        return [load_calibration_dir(calibration_dir, reference.input_shape)], str(calibration_dir)
     if reference.trained_on == "sklearn digits":
-        return digits(reference.input_shape)[0].x[:CALIBRATION_IMAGES], "sklearn digits (training split)"
+        n = per_size if sizes else CALIBRATION_IMAGES
+        return [digits(s)[0].x[:n] for s in shapes], "sklearn digits (training split)" + where
+    if not sizes:
+        images = random_input(reference.input_shape, CALIBRATION_IMAGES, seed=CALIBRATION_SEED)
+        return [images], f"random uniform [-1, 1), seed {CALIBRATION_SEED}"
     return (
-        random_input(reference.input_shape, CALIBRATION_IMAGES, seed=CALIBRATION_SEED),
-        f"random uniform [-1, 1), seed {CALIBRATION_SEED}",
+        [random_input(s, per_size, seed=CALIBRATION_SEED + j) for j, s in enumerate(shapes)],
+        f"random uniform [-1, 1), seed {CALIBRATION_SEED}" + where,
     )
 
 
@@ -405,6 +399,36 @@ def _summary(parity: art.ParityRecord) -> str:
     return figures + (", passed" if parity.passed else f", failed ({'; '.join(parity.failures()[:1])})")
 
 
+def _fallbacks(
+    model: onnx.ModelProto, prepared: Path, images: Sequence[torch.Tensor], tmp: Path
+) -> Iterator[tuple[str, list[str], str]]:
+    """(label, nodes kept float, why) of each graph tried after every-layer int8 fails, cheapest first:
+    the first 1..:data:`MAX_FLOAT_STEM` compute layers, then, where calibration covered several input
+    sizes, the tensors whose ranges differ most between the sizes (:mod:`exporter.ranges`)."""
+    from .ranges import SPREAD_STEPS, range_spread, size_ranges, spread_float_nodes
+
+    for layers in range(1, MAX_FLOAT_STEM + 1):
+        stem = float_stem(model, layers)
+        if not stem:
+            break
+        yield _label(layers), stem, "stem kept float"
+    if len(images) < 2:
+        return
+    spread = range_spread(size_ranges(prepared, images, tmp))
+    seen: list[str] = []
+    for tensors in SPREAD_STEPS:
+        nodes, least = spread_float_nodes(model, spread, tensors)
+        if nodes == seen:
+            continue
+        seen = nodes
+        yield (
+            f"the {tensors} tensors whose ranges differ most between input sizes float",
+            nodes,
+            f"the {tensors} tensors whose activation ranges differ most between the calibrated input sizes kept "
+            f"float (each range at least {least:.1f}x wider over all sizes than at one of them)",
+        )
+
+
 def _int8_graph(
     stage: Path,
     tmp: Path,
@@ -413,20 +437,23 @@ def _int8_graph(
     verify: Callable[[bytes, art.Tolerance | None], art.ParityRecord],
     device: str,
     step: Callable[[str], None],
+    sizes: Sequence[tuple[int, int]] = (),
+    min_size: tuple[int, int] | None = None,
 ) -> tuple[Path, art.QuantizationRecord, art.ParityRecord, art.Tolerance | None]:
     """Quantize, verify, and where every-layer int8 fails, keep a growing stem in float (see
     :data:`MAX_FLOAT_STEM`) with the same calibrated ranges; the first graph that passes wins."""
     from runtime.compare import default_tolerance
     from runtime.parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED
 
-    images, source = calibration_images(reference, options.calibration_dir)
+    images, source = calibration_images(reference, options.calibration_dir, sizes, min_size)
+    count = sum(len(g) for g in images)
     prepared = tmp / "int8.pre.onnx"
     model = prepare_for_int8(stage, prepared)
     common: dict = dict(
         method=options.calibration_method, reduce_range=options.reduce_range, cache=tmp / "int8.ranges.json"
     )
     out = tmp / "int8.onnx"
-    step(f"calibrating on {len(images)} images ({source})")
+    step(f"calibrating on {count} images ({source})")
     facts = quantize_int8(prepared, out, images, **common)
     reasons = ["BatchNormalization after a ReLU: no int8 kernel, kept exact"] if facts["float_nodes"] else []
 
@@ -442,25 +469,26 @@ def _int8_graph(
     step("verifying the int8 graph against PyTorch")
     parity = verify(data, tolerance)
     attempts: list[str] = []
-    layers = 0
-    while not parity.passed and layers < MAX_FLOAT_STEM:
-        stem = float_stem(model, layers + 1)
-        if not stem:
-            break
-        attempts.append(_label(layers) + ": " + _summary(parity))
-        layers += 1
-        step(f"int8 failed verification; keeping the first {layers} compute layer(s) in float")
-        out = tmp / f"int8.stem{layers}.onnx"
-        facts = quantize_int8(prepared, out, None, keep_float=stem, **common)
-        parity = verify(out.read_bytes(), tolerance)
-    if layers and parity.passed:
-        kept = [n for n in facts["float_nodes"] if n in set(stem)]  # type: ignore[union-attr]
+    label, chosen = _label(0), None
+    if not parity.passed:
+        for next_label, keep, why in _fallbacks(model, prepared, images, tmp):
+            attempts.append(label + ": " + _summary(parity))
+            label = next_label
+            step(f"int8 failed verification; trying {label}")
+            out = tmp / f"int8.try{len(attempts)}.onnx"
+            facts = quantize_int8(prepared, out, None, keep_float=keep, **common)
+            parity = verify(out.read_bytes(), tolerance)
+            if parity.passed:
+                chosen = (keep, why)
+                break
+    if chosen is not None:
+        kept = [n for n in facts["float_nodes"] if n in set(chosen[0])]  # type: ignore[union-attr]
         reasons.append(
-            f"stem kept float ({', '.join(kept)}): with fewer of its layers float the graph failed verification "
+            f"{chosen[1]} ({', '.join(kept)}): with fewer layers float the graph failed verification "
             "(see attempts); python -m runtime.parity NAME --precision int8 --explain shows where precision goes"
         )
     elif not parity.passed:
-        attempts.append(_label(layers) + ": " + _summary(parity))
+        attempts.append(label + ": " + _summary(parity))
         floor_note = (
             f"; rounding only its input to 8 bits leaves the PyTorch model at SQNR {floor[0]:.1f} dB, "
             f"cosine {floor[1]:.4f}"
@@ -474,7 +502,8 @@ def _int8_graph(
         )
     record = art.QuantizationRecord(
         **facts,  # type: ignore[arg-type]
-        calibration_images=int(len(images)),
+        calibration_images=count,
+        calibration_sizes=[(int(g.shape[-2]), int(g.shape[-1])) for g in images] if sizes else [],
         calibration_source=source,
         calibration_dir=str(options.calibration_dir) if options.calibration_dir else None,
         float_reasons=reasons,
@@ -495,6 +524,8 @@ def _build(
     verify: Callable[[bytes, art.Tolerance | None], art.ParityRecord],
     device: str,
     step: Callable[[str], None],
+    sizes: Sequence[tuple[int, int]] = (),
+    min_size: tuple[int, int] | None = None,
 ) -> tuple[Path, dict[str, object]]:
     """Apply the transforms of ``key`` to the fp32 graph at ``base``; return the staged file and its facts
     (with ``parity`` and ``tolerance`` where the graph was verified on the way, as int8 is)."""
@@ -508,7 +539,7 @@ def _build(
     onnx.save(model, str(stage))
     if key.precision == "int8":
         stage, facts["quantization"], parity, facts["tolerance"] = _int8_graph(
-            stage, tmp, reference, options, verify, device, step
+            stage, tmp, reference, options, verify, device, step, sizes, min_size
         )
         if not key.optimize_for:
             facts["parity"] = parity
@@ -569,7 +600,16 @@ def build_variant(
         with scratch_dir(directory, f"{artifact.name}.{key}") as tmp, _quiet_library_output():
             step(f"building the {key} graph")
             stage, facts = _build(
-                artifact.path(), tmp, key, reference, options, verify, "cuda" if on_cuda else "cpu", step
+                artifact.path(),
+                tmp,
+                key,
+                reference,
+                options,
+                verify,
+                "cuda" if on_cuda else "cpu",
+                step,
+                sizes,
+                manifest.min_size,
             )
             graph = onnx.load(str(stage))
             shapes = io_shapes(graph)

@@ -213,9 +213,8 @@ def test_random_weights_calibrate_on_what_the_check_feeds(tmp_path: Path) -> Non
     result = export_model(_tiny_224(), input_shape=(3, 224, 224), name="tiny", output_dir=tmp_path)
     reference = prepare(_tiny_224(), input_shape=(3, 224, 224), name="tiny")
     images, source = calibration_images(reference, None)
-    assert source.startswith("random uniform") and torch.equal(
-        images, random_input((3, 224, 224), CALIBRATION_IMAGES, seed=CALIBRATION_SEED)
-    )
+    assert source.startswith("random uniform") and len(images) == 1
+    assert torch.equal(images[0], random_input((3, 224, 224), CALIBRATION_IMAGES, seed=CALIBRATION_SEED))
     v = build_variant(result.directory, INT8, reference=reference)
     assert min(r.sqnr_db for r in v.record.parity.results if r.sqnr_db is not None) > 30
 
