@@ -177,6 +177,10 @@ class ServeSearch(_Record):
     predicted_ips: float | None = None
     served_ips: float | None = None
     served_over_predicted: float | None = None
+    #: the configuration that runs the chosen candidate exactly as the bench measured it (the search's
+    #: first), through Triton: the like-for-like comparison with the prediction
+    as_measured_ips: float | None = None
+    as_measured_over_predicted: float | None = None
     #: the final check: the bench's figure for the chosen candidate measured right before and right
     #: after a last load test of the winning configuration, so that a machine busier than during the
     #: sweep moves both sides alike

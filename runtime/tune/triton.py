@@ -143,6 +143,9 @@ def search(
             if got.status == "ok" and (best is None or (got.throughput_ips or 0) > (best.throughput_ips or 0)):
                 best, best_options = got, candidate
     out.chosen = best
+    start = tried.get((options.instances, options.max_batch, tuple(options.preferred), options.max_queue_delay_us))
+    if start is not None and start.status == "ok":
+        out.as_measured_ips = start.throughput_ips
     if best is None:
         out.note = "no Triton configuration met the target: the deployment keeps the bench's settings"
         return out, options
@@ -157,6 +160,12 @@ def search(
             f"served through Triton: {best.throughput_ips:.0f} img/s ({best.concurrency} clients sending batches of "
             f"{batch}), {out.served_over_predicted:.2f}x the {predicted:.0f} img/s the bench predicted"
         )
+        if out.as_measured_ips:
+            out.as_measured_over_predicted = out.as_measured_ips / predicted
+            out.note += (
+                f"; the bench's own setting through Triton ({options.instances} instances, max batch "
+                f"{options.max_batch}): {out.as_measured_ips:.0f} img/s, {out.as_measured_over_predicted:.2f}x"
+            )
     if out.served_over_bench_now is not None:
         out.note = (out.note or "") + (
             f"; final check: the bench {out.bench_before_ips:.0f} img/s before and {out.bench_after_ips:.0f} after, "

@@ -119,6 +119,10 @@ def test_serve_searches_triton_configurations_and_reports_beside_the_prediction(
     assert served.predicted_ips == deploy.chosen.best.throughput_ips  # type: ignore[union-attr]
     assert served.served_over_predicted == pytest.approx(served.chosen.throughput_ips / served.predicted_ips)
     assert served.bench_before_ips and served.bench_after_ips and served.served_final_ips
+    # the search starts from the bench's own setting: its figure through Triton is the like-for-like comparison
+    assert served.as_measured_ips == served.configs[0].throughput_ips
+    assert served.as_measured_over_predicted == pytest.approx(served.as_measured_ips / served.predicted_ips)
+    assert "the bench's own setting through Triton" in r.stdout
     # the repository holds the configuration the search chose
     assert deploy.triton.instances == served.chosen.instances
     assert deploy.triton.max_batch_size == served.chosen.max_batch_size
