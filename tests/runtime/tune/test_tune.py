@@ -120,3 +120,28 @@ def test_a_candidate_failing_parity_is_listed_with_why_and_never_chosen(
     )
     assert report.chosen is not None and report.chosen.precision == "fp32"
     assert "parity-failed: parity: " in printed and [c.rank for c in failed] == [3, 4]  # ranked last
+
+
+def test_bf16_on_openvino_is_a_candidate_where_the_cpu_has_it(
+    tune_arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openvino")
+    from runtime.bench.engines import openvino_bf16_missing
+    from runtime.tune.__main__ import main
+
+    quick = [q if q != "4" else "1" for q in QUICK_TUNE if q != "int8"]
+    quick[quick.index("fp32")] = "bf16"
+    code = main(["resnet_cifar", "--target", "throughput", *quick, "--engines", "openvino", "--finalists", "1",
+                 "--artifacts-dir", str(tune_arts), "--output", str(tmp_path / "o")])  # fmt: skip
+    captured = capsys.readouterr()
+    why = openvino_bf16_missing()
+    if why:  # no bf16 arithmetic here: said, and nothing else to time
+        assert code != 0 and "no candidate could be timed" in captured.err and why in captured.err
+        return
+    assert code == 0, captured.err
+    report = read_report(tmp_path / "o")
+    assert {(c.engine, c.precision, c.status) for c in report.candidates} == {("openvino", "bf16", "ok")}
+    assert all(c.sqnr_db is not None and c.sqnr_db > 12 for c in report.candidates)  # parity-checked in bf16
+    deploy = read_deploy(tmp_path / "o")
+    assert deploy.machine.cpu_flags.get("amx_bf16") or deploy.machine.cpu_flags.get("avx512_bf16")
+    assert deploy.triton.parameters.get("HINT_BF16") == "YES"  # Triton's OpenVINO backend runs it in bf16 too
