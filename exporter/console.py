@@ -161,6 +161,34 @@ class Progress:
             self._bar = None
 
 
+@contextlib.contextmanager
+def stdout_kept_for_output() -> Iterator[TextIO]:
+    """The real stdout, for machine-readable output alone, while everything else that writes to it
+    goes to stderr: ``print`` and also a write to file descriptor 1 itself (``os.write(1, ...)`` in a
+    user's forward, a C library's printf). Yields a stream on the real stdout; all is restored on exit.
+    """
+    real = sys.stdout
+    real.flush()
+    try:
+        fd, err_fd = real.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no descriptors (stdout or stderr captured in memory)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+        return
+    saved = os.dup(fd)
+    out = open(os.dup(saved), "w", encoding=getattr(real, "encoding", None) or "utf-8", closefd=True)  # noqa: SIM115
+    os.dup2(err_fd, fd)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield out
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            out.close()  # flushes: a closed pipe raises here, after stdout is restored below
+        real.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def size_text(nbytes: int) -> str:
     """A file size a person can read: ``244.4 MB``, ``28.9 kB``, ``512 bytes`` (never ``0.0 MB``)."""
     if nbytes >= 1_000_000:

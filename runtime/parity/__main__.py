@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter import options
-from exporter.console import Column, CommandParser, Console, fmt
+from exporter.console import Column, CommandParser, Console, fmt, stdout_kept_for_output
 from exporter.errors import UserError, run_guarded
 from exporter.files import strict_json
 from exporter.user_model import parse_input_sizes
@@ -188,10 +188,9 @@ def print_explanation(out: Console, e) -> None:  # type: ignore[no-untyped-def]
 def _run(args: argparse.Namespace) -> int:
     if not args.json:
         return _check(args, Console(sys.stdout))
-    # The report is the only thing on stdout: anything the user's model code prints while it
-    # is imported or run goes to stderr instead of corrupting the JSON.
-    stdout = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):
+    # The report is the only thing on stdout: anything the user's model code (or a library) prints
+    # or writes to descriptor 1 while it is imported or run goes to stderr instead of corrupting the JSON.
+    with stdout_kept_for_output() as stdout:
         return _check(args, Console(stdout))
 
 

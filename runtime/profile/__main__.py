@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from exporter import options
-from exporter.console import CommandParser, Console
+from exporter.console import CommandParser, Console, stdout_kept_for_output
 from exporter.errors import UserError, run_guarded
 
 DEFAULT_OUTPUT = Path("artifacts") / "profile"
@@ -83,6 +83,14 @@ def _top(value: int | None) -> int | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.json:
+        return _profile(args, Console(sys.stdout))
+    # The JSON is the only thing on stdout: what the user's code or a library prints goes to stderr.
+    with stdout_kept_for_output() as stdout:
+        return _profile(args, Console(stdout))
+
+
+def _profile(args: argparse.Namespace, out: Console) -> int:
     from exporter.files import ensure_writable_dir
     from exporter.user_model import parse_input_sizes
 
@@ -90,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import ProfileConfig, profile_artifact
     from .store import write_profile
 
-    out, err = Console(sys.stdout), Console(sys.stderr)
+    err = Console(sys.stderr)
     top = _top(args.top)
     size = parse_input_sizes([args.input_size])[0] if args.input_size else None
     config = ProfileConfig(
@@ -115,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
     profile = profile_artifact(config, say=err.print)
     files = write_profile(args.output, profile, top)
     if args.json:
-        print(profile.json_text())
+        out.stream.write(profile.json_text() + "\n")
+        out.stream.flush()
     else:
         cols, cells = table(profile, top, args.wide)
         out.table(cols, cells, title=title(profile))

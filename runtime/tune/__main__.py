@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from exporter import options as opt
-from exporter.console import CommandParser, Console
+from exporter.console import CommandParser, Console, stdout_kept_for_output
 from exporter.errors import run_guarded
 
 from .config import DEFAULT_BATCH_SIZES, DEFAULT_ENGINES, DEFAULT_FINALISTS, TARGETS, TuneConfig, parse_loss
@@ -98,9 +98,17 @@ def config_from(args: argparse.Namespace) -> TuneConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.json:
+        return _tune(args, Console(sys.stdout))
+    # The JSON is the only thing on stdout: what the user's code or a library prints goes to stderr.
+    with stdout_kept_for_output() as stdout:
+        return _tune(args, Console(stdout))
+
+
+def _tune(args: argparse.Namespace, out: Console) -> int:
     config = config_from(args)
     config.validate()
-    out, err = Console(sys.stdout), Console(sys.stderr)
+    err = Console(sys.stderr)
     from . import run_tune
     from .report import serve_table, table
     from .search import TuneHooks

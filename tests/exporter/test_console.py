@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
 from exporter.console import Column, CommandParser, Console, size_text
+from tests.helpers import ROOT
 
 COMMANDS = [
     "exporter.__main__",
@@ -95,3 +99,23 @@ def test_dumb_terminal_gets_plain_tables(monkeypatch: pytest.MonkeyPatch) -> Non
     console = Console(stream)
     assert not console.tty
     console.table([], [])
+
+
+def test_stdout_kept_for_output_sends_everything_else_to_stderr() -> None:
+    """What --json commands (parity, profile, tune) print through: descriptor 1 itself is moved aside."""
+    code = (
+        "import os, sys\n"
+        "from exporter.console import stdout_kept_for_output\n"
+        "with stdout_kept_for_output() as out:\n"
+        "    os.write(1, b'fd1 ')\n"
+        "    print('print', end=' ')\n"
+        "    sys.__stdout__.write('dunder ')\n"
+        '    out.write(\'{"only": "this"}\')\n'
+        "print(' after')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '{"only": "this"} after\n'
+    assert sorted(proc.stderr.split()) == ["dunder", "fd1", "print"]

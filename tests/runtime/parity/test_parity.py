@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from exporter.files import atomic_outputs, sha256_bytes
 from exporter.reference import prepare, rebuild
 from runtime.compare import default_tolerance
 from runtime.parity import check
-from tests.helpers import assert_one_line, run_cli, strict_loads
+from tests.helpers import assert_one_line, run_cli, strict_loads, write_user_model
 
 
 def _replace_graph(directory: Path, model: onnx.ModelProto) -> None:
@@ -145,3 +146,35 @@ def test_memory_guard_refuses_a_batch_that_cannot_fit(resnet_cifar_dir: Path) ->
     proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--batch-size", "4000000", timeout=120)
     assert_one_line(proc, "GB of memory", code=2)
     assert "needs about" in proc.stderr
+
+
+NOISY = textwrap.dedent(
+    """
+    import os
+    import sys
+    import torch
+    from torch import nn
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(4, 3)
+        def forward(self, x):
+            os.write(1, b"written to descriptor 1\\n")  # what a C library's printf does too
+            print("printed", flush=False)
+            sys.__stdout__.write("to sys.__stdout__\\n")
+            return self.fc(x)
+    """
+)
+
+
+def test_json_stays_json_when_user_code_writes_to_descriptor_1(tmp_path: Path) -> None:
+    """Defect: --json redirected sys.stdout only, so os.write(1, ...) in forward went into the JSON."""
+    src = write_user_model(tmp_path, NOISY, "noisy.py")
+    export_model(f"{src}:Noisy", input_shape=(4,), output_dir=tmp_path / "a")
+    proc = run_cli("runtime.parity", str(tmp_path / "a" / "noisy"), "--reference", f"{src}:Noisy", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = strict_loads(proc.stdout)
+    assert doc["artifact"] == "noisy" and doc["passed"] is True
+    assert "written to descriptor 1" in proc.stderr and "printed" in proc.stderr and "to sys.__stdout__" in proc.stderr
