@@ -76,6 +76,15 @@ def _preview(names: list[str], limit: int = 5) -> str:
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
+def _kind(dtype: torch.dtype) -> str:
+    """bool, int, float or complex: what a tensor's values are, whatever their precision."""
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "float"
+    return "bool" if dtype == torch.bool else "int"
+
+
 @dataclass(frozen=True)
 class LoadedWeights:
     """Which file was loaded (its sha256) and the ``meta`` a checkpoint carried, if any."""
@@ -116,6 +125,14 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
         for k in expected
         if k in state and state[k].shape != expected[k].shape
     ]
+    # load_state_dict copies across kinds silently: int64 weights become floats, complex ones lose
+    # their imaginary part. Only a change of precision within a kind (fp16 into fp32) is a value kept.
+    kinds = [
+        f"{k} is {str(state[k].dtype).removeprefix('torch.')}, the model holds "
+        f"{str(expected[k].dtype).removeprefix('torch.')}"
+        for k in expected
+        if k in state and _kind(state[k].dtype) != _kind(expected[k].dtype)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_preview(missing)}")
@@ -123,6 +140,8 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
         problems.append(f"unexpected keys: {_preview(unexpected)}")
     if wrong:
         problems.append(f"shape mismatch: {_preview(wrong, 3)}")
+    if kinds:
+        problems.append(f"type mismatch: {_preview(kinds, 3)} (convert them before saving)")
     if problems:
         raise UserError(f"weights in {p} do not fit the model: " + "; ".join(problems))
     try:

@@ -136,6 +136,25 @@ def test_weights_with_wrong_keys_or_shapes_name_them(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "lenet5").exists()
 
 
+@pytest.mark.parametrize(
+    "dtype, kind",
+    [(torch.int64, "int64"), (torch.complex64, "complex64"), (torch.bool, "bool")],
+)
+def test_weights_of_another_kind_are_refused_naming_the_key(dtype: torch.dtype, kind: str, tmp_path: Path) -> None:
+    """Defect: int64 or complex tensors where the model holds float loaded silently (complex lost its imaginary
+    part). fp16 weights into the fp32 model still load: only the precision differs."""
+    state = prepare("lenet5").model.state_dict()
+    torch.save({**state, "conv_layer.0.weight": torch.ones(6, 3, 5, 5, dtype=dtype)}, tmp_path / "bad.pth")
+    with pytest.raises(UserError) as info:
+        prepare("lenet5", weights=tmp_path / "bad.pth")
+    assert f"type mismatch: conv_layer.0.weight is {kind}, the model holds float32" in str(info.value)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, tmp_path / "half.pth")
+    assert (
+        prepare("lenet5", weights=tmp_path / "half.pth").model.state_dict()["conv_layer.0.weight"].dtype
+        == torch.float32
+    )
+
+
 USER_MODEL = """
 import torch
 from torch import nn
