@@ -22,7 +22,7 @@ from exporter.files import sha256_bytes
 from ..bench.engines import graph_key
 from ..resolve import Resolved, resolve
 from ..serve import ModelOptions, check_repository, default_model_name, write_repository_model
-from .deploy import REPOSITORY, Candidate, TritonModel
+from .deploy import REPOSITORY, Candidate, Machine, TritonModel
 
 DEFAULT_QUEUE_DELAY_US = 500
 
@@ -58,6 +58,24 @@ def model_options(c: Candidate, device: str, threads: int) -> ModelOptions:
         device="cuda" if device == "cuda" else "cpu",
         threads=c.threads_per_stream or max(1, threads // c.streams),
     )
+
+
+def caveats(c: Candidate, machine: Machine) -> list[str]:
+    """What Triton's own backend would run differently from what was measured (the local server runs
+    as measured), said in the repository's notes and deploy.json."""
+    if c.engine == "onnxruntime":
+        return [
+            "measured with onnxruntime's intra-op spinning off (session.intra_op.allow_spinning=0), as the local "
+            "server runs it; Triton's onnxruntime backend has no parameter for it and spins by default"
+        ]
+    bf16_cpu = machine.cpu_flags.get("amx_bf16") or machine.cpu_flags.get("avx512_bf16")
+    if c.engine == "openvino" and c.precision != "bf16" and bf16_cpu:
+        return [
+            f"measured with OpenVINO's f32 precision hint (its {c.precision} graph's float parts in f32), as the "
+            "local server runs it; Triton's OpenVINO backend has no f32 hint, and on this CPU with bf16 "
+            "arithmetic OpenVINO may choose bf16 itself: numerics and speed not measured there"
+        ]
+    return []
 
 
 def resolved_graph(c: Candidate, artifact: str, artifacts_dir: Path, rebuild: bool, reference: str | None,

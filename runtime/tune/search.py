@@ -268,11 +268,7 @@ def _deploy(
     )
     options = deployment.model_options(chosen, report.machine.device, threads)
     notes = [f"chosen by python -m runtime.tune ({config.target} target): {report.why}"]
-    if chosen.engine == "onnxruntime":
-        notes.append(
-            "measured with onnxruntime's intra-op spinning off (session.intra_op.allow_spinning=0), as the local "
-            "server runs it; Triton's onnxruntime backend has no parameter for it and spins by default"
-        )
+    notes += deployment.caveats(chosen, report.machine)
     served: ServeSearch | None = None
     if config.serve:
         from .triton import search

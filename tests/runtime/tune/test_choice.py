@@ -162,3 +162,16 @@ def test_the_explanation_says_when_a_figure_is_unstable() -> None:
     line = why(noisy, steady, None, "throughput")
     assert "480 img/s, p99 10 ms (unstable: throughput 95% CI spans 25% of it); next best" in line
     assert "(unstable" not in line.split("next best")[1]  # the steady runner-up is not flagged
+
+
+def test_the_deployment_names_what_tritons_own_backend_would_run_otherwise() -> None:
+    from runtime.tune.deploy import Machine
+    from runtime.tune.deployment import caveats
+
+    amx = Machine(device="cpu", threads=2, cpu_flags={"amx_bf16": True})
+    plain = Machine(device="cpu", threads=2, cpu_flags={"avx2": True})
+    assert "spins by default" in caveats(_c(), plain)[0]
+    (note,) = caveats(_c(engine="openvino", precision="int8"), amx)
+    assert "no f32 hint" in note and "may choose bf16" in note
+    assert caveats(_c(engine="openvino", precision="int8"), plain) == []
+    assert caveats(_c(engine="openvino", precision="bf16"), amx) == []  # measured in bf16: the backend's HINT_BF16
