@@ -20,7 +20,7 @@ from torch import nn
 from .. import artifact as art
 from ..data import accuracy, digits
 from ..errors import UserError, first_line
-from ..files import atomic_outputs, ensure_writable_dir, require_free_space
+from ..files import atomic_outputs, made_folder, require_free_space
 from ..zoo import get_spec
 from . import DIGITS_MODELS
 
@@ -82,7 +82,11 @@ def train(
     output_dir: str | Path = art.DEFAULT_ARTIFACTS_DIR,
     log=print,
 ) -> TrainResult:  # type: ignore[no-untyped-def]
-    """Train ``name`` on the digits training split and save its state_dict with the figures."""
+    """Train ``name`` on the digits training split and save its state_dict with the figures.
+
+    A run that diverges (a loss or a weight not finite) or ends at chance on the held-out split
+    raises :class:`UserError` and writes nothing: a checkpoint already there stays as it was.
+    """
     spec = get_spec(name)
     if spec.num_classes != 10:
         raise UserError(
@@ -95,48 +99,90 @@ def train(
     if epochs < 1 or not (math.isfinite(lr) and lr > 0) or batch_size < 1:
         raise UserError("epochs and batch size must be at least 1 and the learning rate a positive number")
     path = checkpoint_path(name, output_dir)
-    ensure_writable_dir(path.parent)  # before minutes of training, not after
-    torch.manual_seed(seed)
-    train_set, test_set = digits(spec.input_shape)
-    model = spec.build()
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        kaiming_init(model)
+    # Made before minutes of training, not after; removed again if the run fails or is interrupted.
+    with made_folder(path.parent):
+        torch.manual_seed(seed)
+        train_set, test_set = digits(spec.input_shape)
+        model = spec.build()
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            kaiming_init(model)
+        fix = f"; nothing written{_kept(path)}; lower --lr (the recipe's is {recipe['lr']:g})"
+        started = time.perf_counter()
+        _fit(name, model, train_set, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, log=log, fix=fix)
+        seconds = time.perf_counter() - started
+        test_acc = evaluate(model, test_set.x, test_set.y)
+        train_acc = evaluate(model, train_set.x, train_set.y)
+        _check_learned(name, model, test_acc, len(test_set.x), spec.num_classes, path, recipe)
+        meta = {
+            "model": name,
+            "dataset": "sklearn digits",
+            "split_seed": 0,
+            "test_accuracy": test_acc,
+            "train_accuracy": train_acc,
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "seed": seed,
+            "seconds": round(seconds, 1),
+            "train_size": len(train_set.x),
+            "test_size": len(test_set.x),
+        }
+        _save(model.state_dict(), meta, path)
+    return TrainResult(name, path, test_acc, train_acc, epochs, seconds)
+
+
+def _kept(path: Path) -> str:
+    return f", {path} kept as it was" if path.exists() else ""
+
+
+def _fit(
+    name: str, model: nn.Module, data, *, epochs: int, lr: float, batch_size: int, seed: int, log, fix: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Adam with a cosine schedule; stops at the first loss that is not finite (the run diverged)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
-    started = time.perf_counter()
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(train_set.x), generator=gen)
+        order = torch.randperm(len(data.x), generator=gen)
         total = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             opt.zero_grad()
-            loss = loss_fn(model(train_set.x[idx]), train_set.y[idx])
+            loss = loss_fn(model(data.x[idx]), data.y[idx])
+            value = loss.item()
+            if not math.isfinite(value):
+                raise UserError(f"{name} diverged in epoch {epoch + 1}/{epochs} (loss {value}){fix}")
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
+            total += value * len(idx)
         sched.step()
         log(f"{name} epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f}")
-    seconds = time.perf_counter() - started
-    test_acc = evaluate(model, test_set.x, test_set.y)
-    train_acc = evaluate(model, train_set.x, train_set.y)
-    meta = {
-        "model": name,
-        "dataset": "sklearn digits",
-        "split_seed": 0,
-        "test_accuracy": test_acc,
-        "train_accuracy": train_acc,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "seed": seed,
-        "seconds": round(seconds, 1),
-        "train_size": len(train_set.x),
-        "test_size": len(test_set.x),
-    }
-    state = model.state_dict()
+
+
+def _check_learned(
+    name: str, model: nn.Module, accuracy: float, n: int, classes: int, path: Path, recipe: dict[str, float]
+) -> None:
+    """Refuse weights that are not finite, or whose held-out accuracy is at chance: such a checkpoint
+    must never replace a trained one (nor be suggested for export)."""
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(
+            f"{name} diverged: {bad[0]} holds values that are not finite; nothing written{_kept(path)}; "
+            f"lower --lr (the recipe's is {recipe['lr']:g})"
+        )
+    chance = 1 / classes
+    # four standard errors above chance on n held-out samples: below that, the model did not learn
+    if accuracy < chance + 4 * math.sqrt(chance * (1 - chance) / n):
+        raise UserError(
+            f"{name} did not learn: held-out accuracy {accuracy:.1%} is at chance ({chance:.0%} for {classes} "
+            f"classes, n={n}); nothing written{_kept(path)}; try the recipe (--epochs {recipe['epochs']:g}, "
+            f"--lr {recipe['lr']:g}) or more epochs"
+        )
+
+
+def _save(state: dict[str, torch.Tensor], meta: dict[str, object], path: Path) -> None:
     require_free_space(path.parent, sum(t.numel() * t.element_size() for t in state.values()), path.name)
     with atomic_outputs(path.parent) as writer:
         tmp = writer.path_for(path)
@@ -145,7 +191,6 @@ def train(
         except RuntimeError as exc:  # torch's writer reports a full disk as "unexpected pos ..."
             raise UserError(f"cannot write {path}: {first_line(exc)} (is the disk full?)") from exc
         writer.write_json(path.with_suffix(".json"), meta)
-    return TrainResult(name, path, test_acc, train_acc, epochs, seconds)
 
 
 def export_trained(
