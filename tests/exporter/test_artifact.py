@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,43 +121,53 @@ def test_names_that_leave_the_folder_are_refused(name: str) -> None:
         art.validate_name(name)
 
 
-def test_concurrent_variant_builds_both_land(lenet_dir: Path) -> None:
-    """Defect: int8 and fp16 built at once both succeeded and the manifest listed one."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "exporter", "lenet5", "--precision", p, "--artifacts-dir", str(lenet_dir.parent)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for p in ("int8", "fp16")
-    ]
+WAITING = "waiting for another process working on"
+
+
+def _run_at_once(directory: Path, tmp_path: Path, *commands: list[str]) -> list[str]:
+    """Start every ``python -m exporter`` command while this test holds the artifact's lock, so that they
+    overlap for certain: each must say that it waits. Then let them go and return their stderr."""
+    procs = []
+    with art.artifact_lock(directory):
+        for i, args in enumerate(commands):
+            with open(tmp_path / f"err{i}", "w") as err:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "exporter", *args, "--artifacts-dir", str(directory.parent)],
+                        cwd=ROOT,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                        text=True,
+                    )
+                )
+        deadline = time.monotonic() + 240
+        waiting = [False] * len(procs)
+        while not all(waiting) and time.monotonic() < deadline:
+            waiting = [WAITING in (tmp_path / f"err{i}").read_text() for i in range(len(procs))]
+            if all(p.poll() is not None for p in procs):
+                break
+            time.sleep(0.2)
+        assert all(waiting), [(tmp_path / f"err{i}").read_text() for i in range(len(procs))]
+        assert all(p.poll() is None for p in procs), "a run went past the held lock"
     for p in procs:
-        _out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+        p.wait(timeout=300)
+    errs = [(tmp_path / f"err{i}").read_text() for i in range(len(procs))]
+    assert [p.returncode for p in procs] == [0] * len(procs), errs
+    return errs
+
+
+def test_concurrent_variant_builds_both_land(lenet_dir: Path, tmp_path: Path) -> None:
+    """Defect: int8 and fp16 built at once both succeeded and the manifest listed one."""
+    _run_at_once(lenet_dir, tmp_path, ["lenet5", "--precision", "int8"], ["lenet5", "--precision", "fp16"])
     artifact = art.open_artifact(lenet_dir)
     assert set(artifact.manifest.variants) == {"int8", "fp16"}
     for key in ("int8", "fp16"):
         assert artifact.stale_reason(art.VariantKey(key)) is None
 
 
-def test_variant_and_reexport_at_once_leave_a_consistent_artifact(lenet_dir: Path) -> None:
+def test_variant_and_reexport_at_once_leave_a_consistent_artifact(lenet_dir: Path, tmp_path: Path) -> None:
     """Defect: a variant build racing a re-export with another seed left a graph its manifest did not match."""
-    out = str(lenet_dir.parent)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "exporter", *args, "--artifacts-dir", out],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for args in (["lenet5", "--precision", "int8"], ["lenet5", "--seed", "9"])
-    ]
-    for p in procs:
-        _out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    _run_at_once(lenet_dir, tmp_path, ["lenet5", "--precision", "int8"], ["lenet5", "--seed", "9"])
     artifact = art.open_artifact(lenet_dir)
     assert artifact.stale_reason() is None, "graph and manifest must agree"
     assert artifact.manifest.settings.seed == 9

@@ -7,8 +7,10 @@ import errno
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,65 @@ def test_read_regular_refuses_special_files_and_bounds_the_size(tmp_path: Path) 
     assert read_regular(tmp_path / "small") == b"12345"
     with pytest.raises(FileNotFoundError):
         read_regular(tmp_path / "missing")
+
+
+#: ``python -m exporter`` that stops for good between writing the graph (to its hidden temporary name) and
+#: the manifest, after leaving a marker: the point of an export where an interruption could leave the most.
+HELD_EXPORT = """
+import runpy, sys, time
+from pathlib import Path
+import exporter.artifact as art
+marker = Path(sys.argv.pop(1))
+real = art.write_manifest
+def held(writer, directory, manifest):
+    marker.write_text("graph written to its temporary name, manifest next")
+    time.sleep(300)
+    real(writer, directory, manifest)
+art.write_manifest = held
+sys.argv[0] = "exporter"
+runpy.run_module("exporter", run_name="__main__", alter_sys=True)
+"""
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()} if directory.exists() else {}
+
+
+@pytest.mark.parametrize("sig, code, existing", [(signal.SIGTERM, 143, True), (signal.SIGINT, 130, False)])
+def test_a_signal_mid_export_leaves_nothing_partial(
+    lenet_dir: Path, tmp_path: Path, sig: signal.Signals, code: int, existing: bool
+) -> None:
+    """A real SIGTERM or Ctrl-C to ``python -m exporter`` while it writes (the graph on disk under its temporary
+    name, the manifest not yet): one line, the previous artifact byte for byte, no temporary file, no new folder."""
+    out = lenet_dir.parent if existing else tmp_path / "fresh"
+    directory = out / "lenet5"
+    before = _files(directory)
+    marker = tmp_path / "writing"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HELD_EXPORT, str(marker), "lenet5", "--seed", "4", "--artifacts-dir", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: a test run started in the background inherits SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate(timeout=10)
+        partial = [p.name for p in directory.iterdir() if p.name.endswith(".partial")]
+        assert partial and all(n.startswith(".lenet5.onnx.") for n in partial), partial  # really mid-write
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1] == "interrupted: nothing partial was written", err
+    assert _files(directory) == before, "the artifact changed, or a temporary file was left"
+    assert existing or not directory.exists(), "a new folder was left behind"

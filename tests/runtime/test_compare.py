@@ -28,3 +28,18 @@ def test_compare_metrics_on_known_values() -> None:
     nan = compare(ref, np.full_like(ref, np.nan), default_tolerance("cpu", "fp32"))
     assert not nan.passed and nan.max_abs_err is None and "NaN" in nan.failures[0]
     assert compare(ref, ref.copy(), default_tolerance("cpu", "int8")).sqnr_db is None  # identical: no noise
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_non_finite_value_among_good_ones_fails(bad: float) -> None:
+    """A NaN (or Inf) in one element of one sample fails, not only an output that is all NaN: every figure
+    computed over the rest would look fine."""
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((3, 10)).astype(np.float32)
+    got = ref.copy()
+    got[1, 7] = bad
+    for tol in (default_tolerance("cpu", "fp32"), default_tolerance("cpu", "fp16"), default_tolerance("cpu", "int8")):
+        c = compare(ref, got, tol)
+        assert not c.passed and c.failures == ["output contains NaN or Inf"], c.failures
+        assert c.max_abs_err is None and c.cosine_min is None
+    assert compare(ref, ref.copy(), default_tolerance("cpu", "fp32")).passed  # the same values without it pass

@@ -108,10 +108,57 @@ def test_cli_refuses_bad_atol(value: str, resnet_cifar_dir: Path) -> None:
     assert_one_line(proc, "finite number >= 0", code=2)
 
 
-def test_tolerance_override_is_applied(resnet_cifar_dir: Path) -> None:
-    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--atol", "1e-9", "--rtol", "0", "--json")
+def test_tolerance_override_changes_the_verdict(resnet_cifar_dir: Path) -> None:
+    """The override is applied, not only echoed: the graph that passes the defaults fails an atol below its error."""
+    # the defaults' verdict, as the exporter recorded it (the CLI gives the same: the test below)
+    recorded = art.open_artifact(resnet_cifar_dir).manifest.parity
+    assert recorded.passed and recorded.tolerance.atol == 2e-3
+    worst = max(r.max_abs_err or 0.0 for r in recorded.results)
+    assert 0 < worst < 2e-3, worst  # fp32 on another engine: small, never exactly zero here
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--atol", f"{worst / 10:g}", "--rtol", "0", "--json")
+    assert proc.returncode == 1, proc.stderr
     doc = strict_loads(proc.stdout)
-    assert doc["tolerance"]["atol"] == 1e-9 and doc["tolerance"]["rtol"] == 0.0  # type: ignore[index]
+    assert doc["tolerance"]["atol"] == float(f"{worst / 10:g}") and doc["tolerance"]["rtol"] == 0.0  # type: ignore[index]
+    assert doc["passed"] is False and any(not r["passed"] for r in doc["results"])  # type: ignore[index]
+    assert any(f"exceeds atol {worst / 10:g} + rtol 0" in f for r in doc["results"] for f in r["failures"])  # type: ignore[index]
+
+
+def test_the_parity_cli_gives_the_exporters_verdict_and_figures(resnet_cifar_dir: Path) -> None:
+    """The same check as the exporter's: same inputs, seeds, batches and tolerance, so the same figures."""
+    recorded = art.open_artifact(resnet_cifar_dir).manifest.parity
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = strict_loads(proc.stdout)
+    assert doc["passed"] is recorded.passed is True  # type: ignore[index]
+    assert doc["seed"] == recorded.seed and doc["inputs"] == recorded.inputs  # type: ignore[index]
+    assert doc["batch_sizes"] == recorded.batch_sizes == [1, 3, 5]  # type: ignore[index]
+    assert doc["tolerance"] == recorded.tolerance.model_dump(mode="json")  # type: ignore[index]
+    got = [(r["output"], r["batch_size"], r["max_abs_err"], r["cosine_min"]) for r in doc["results"]]  # type: ignore[index]
+    want = [(r.output, r.batch_size, r.max_abs_err, r.cosine_min) for r in recorded.results]
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    for g, w in zip(got, want):  # the same inputs: the same errors (other threads may round the last bits)
+        assert g[2] == pytest.approx(w[2], rel=1e-3, abs=1e-9) and g[3] == pytest.approx(w[3], abs=1e-9), (g, w)
+
+
+def test_a_corrupted_fp16_graph_fails_parity(resnet_cifar_dir: Path, tmp_path: Path) -> None:
+    """An fp16 graph whose largest weight tensor is off by half fails the fp16 check, in the API and the CLI."""
+    from exporter.variants import build_variant
+
+    variant = build_variant(resnet_cifar_dir, art.VariantKey("fp16"))
+    assert variant.record.parity.passed
+    good = onnx.load(str(resnet_cifar_dir / "resnet_cifar.fp16.onnx"))
+    init = max(good.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    assert init.data_type == onnx.TensorProto.FLOAT16
+    bad = _tamper(good, scale=1.5)
+    record = check(bad.SerializeToString(), rebuild(art.open_artifact(resnet_cifar_dir).manifest), precision="fp16")
+    assert not record.passed and record.tolerance == default_tolerance("cpu", "fp16")
+    assert all(not r.passed for r in record.results), record.failures()
+    path = tmp_path / "bad.fp16.onnx"
+    onnx.save(bad, str(path))
+    proc = run_cli("runtime.parity", str(resnet_cifar_dir), "--graph", str(path), "--precision", "fp16", "--json")
+    assert proc.returncode == 1, proc.stderr
+    doc = strict_loads(proc.stdout)
+    assert doc["passed"] is False and doc["precision"] == "fp16"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("batches", [["0"], ["1", "-2"]])
