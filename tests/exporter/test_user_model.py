@@ -136,3 +136,28 @@ def test_user_code_that_ends_the_run_is_one_line(
     assert_one_line_err(returned, err, message, code=code, after_progress=ref == "ExitsAtOne")
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
+
+
+COUNTED = """
+from pathlib import Path
+import torch
+
+CALLS = Path(__file__).with_name("calls")
+with CALLS.open("a") as f:
+    f.write("import\\n")
+
+
+def make():
+    with CALLS.open("a") as f:
+        f.write("build\\n")
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+"""
+
+
+def test_the_builder_is_called_once(tmp_path: Path) -> None:
+    """A ``file.py:Builder`` export runs the file once and the builder once: the graph, its parity reference and
+    its weights fingerprint all come from that one model (a second call could build other weights)."""
+    src = write_user_model(tmp_path, COUNTED, "counted.py")
+    proc = run_cli("exporter", f"{src}:make", "--input-shape", "3x8x8", "--artifacts-dir", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == ["import", "build"]

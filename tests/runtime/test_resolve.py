@@ -49,6 +49,32 @@ def test_a_manifest_never_makes_the_toolkit_import_code(lenet_dir: Path, tmp_pat
             assert proc.returncode == 0, proc.stderr
 
 
+#: Every other command that reads an artifact, each run to where it needs the model's PyTorch code (parity
+#: figures, or a variant to build and verify); ``{d}`` is the artifact's folder, ``{o}`` a scratch folder.
+COMMANDS = {
+    "bench": "runtime.bench --models {d} --engines onnxruntime pytorch --min-samples 3 --min-seconds 0 --warmup 1 "
+    "--threads 1 --no-roofline --batch-size 1 --output {o}/bench",
+    "profile": "runtime.profile {d} --precision fp16 --runs 2 --warmup 0 --no-peaks --output {o}/profile",
+    "serve": "runtime.serve {d} --precision fp16 --write-repository {o}/repo",
+    "loadtest": "runtime.loadtest {d} --precision fp16 --url 127.0.0.1:9 --seconds 0.1 --output {o}/lt",
+    "tune": "runtime.tune {d} --target throughput --precision fp16 --output {o}/tune",
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_imports_the_code_a_manifest_names(lenet_dir: Path, tmp_path: Path, command: str) -> None:
+    """bench, profile, serve, loadtest and tune, like parity: the manifest's source.ref is never imported; the
+    user is told to name the code (or, for loadtest, which never rebuilds, how to build what is missing)."""
+    evil = tmp_path / "evil.py"
+    evil.write_text(EVIL)
+    _edit_manifest(lenet_dir, source__kind="file", source__ref=f"{evil}:Net")
+    args = COMMANDS[command].format(d=lenet_dir, o=tmp_path).split()
+    proc = run_cli(*args, "--artifacts-dir", str(lenet_dir.parent))
+    assert not (tmp_path / "IMPORTED").exists(), "code named by a manifest was imported"
+    hint = f"python -m exporter {evil}:Net" if command == "loadtest" else f"--reference {evil}:Net"
+    assert_one_line(proc, hint, code=2, after_progress=True)
+
+
 def test_user_model_is_checked_only_against_code_named_on_the_command_line(tmp_path: Path) -> None:
     src = write_user_model(tmp_path)
     out = tmp_path / "arts"

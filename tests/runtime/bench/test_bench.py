@@ -481,3 +481,43 @@ def test_a_speedup_over_a_contended_median_is_flagged(
         assert ort["vs_pytorch_ci_high"] / ort["vs_pytorch_ci_low"] < 1.2  # the interval alone looks sound
         assert ort["unstable"] and "vs pytorch rests on pytorch fp32, which is unstable" in ort["unstable_reasons"]
     assert "not to be trusted" in capsys.readouterr().out
+
+
+def test_a_wide_interval_is_flagged_unstable_in_the_table_the_json_the_csv_and_the_summary(
+    arts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """onnxruntime's calls half at 1 ms, half at 1.8 ms (under the 2x spread limit, so only the interval can tell):
+    its median's 95% CI spans most of it, and the whole way out the row says so; PyTorch's tight median is
+    flagged only for the ratio that rests on it."""
+    rng = np.random.default_rng(1)
+
+    def wide(runners, policy, on_round=None):  # type: ignore[no-untyped-def]
+        out = []
+        for r in runners:
+            if r.engine == "onnxruntime":
+                samples = list(rng.permutation([0.001] * 30 + [0.0018] * 30) * (1 + 0.001 * rng.random(60)))
+            else:
+                samples = list(0.005 * (1 + 0.01 * rng.random(60)))
+            out.append(runner.Timed(r, samples=samples, spent=0.1, rounds=6))
+        return out
+
+    monkeypatch.setattr(runner, "measure_interleaved", wide)
+    out = tmp_path / "bench"
+    assert bench(arts, out, models=("lenet5",)) == 0
+    printed = capsys.readouterr().out
+    doc = strict_load(out / "results.json")
+    rows = {(r["engine"], r["batch_size"]): r for r in doc["rows"]}
+    for batch in (1, 3):
+        ort, pt = rows[("onnxruntime", batch)], rows[("pytorch", batch)]
+        assert ort["unstable"] and ort["unstable_reasons"][0].startswith("median 95% CI spans"), ort["unstable_reasons"]
+        assert ort["median_ci_high_ms"] / ort["median_ci_low_ms"] > 1.3
+        # its own median is sound: flagged only for the ratio to the best, which rests on onnxruntime's
+        assert pt["unstable"] and all(why.startswith("vs best ") for why in pt["unstable_reasons"])
+        assert "vs best rests on onnxruntime fp32, which is unstable" in pt["unstable_reasons"]
+    table = [line for line in printed.splitlines() if line.startswith("| lenet5")]
+    assert len(table) == 4 and all("unstable" in line for line in table), table
+    with open(out / "results.csv", newline="") as fh:
+        assert {r["unstable"] for r in csv.DictReader(fh)} == {"True"}
+    assert "not to be trusted (4 of 4 rows" in printed
+    flagged = [u for u in doc["untrustworthy"] if "onnxruntime fp32" in u and "median 95% CI spans" in u]
+    assert len(flagged) == 2, doc["untrustworthy"]
