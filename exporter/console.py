@@ -3,6 +3,9 @@
 * Text is never parsed as markup: ``[fp32, random inputs]`` prints as written.
 * Tables never cut a number: on a terminal they are rich tables as wide as their content;
   without one (piped, CI) they are plain Markdown tables, which also paste into docs.
+* Tables fit the width (the terminal's, ``COLUMNS``, or 100 without a terminal): columns a reader
+  can do without (``Column.priority`` > 0) are left out, least needed first, and a line names them
+  and says that ``--wide`` shows every column. JSON and CSV outputs always hold everything.
 * Progress is a live bar on a terminal and plain ``[i/n] message`` lines otherwise, so a
   long run without a terminal still says what it is doing.
 """
@@ -27,10 +30,17 @@ from .options import CommandParser  # noqa: F401  (commands import it from here 
 Cell = str | tuple[str, str]
 
 
+#: The width a table fits without a terminal (piped, CI, a log), unless ``COLUMNS`` says otherwise.
+PIPE_WIDTH = 100
+
+
 @dataclass(frozen=True)
 class Column:
+    """A table column. ``priority`` 0: always shown; 1, 2, 3...: left out to fit the width, highest first."""
+
     name: str
     right: bool = False
+    priority: int = 0
 
 
 class Console:
@@ -66,10 +76,59 @@ class Console:
         else:
             print(text, file=self.stream, flush=True)
 
-    def table(self, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], title: str | None = None) -> None:
-        """A table with every cell in full, whatever the terminal's width."""
-        from rich import box
+    def width(self) -> int:
+        """The width tables fit: the terminal's (rich reads ``COLUMNS`` too), else ``COLUMNS`` or 100."""
+        if self.tty:
+            return self._rich.width
+        try:
+            return max(20, int(os.environ.get("COLUMNS", "")))
+        except ValueError:
+            return PIPE_WIDTH
+
+    def table(
+        self,
+        columns: Sequence[Column],
+        rows: Sequence[Sequence[Cell]],
+        title: str | None = None,
+        *,
+        wide: bool = False,
+    ) -> list[str]:
+        """A table with every cell in full. Unless ``wide``, columns of priority > 0 are left out, the least
+        needed first, until it fits :meth:`width`; a line then names them. Returns the names left out."""
         from rich.console import Console as RichConsole
+
+        shown = list(range(len(columns)))
+        hidden: list[int] = []
+        limit = self.width()
+
+        def fits(keep: list[int]) -> bool:
+            measured = RichConsole(width=100_000).measure(self._rich_table(columns, rows, keep, title))
+            return measured.maximum <= limit
+
+        if not wide:
+            while not fits(shown):
+                optional = [i for i in shown if columns[i].priority > 0]
+                if not optional:
+                    break
+                drop = max(optional, key=lambda i: (columns[i].priority, i))
+                shown.remove(drop)
+                hidden.append(drop)
+            for i in reversed(hidden[:-1]):  # a narrower column dropped before the last may fit again
+                if fits(sorted([*shown, i])):
+                    shown = sorted([*shown, i])
+                    hidden.remove(i)
+        self._print_table(self._rich_table(columns, rows, shown, title), title)
+        names = [columns[i].name for i in sorted(hidden)]
+        if names:
+            self.print(f"columns left out to fit {self.width()} characters: {', '.join(names)} (--wide shows them)")
+        if not self.tty:
+            print(file=self.stream, flush=True)
+        return names
+
+    def _rich_table(
+        self, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], shown: Sequence[int], title: str | None
+    ):  # type: ignore[no-untyped-def]
+        from rich import box
         from rich.table import Table
         from rich.text import Text
 
@@ -77,19 +136,25 @@ class Console:
             title=Text(title) if title and self.tty else None,
             box=box.HEAVY_HEAD if self.tty else box.MARKDOWN,
         )
-        for col in columns:
+        for i in shown:
+            col = columns[i]
             table.add_column(Text(col.name), justify="right" if col.right else "left", no_wrap=True)
         for row in rows:
+            cells = [row[i] for i in shown]
             table.add_row(
-                *[Text(c[0], style=c[1] if self.tty else "") if isinstance(c, tuple) else Text(c) for c in row]
+                *[Text(c[0], style=c[1] if self.tty else "") if isinstance(c, tuple) else Text(c) for c in cells]
             )
+        return table
+
+    def _print_table(self, table, title: str | None) -> None:  # type: ignore[no-untyped-def]
+        from rich.console import Console as RichConsole
+
         if not self.tty:
             if title:
                 print(title, file=self.stream)
             with self._rich.capture() as cap:
                 self._rich.print(table)
             print("\n".join(line.rstrip() for line in cap.get().splitlines() if line.strip()), file=self.stream)
-            print(file=self.stream, flush=True)
             return
         # Wider than the terminal: print at the table's own width (the terminal wraps the lines)
         # rather than let rich shorten cells to "…".

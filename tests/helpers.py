@@ -53,7 +53,7 @@ def run_cli(
     *args: str, cwd: Path | None = None, timeout: int = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` as a user would (no terminal), capturing output."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200", **(env or {}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}  # env may set COLUMNS too
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )

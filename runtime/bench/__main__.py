@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     options.artifacts_dir(o, writes=True)
     options.no_rebuild(o)
+    options.wide(o)
     g = p.add_argument_group("regression gate")
     g.add_argument(
         "--baseline",
@@ -251,7 +252,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     )
 
 
-def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Console) -> None:
+def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Console, wide: bool = False) -> None:
     from .report import (
         baseline_lines,
         baseline_table,
@@ -266,16 +267,16 @@ def print_result(result: BenchResult, config: BenchConfig, out: Console, err: Co
     doc = result.document
     if any(r.mode == "latency" for r in doc.rows):
         cols, cells = table(doc)
-        out.table(cols, cells, title=title(doc))
+        out.table(cols, cells, title=title(doc), wide=wide)
     if any(r.mode == "throughput" for r in doc.rows):
         cols, cells = throughput_table(doc)
-        out.table(cols, cells, title=throughput_title(doc))
+        out.table(cols, cells, title=throughput_title(doc), wide=wide)
     for line in summary(doc, config.max_ci_width):
         out.print(line)
     if doc.baseline is not None:
         cols, cells, heading = baseline_table(doc.baseline)
         if cells:
-            out.table(cols, cells, title=heading)
+            out.table(cols, cells, title=heading, wide=wide)
         for line in baseline_lines(doc.baseline):
             out.print(line)
     for line in saved_lines(result.saved, str(config.output_dir)):
@@ -338,7 +339,7 @@ def _run(args: argparse.Namespace) -> int:
             err.print(
                 "TF32: " + ", ".join(f"{k} {'on' if v else ('off' if v is False else 'n/a')}" for k, v in tf32.items())
             )
-    print_result(result, config, out, err)
+    print_result(result, config, out, err, wide=args.wide)
     return result.exit_code
 
 

@@ -51,15 +51,19 @@ def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
     has_fp32_ratio = any(r.vs_fp32 is not None for r in rows)
     has_roof = any(r.achieved_gflops is not None for r in rows)
     has_cold = any(r.cold_start is not None and r.cold_start.to_first_result_s is not None for r in rows)
-    cols = [Column("model"), Column("input"), Column("batch", True), Column("engine"), Column("prec")]
-    cols += [Column(c, True) for c in ("median ms", "95% CI ms", "p90 ms", "p99 ms", "n", "img/s")]
+    # priority: 0 always shown (a failed row's status and reason sit in "median ms" and "note"),
+    # then what a reader needs first (1) to what --wide is for (3)
+    cols = [Column("model"), Column("input", priority=2), Column("batch", True), Column("engine"), Column("prec")]
+    cols += [Column("median ms", True), Column("95% CI ms", True, 2), Column("p90 ms", True, 3)]
+    cols += [Column("p99 ms", True, 3), Column("n", True, 3), Column("img/s", True, 2)]
     if has_roof:
-        cols += [Column(c, True) for c in ("GFLOP/s", "% peak", "floor ms", "x floor")]
-    cols += [Column("vs pytorch", True), Column("vs best", True)]
+        cols += [Column("GFLOP/s", True, 3), Column("% peak", True, 2), Column("floor ms", True, 3)]
+        cols += [Column("x floor", True, 3)]
+    cols += [Column("vs pytorch", True, 1), Column("vs best", True, 2)]
     if has_fp32_ratio:
-        cols.append(Column("vs fp32", True))
+        cols.append(Column("vs fp32", True, 1))
     if has_cold:
-        cols.append(Column("cold start s", True))
+        cols.append(Column("cold start s", True, 3))
     cols.append(Column("note"))
     cells: list[list[Cell]] = []
     for r in rows:
@@ -100,9 +104,11 @@ def table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
 def throughput_table(doc: RunDocument) -> tuple[list[Column], list[list[Cell]]]:
     """Columns and cells of throughput mode's rows: throughput with its interval, request latency."""
     rows = [r for r in doc.rows if r.mode == "throughput"]
-    cols = [Column("model"), Column("input"), Column("batch", True), Column("engine"), Column("prec")]
-    cols += [Column(c, True) for c in ("streams", "threads", "in flight", "img/s", "95% CI img/s", "windows")]
-    cols += [Column(c, True) for c in ("p50 ms", "p90 ms", "p99 ms", "requests", "vs best", "cold start s")]
+    cols = [Column("model"), Column("input", priority=2), Column("batch", True), Column("engine"), Column("prec")]
+    cols += [Column("streams", True), Column("threads", True), Column("in flight", True)]
+    cols += [Column("img/s", True), Column("95% CI img/s", True, 1), Column("windows", True, 3)]
+    cols += [Column("p50 ms", True, 2), Column("p90 ms", True, 3), Column("p99 ms", True, 2)]
+    cols += [Column("requests", True, 3), Column("vs best", True, 1), Column("cold start s", True, 2)]
     cols.append(Column("note"))
     cells: list[list[Cell]] = []
     for r in rows:
@@ -206,11 +212,11 @@ def _figure(value: float | None, unit: str) -> str:
 def baseline_table(gate: BaselineComparison) -> tuple[list[Column], list[list[Cell]], str]:
     """Columns, cells and title of the regression gate's table: every matched pair."""
     throughput = any(r.mode == "throughput" for r in gate.rows)
-    cols = [Column("model"), Column("input"), Column("batch", True), Column("engine"), Column("prec")]
+    cols = [Column("model"), Column("input", priority=2), Column("batch", True), Column("engine"), Column("prec")]
     if throughput:
         cols += [Column("streams", True), Column("in flight", True)]
-    cols += [Column("figure"), Column("baseline", True), Column("this run", True)]
-    cols += [Column("ratio", True), Column("95% CI", True), Column("verdict"), Column("note")]
+    cols += [Column("figure"), Column("baseline", True, 1), Column("this run", True, 1)]
+    cols += [Column("ratio", True), Column("95% CI", True, 1), Column("verdict"), Column("note")]
     cells: list[list[Cell]] = []
     styles = {"slower": "red", "parity failed": "red", "faster": "green", "same": "green"}
     for r in gate.rows:

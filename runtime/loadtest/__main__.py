@@ -59,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, help="override the parity check's relative tolerance")
     options.output(p, default=DEFAULT_OUTPUT, what="results folder")
     options.artifacts_dir(p)
+    options.wide(p)
     return p
 
 
-def print_report(out: Console, result: LoadTestResult) -> None:
+def print_report(out: Console, result: LoadTestResult, *, wide: bool = False) -> None:
     from .run import MIN_SAMPLES_P99
 
     s = result.server
@@ -72,11 +73,10 @@ def print_report(out: Console, result: LoadTestResult) -> None:
         f"preferred {s.get('preferred_batch_sizes')}, "
         f"max queue delay {s.get('max_queue_delay_us')} us, {s.get('instances')} instance(s)"
     )
-    cols = [Column("mode"), Column("clients", True), Column("batch", True), Column("requests", True)]
-    cols += [
-        Column(c, True) for c in ("img/s", "median ms", "p90 ms", "p99 ms", "formed batch", "queue ms", "compute ms")
-    ]
-    cols += [Column("errors", True), Column("load 1m", True)]
+    cols = [Column("mode"), Column("clients", True), Column("batch", True), Column("requests", True, 3)]
+    cols += [Column("img/s", True), Column("median ms", True), Column("p90 ms", True, 3), Column("p99 ms", True)]
+    cols += [Column("formed batch", True, 1), Column("queue ms", True, 2), Column("compute ms", True, 2)]
+    cols += [Column("errors", True), Column("load 1m", True, 2)]
     rows = []
     for r in result.rows:
         rows.append(
@@ -96,7 +96,7 @@ def print_report(out: Console, result: LoadTestResult) -> None:
                 fmt(r.load_1m, ".2f"),
             ]
         )
-    out.table(cols, rows)
+    out.table(cols, rows, wide=wide)
     gain = result.batching_gain()
     if gain:
         ratio, one, best = gain
@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         err.print(f"note: {result.metrics_note}; formed batch sizes are not given")
     if not result.rows:  # it ended before the first level finished: nothing measured, nothing written
         raise UserError(f"nothing measured: {result.ended_early or 'the run ended before its first level'}")
-    print_report(out, result)
+    print_report(out, result, wide=args.wide)
     written = write_results(result, args.output)
     out.print(
         "wrote "

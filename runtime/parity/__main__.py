@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.artifacts_dir(p, writes=True)
     options.no_rebuild(p)
     options.json_flag(p, help="print the report as JSON")
+    options.wide(p)
     p.add_argument(
         "--graph",
         type=Path,
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_report(out: Console, name: str, path: Path, record: art.ParityRecord) -> None:
+def print_report(out: Console, name: str, path: Path, record: art.ParityRecord, *, wide: bool = False) -> None:
     tol = record.tolerance
     sized = bool(record.sizes)
     out.print(
@@ -108,8 +109,9 @@ def print_report(out: Console, name: str, path: Path, record: art.ParityRecord) 
         + (f", top-1 >= {tol.min_top1:g}" if tol.min_top1 is not None else "")
     )
     cols = [Column("output"), Column("batch", True), *([Column("size", True)] if sized else [])]
-    cols += [Column(c, True) for c in ("max abs err", "max rel err", "mean abs err", "cosine", "SQNR dB")]
-    cols += [Column(c, True) for c in ("top-1", "top-5", "needed atol", "needed rtol")] + [Column("result")]
+    cols += [Column("max abs err", True), Column("max rel err", True, 2), Column("mean abs err", True, 3)]
+    cols += [Column("cosine", True), Column("SQNR dB", True), Column("top-1", True, 1), Column("top-5", True, 3)]
+    cols += [Column("needed atol", True, 2), Column("needed rtol", True, 2), Column("result")]
     rows = []
     for r in record.results:
         rows.append(
@@ -129,8 +131,8 @@ def print_report(out: Console, name: str, path: Path, record: art.ParityRecord) 
                 ("pass", "green") if r.passed else ("FAIL", "red"),
             ]
         )
-    out.table(cols, rows)
-    if tol.atol is not None:
+    hidden = out.table(cols, rows, wide=wide)
+    if tol.atol is not None and "needed atol" not in hidden:
         # without this, "needed atol 0.0e+00" beside "max abs err 8.6e-09" reads as a contradiction
         out.print(
             f"needed atol: the smallest atol that passes with rtol {tol.rtol:g} "
@@ -146,21 +148,25 @@ def print_report(out: Console, name: str, path: Path, record: art.ParityRecord) 
         out.print(f"FAIL {f}", style="red")
 
 
-def print_explanation(out: Console, e) -> None:  # type: ignore[no-untyped-def]
-    """The per-layer table of ``--explain`` (graph order), then the layers that lose the most."""
-    worst = {r.index for r in e.worst(3)}
+def print_explanation(out: Console, e, *, wide: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """The per-layer table of ``--explain`` (graph order), then the layer that loses the most."""
+    worst = e.worst(1)
+    int8 = e.precision == "int8"
+    rounded = f"{e.input_sqnr_db:.1f} dB" if e.input_sqnr_db is not None else "exact"
     out.print(
         f"per layer, {e.precision} vs fp32 graph on the same {sum(e.batch_sizes)} {e.inputs} inputs "
-        f"(input quantized: SQNR {fmt(e.input_sqnr_db, '.1f', 'exact')} dB); "
+        f"(the input as the {e.precision} graph reads it: SQNR {rounded}); "
         "loss = SQNR of the layer's inputs minus its own"
+        + ("; (float): a layer the int8 graph computes in float" if int8 else "")
     )
-    cols = [Column("#", True), Column("layer"), Column("op"), Column("tensor"), Column("shape")]
-    cols += [Column(c, True) for c in ("SQNR dB", "loss dB", "cosine", "max abs err", "ref max")] + [Column("")]
+    cols = [Column("#", True), Column("layer"), Column("op"), Column("tensor", priority=3), Column("shape", priority=2)]
+    cols += [Column("SQNR dB", True), Column("loss dB", True), Column("cosine", True, 1)]
+    cols += [Column("max abs err", True, 2), Column("ref max", True, 3), Column("mark")]
     rows = [
         [
             str(r.index),
             r.node,
-            r.op_type + ("" if r.quantized else " (float)"),
+            r.op_type + (" (float)" if int8 and not r.quantized else ""),
             r.tensor,
             "x".join(map(str, r.shape)),
             fmt(r.sqnr_db, ".1f", "exact" if r.max_abs_err is not None else "non-finite"),
@@ -168,12 +174,12 @@ def print_explanation(out: Console, e) -> None:  # type: ignore[no-untyped-def]
             fmt(r.cosine_min, ".5f", "non-finite"),
             fmt(r.max_abs_err, ".2e", "non-finite"),
             f"{r.ref_max_abs:.2e}",
-            ("worst", "red") if r.index in worst else "",
+            ("worst", "red") if worst and r.index == worst[0].index else "",
         ]
         for r in e.layers
     ]
-    out.table(cols, rows)
-    for r in e.worst(3):
+    out.table(cols, rows, wide=wide)
+    for r in worst:
         out.print(
             f"loses most: {r.node} ({r.op_type}): {r.loss_db:.1f} dB, "
             f"SQNR {fmt(r.input_sqnr_db, '.1f')} dB in -> {fmt(r.sqnr_db, '.1f')} dB out"
@@ -330,9 +336,9 @@ def _check(args: argparse.Namespace, out: Console) -> int:
     else:
         if resolved.file is not None:
             out.print(resolved.file.statement(manifest.name), style="bold" if resolved.file.matches else "bold yellow")
-        print_report(out, manifest.name, resolved.path, record)
+        print_report(out, manifest.name, resolved.path, record, wide=args.wide)
         if explained:
-            print_explanation(out, explained)
+            print_explanation(out, explained, wide=args.wide)
     return 0 if record.passed else 1
 
 

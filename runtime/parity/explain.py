@@ -211,6 +211,14 @@ def explain(
         dequant[q.output[0]] = (scale.reshape(()), zero.reshape(()))
         return q.output[0]
 
+    def named(tensor: str) -> str:
+        """The fp32 graph's name of ``tensor``: fp16's converter renames a graph output (``output``
+        becomes ``graph_output_cast_0``, then a Cast to float writes ``output``)."""
+        if tensor in ref_produced:
+            return tensor
+        cast = next((c for c in consumers.get(tensor, []) if c.op_type == "Cast" and c.output), None)
+        return cast.output[0] if cast is not None and cast.output[0] in ref_produced else tensor
+
     def source(tensor: str) -> str:
         """The float tensor a (possibly dequantized) input carries: through DQ and Q back to T."""
         for _ in range(4):
@@ -228,6 +236,7 @@ def explain(
         tensor = node.output[0]
         if tensor not in ref_produced and tensor.endswith(_Q_INPUT):
             tensor = tensor[: -len(_Q_INPUT)]  # a graph output quantized too: T -> Q -> DQ -> T
+        tensor = named(tensor)
         quantized = any(
             i in producer and producer[i].op_type == "DequantizeLinear" and producer[i].input[0] not in inits
             for i in node.input
@@ -240,6 +249,9 @@ def explain(
         read_at[tensor] = reading(node.output[0])
         layers.append((node, tensor, quantized, sources))
     input_read = reading(graph_input)
+    if input_read == graph_input:  # fp16 with float32 inputs: what the layers see is the input cast to half
+        cast = next((c for c in consumers.get(graph_input, []) if c.op_type == "Cast" and c.output), None)
+        input_read = cast.output[0] if cast is not None else graph_input
 
     if not layers:
         raise UserError("no layer of this graph has a tensor of the same name in the fp32 graph to compare with")

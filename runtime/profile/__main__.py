@@ -127,7 +127,7 @@ def _profile(args: argparse.Namespace, out: Console) -> int:
         out.stream.flush()
     else:
         cols, cells = table(profile, top, args.wide)
-        out.table(cols, cells, title=title(profile))
+        out.table(cols, cells, title=title(profile), wide=args.wide)
         for line in summary(profile, top):
             out.print(line)
         out.print("wrote " + ", ".join(str(f) for f in files))

@@ -28,8 +28,9 @@ def _rate(row: LayerRow) -> str:
 def table(profile: Profile, top: int | None, wide: bool) -> tuple[list[Column], list[list[Cell]]]:
     """Columns and cells of the layer table, slowest first; ``wide`` adds every column."""
     has_sqnr = any(r.sqnr_db is not None for r in profile.layers)
-    cols = [Column("#", True), Column("layer"), Column("ops"), Column("kernel"), Column("prec")]
-    cols += [Column(c, True) for c in ("median ms", "share", "cum.", "G op/s", "% peak")]
+    cols = [Column("#", True), Column("layer"), Column("ops", priority=2), Column("kernel", priority=3)]
+    cols += [Column("prec"), Column("median ms", True), Column("share", True), Column("cum.", True, 2)]
+    cols += [Column("G op/s", True, 1), Column("% peak", True, 1)]
     if wide:
         cols[2:2] = [Column("module type")]
         cols += [Column("GFLOP", True), Column("peak", True), Column("nodes", True)]

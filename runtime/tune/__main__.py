@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.no_rebuild(o)
     o.add_argument("--reference", metavar="FILE.py:Builder", help="your own model's code, for the parity checks")
     opt.json_flag(o, help="print deploy.json (or tune.json) instead of tables")
+    opt.wide(o)
     return p
 
 
@@ -129,13 +130,15 @@ def _tune(args: argparse.Namespace, out: Console) -> int:
     where = m.gpu_name or f"{m.cpu_model} ({m.cpu_cores} cores)"
     target = f"p99 <= {report.target.p99_ms:g} ms" if report.target.kind == "latency" else "the most img/s"
     out.table(cols, cells, title=f"Candidates for {report.artifact.name} on {m.device.upper()}: {where}, "
-              f"{m.threads} threads; target: {target}; accuracy budget: {report.target.loss}")  # fmt: skip
+              f"{m.threads} threads; target: {target}; accuracy budget: {report.target.loss}",
+              wide=args.wide)  # fmt: skip
     for what, why in report.skipped.items():
         out.print(f"skipped {what}: {why}")
     deploy = result.deploy
     if deploy is not None and deploy.served is not None:
         cols, cells = serve_table(deploy.served)
-        out.table(cols, cells, title="Triton configurations on the local server (load test, parity through the server)")
+        out.table(cols, cells, title="Triton configurations on the local server (load test, parity through the server)",
+                  wide=args.wide)  # fmt: skip
         if deploy.served.note:
             out.print(deploy.served.note)
     out.print(("chosen: " if deploy is not None else "nothing deployed: ") + report.why)

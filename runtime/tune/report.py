@@ -27,10 +27,11 @@ def _ci(f: Figures | None) -> str:
 
 def table(candidates: Sequence[Candidate]) -> tuple[list[Column], list[list[Cell]]]:
     """Every candidate, ranked: the figures it is judged by (confirmed where it was a finalist)."""
-    cols = [Column("#", True), Column("engine"), Column("prec"), Column("streams x threads"), Column("in flight", True)]
-    cols += [Column("batch", True), Column("img/s", True), Column("95% CI", True), Column("p50 ms", True)]
-    cols += [Column("p99 ms", True), Column("requests", True), Column("SQNR dB", True), Column("cold start s", True)]
-    cols += [Column("measured"), Column("verdict")]
+    cols = [Column("#", True), Column("engine"), Column("prec"), Column("streams x threads")]
+    cols += [Column("in flight", True), Column("batch", True), Column("img/s", True), Column("95% CI", True, 2)]
+    cols += [Column("p50 ms", True, 2), Column("p99 ms", True, 1), Column("requests", True, 3)]
+    cols += [Column("SQNR dB", True, 2), Column("cold start s", True, 3), Column("measured", priority=3)]
+    cols += [Column("verdict")]
     cells: list[list[Cell]] = []
     for c in candidates:
         f = c.best
@@ -88,9 +89,9 @@ def why(chosen: Candidate, runner_up: Candidate | None, lead: Interval | None, t
 
 
 def serve_table(search: ServeSearch) -> tuple[list[Column], list[list[Cell]]]:
-    cols = [Column("instances", True), Column("max batch", True), Column("preferred"), Column("delay us", True)]
-    cols += [Column("clients", True), Column("img/s", True), Column("p50 ms", True), Column("p99 ms", True)]
-    cols += [Column("formed batch", True), Column("result")]
+    cols = [Column("instances", True), Column("max batch", True), Column("preferred", priority=2)]
+    cols += [Column("delay us", True, 2), Column("clients", True), Column("img/s", True), Column("p50 ms", True, 2)]
+    cols += [Column("p99 ms", True, 1), Column("formed batch", True, 2), Column("result")]
     cells: list[list[Cell]] = []
     for s in search.configs:
         mark: Cell = (s.status, "green" if s.status == "ok" else "red" if s.status != "misses target" else "yellow")

@@ -119,3 +119,36 @@ def test_stdout_kept_for_output_sends_everything_else_to_stderr() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == '{"only": "this"} after\n'
     assert sorted(proc.stderr.split()) == ["dunder", "fd1", "print"]
+
+
+WIDE_COLUMNS = [Column("model"), Column("ms", True), Column("detail", priority=2), Column("extra", True, priority=1)]
+WIDE_ROW = [["resnet18", "1.25", "d" * 60, "e" * 30]]
+
+
+def test_piped_table_fits_100_columns_and_names_what_it_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    stream = io.StringIO()
+    hidden = Console(stream).table(WIDE_COLUMNS, WIDE_ROW)
+    lines = stream.getvalue().splitlines()
+    assert hidden == ["detail"], "the least needed column (highest priority) goes first, and only as many as needed"
+    assert max(len(line) for line in lines if line.startswith("|")) <= 100
+    assert " extra |" in lines[0] and "detail" not in lines[0]
+    assert "columns left out to fit 100 characters: detail (--wide shows them)" in lines
+
+
+def test_columns_env_and_wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    stream = io.StringIO()
+    assert Console(stream).table(WIDE_COLUMNS, WIDE_ROW) == ["detail", "extra"]
+    assert "1.25" in stream.getvalue(), "columns of priority 0 always stay, even where they do not fit"
+    stream = io.StringIO()
+    assert Console(stream).table(WIDE_COLUMNS, WIDE_ROW, wide=True) == []
+    assert "d" * 60 in stream.getvalue() and "left out" not in stream.getvalue()
+
+
+def test_terminal_table_fits_the_terminal() -> None:
+    stream = _Terminal()
+    console = Console(stream)
+    console._rich.width = 45
+    assert console.table(WIDE_COLUMNS, WIDE_ROW) == ["detail", "extra"]
+    assert "e" * 30 not in stream.getvalue() and "(--wide shows them)" in stream.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import select
 import signal
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exporter.console import Console
 from exporter.export import export_model
-from runtime.bench import engines, runner
+from runtime.bench import engines, report, runner
 from runtime.bench.__main__ import main
-from runtime.bench.rows import CSV_COLUMNS
+from runtime.bench.rows import CSV_COLUMNS, RunDocument
 from tests.helpers import ROOT, strict_load, write_user_model
 
 from .conftest import QUICK
@@ -47,15 +49,23 @@ def bench(
     )
 
 
-def test_bench_writes_strict_json_csv_and_plot(arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_writes_strict_json_csv_and_plot(
+    arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "bench"
+    monkeypatch.delenv("COLUMNS", raising=False)
     # the roofline included: QUICK without --no-roofline
     code = bench(arts, out, quick=tuple(q for q in QUICK if q != "--no-roofline"))
     assert code == 0
     printed = capsys.readouterr()
-    # without a terminal: a Markdown table with every column, nothing cut, and plain progress lines
-    assert "| model " in printed.out and " vs pytorch |" in printed.out and "…" not in printed.out
-    assert "x floor" in printed.out and "fp32 peak" in printed.out and "CPU features: AVX-512" in printed.out
+    # without a terminal: a Markdown table that fits 100 characters (it had 21 columns, ~330), nothing cut,
+    # saying which columns it left out; and plain progress lines
+    table = [line for line in printed.out.splitlines() if line.startswith("|")]
+    assert "| model " in table[0] and " vs pytorch |" in table[0] and "…" not in printed.out
+    assert max(map(len, table)) <= 100, table[0]
+    left_out = next(line for line in printed.out.splitlines() if line.startswith("columns left out to fit 100"))
+    assert "x floor" in left_out and left_out.endswith("(--wide shows them)")
+    assert "fp32 peak" in printed.out and "CPU features: AVX-512" in printed.out
     assert "running on CPU" in printed.err
     assert "[1/4" in printed.err and "[4/4" in printed.err and "lenet5 batch 1: onnxruntime fp32" in printed.err
 
@@ -103,6 +113,11 @@ def test_bench_writes_strict_json_csv_and_plot(arts: Path, tmp_path: Path, capsy
         csv_rows = list(reader)
     assert tuple(reader.fieldnames or ()) == CSV_COLUMNS and len(csv_rows) == len(rows)
     assert csv_rows[0]["input_shape"] == "3x32x32"
+    # --wide: every column of the same run
+    cols, cells = report.table(RunDocument.model_validate(doc))
+    wide = io.StringIO()
+    assert Console(wide).table(cols, cells, wide=True) == []
+    assert " x floor |" in wide.getvalue() and " p90 ms |" in wide.getvalue()
 
     png = (out / "latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

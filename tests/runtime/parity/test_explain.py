@@ -87,6 +87,8 @@ def test_fp16_graph_is_explained_too(resnet_int8: Path, tmp_path: Path) -> None:
     graph = artifact.path(FP16).read_bytes()
     e = explain_artifact(artifact, FP16, graph, rebuild(artifact.manifest), batch_sizes=[2])
     assert e.precision == "fp16" and len(e.layers) >= 15 and not any(r.quantized for r in e.layers)
+    # the converter renames the graph output (graph_output_cast_0, then a Cast): compared as "output"
+    assert e.layers[-1].tensor == artifact.manifest.outputs[0].name and e.unmatched == []
     assert all(r.sqnr_db is None or r.sqnr_db > 40 for r in e.layers), "fp16 keeps every layer above 40 dB"
     with pytest.raises(UserError, match="--precision int8 or fp16"):
         explain_artifact(artifact, art.BASE, graph, rebuild(artifact.manifest), batch_sizes=[1])
@@ -101,13 +103,39 @@ def test_cli_table_and_json_are_complete(resnet_int8: Path) -> None:
     assert len(layers) == len(_quantized_layers(onnx.load(str(resnet_int8 / "resnet_cifar.int8.onnx"))))
     assert {"node", "op_type", "tensor", "sqnr_db", "cosine_min", "max_abs_err", "loss_db"} <= set(layers[0])
 
-    proc = run_cli(*args, "--explain")
+    proc = run_cli(*args, "--explain", "--wide")
     assert proc.returncode == 0, proc.stderr
     table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     for row in layers:
         line = next((t for t in table if f" {row['node']} " in t), None)
         assert line is not None and f" {row['tensor']} " in line, f"row of {row['node']} missing or cut"
-    assert "…" not in proc.stdout and "loses most:" in proc.stdout and "worst" in proc.stdout
+    assert "…" not in proc.stdout and "left out" not in proc.stdout
+
+
+def test_cli_tables_fit_with_one_worst_mark(resnet_int8: Path) -> None:
+    """Defects: the tables wrapped every row in 100 columns, the mark column had no header, three
+    layers were marked "worst" and three "loses most" lines printed."""
+    args = ("runtime.parity", str(resnet_int8), "--precision", "int8", "--device", "cpu", "--batch-size", "2")
+    proc = run_cli(*args, "--explain", env={"COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    tables = [line for line in lines if line.startswith("|")]
+    assert tables and max(len(line) for line in tables) <= 100
+    headers = [line for line, below in zip(tables, tables[1:]) if set(below) <= set("|-: ")]
+    assert len(headers) == 2 and all(cell.strip() for h in headers for cell in h.strip("|").split("|"))
+    assert sum(" worst " in line for line in tables) == 1
+    assert sum(line.startswith("loses most:") for line in lines) == 1
+    assert sum("(--wide shows them)" in line for line in lines) == 2
+
+
+def test_cli_fp16_explain_is_labelled_fp16(resnet_int8: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "resnet_cifar"
+    shutil.copytree(resnet_int8, directory)
+    build_variant(directory, FP16)
+    proc = run_cli("runtime.parity", str(directory), "--precision", "fp16", "--explain", "--batch-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "per layer, fp16 vs fp32" in proc.stdout and "the input as the fp16 graph reads it" in proc.stdout
+    assert "quantized" not in proc.stdout and "(float)" not in proc.stdout and "not compared" not in proc.stdout
 
 
 @pytest.mark.parametrize(
