@@ -35,6 +35,13 @@ INSTALL_HINT = (
 )
 
 
+#: Characters netron draws in its labels beyond ASCII (view.js): a weight's shape as 〈64×3×7×7〉
+#: (U+3008, U+3009, U+00D7) and a cut value with an ellipsis (U+2026). Without a font holding them
+#: Chromium draws boxes, and the picture is broken whatever else is right.
+NETRON_GLYPHS = {"\u3008": "U+3008", "\u3009": "U+3009", "\u00d7": "U+00D7", "\u2026": "U+2026"}
+FONT_HINT = "install a font that has them: sudo apt-get install fonts-wqy-microhei"
+
+
 class RenderUnavailable(UserError):
     """playwright or a Chromium binary is missing."""
 
@@ -61,8 +68,30 @@ def find_chromium() -> str:
     raise RenderUnavailable(f"--render needs Chromium, and none was found; {INSTALL_HINT}")
 
 
+def _fonts_covering(char: str) -> list[str] | None:
+    """The font families fontconfig (what Chromium uses on Linux) has for ``char``; None where there is
+    no fontconfig to ask (macOS and Windows ship fonts with these characters)."""
+    import subprocess
+
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return None
+    try:
+        listed = subprocess.run(
+            [fc_list, f":charset={ord(char):x}", "family"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line for line in listed.stdout.splitlines() if line.strip()]
+
+
+def missing_glyphs() -> list[str]:
+    """The characters of netron's labels (:data:`NETRON_GLYPHS`) that no installed font has, as U+XXXX."""
+    return [code for char, code in NETRON_GLYPHS.items() if _fonts_covering(char) == []]
+
+
 def render_available() -> str | None:
-    """None when rendering can work here, else the reason it cannot."""
+    """None when rendering can work here (and draw every character of netron's labels), else why not."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -71,6 +100,12 @@ def render_available() -> str | None:
         find_chromium()
     except RenderUnavailable as exc:
         return str(exc)
+    missing = missing_glyphs()
+    if missing:
+        return (
+            f"no installed font has {', '.join(missing)}, which netron draws in weight labels (〈64×3×7×7〉): "
+            f"the picture would show boxes instead; {FONT_HINT}"
+        )
     return None
 
 

@@ -152,11 +152,23 @@ def _ci_prologue(tmp_path: Path, tools: dict[str, str]) -> subprocess.CompletedP
     return subprocess.run(["/bin/bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
 
 
+FONT = {"fc-list": "echo 'WenQuanYi Micro Hei'"}  # fontconfig knowing a font with netron's brackets
+
+
 def test_ci_fails_when_chromium_or_gpp_is_missing_and_cannot_be_installed(tmp_path: Path) -> None:
-    proc = _ci_prologue(tmp_path / "a", {"g++": "exit 0"})
+    proc = _ci_prologue(tmp_path / "a", {"g++": "exit 0", **FONT})
     assert proc.returncode == 1 and proc.stderr.strip() == "error: chromium missing and no apt-get to install them"
     # an apt-get that reports success but installs nothing: the tool is looked for again
     proc = _ci_prologue(tmp_path / "b", {"chromium": "exit 0", "apt-get": "exit 0"})
     assert proc.returncode == 1 and proc.stderr.strip() == "error: g++ could not be installed", proc.stderr
     proc = _ci_prologue(tmp_path / "c", {"apt-get": "exit 100"})
     assert proc.returncode != 0 and "python3" not in proc.stderr, proc.stderr  # apt-get's failure stops it
+
+
+def test_ci_fails_without_a_font_for_netrons_labels(tmp_path: Path) -> None:
+    tools = {"chromium": "exit 0", "g++": "exit 0", "apt-get": "exit 0", "fc-list": "exit 0"}  # fc-list: no font
+    proc = _ci_prologue(tmp_path / "a", tools)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == "error: fonts-wqy-microhei could not be installed (no font has U+3008/U+3009)"
+    proc = _ci_prologue(tmp_path / "b", {"chromium": "exit 0", "g++": "exit 0"})
+    assert proc.stderr.strip() == "error: fontconfig fonts-wqy-microhei missing and no apt-get to install them"

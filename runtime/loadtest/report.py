@@ -123,6 +123,17 @@ def _csv(rows: list[dict[str, object]]) -> str:
 
 def plot_png(rows: list[dict[str, object]]) -> bytes:
     """Throughput against concurrency, one panel per artifact graph; local onnxruntime as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(rows)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # every label in, none cut at the edge
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_figure(rows: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+    """The matplotlib figure :func:`plot_png` saves; legends sit below each panel, never over a point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +143,7 @@ def plot_png(rows: list[dict[str, object]]) -> bytes:
     graphs = list(dict.fromkeys((str(r["artifact"]), str(r["variant"])) for r in rows))
     cols = min(3, max(1, len(graphs)))
     nrows = (len(graphs) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 4.2 * nrows), squeeze=False)
     for ax, (artifact, variant) in zip(axes.flat, graphs):
         mine = [r for r in rows if r["artifact"] == artifact and r["variant"] == variant and r.get("throughput_ips")]
         levels = sorted({int(r["concurrency"]) for r in mine if r["mode"] == "triton"})  # type: ignore[arg-type]
@@ -165,19 +176,18 @@ def plot_png(rows: list[dict[str, object]]) -> bytes:
             ax.set_xscale("log", base=2)
             ax.set_xticks(levels, [str(c) for c in levels])
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_ylim(bottom=0)
-        ax.margins(x=0.12)
+        top = max([float(r["throughput_ips"]) for r in mine] or [1.0])  # type: ignore[arg-type]
+        ax.set_ylim(0, top * 1.18)  # headroom: the labels above the highest point stay inside the panel
+        ax.margins(x=0.15)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # none yet while only local onnxruntime is measured
-            ax.legend(fontsize=7, loc="lower right")
+            # below the panel, under the axis label: inside it, it covered a point
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     for ax in list(axes.flat)[len(graphs) :]:
         ax.axis("off")
     fig.suptitle("Triton dynamic batching: throughput vs concurrency")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def write_results(result: LoadTestResult, output_dir: Path) -> Written:

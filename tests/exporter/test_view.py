@@ -228,3 +228,41 @@ def test_sigterm_to_view_says_the_viewer_stopped(exported) -> None:
         proc.kill()
     assert proc.returncode == 143
     assert err.strip() == "interrupted: the viewer stopped", err
+
+
+def test_render_refuses_where_no_font_has_netrons_characters(
+    monkeypatch: pytest.MonkeyPatch, exported, tmp_path: Path
+) -> None:
+    """Defect: weight labels (〈6×3×5×5〉) came out as boxes on a machine without such a font, and the
+    render was reported as fine."""
+    import exporter.render as render
+
+    monkeypatch.setattr(render, "_fonts_covering", lambda char: [] if char in "\u3008\u3009" else ["DejaVu Sans"])
+    assert render.missing_glyphs() == ["U+3008", "U+3009"]
+    with pytest.raises(UserError, match=r"no installed font has U\+3008, U\+3009.*fonts-wqy-microhei"):
+        render_graph(exported("lenet5").onnx_path, tmp_path / "x.svg", tmp_path / "x.png")
+    assert not (tmp_path / "x.svg").exists()
+
+
+@browser
+@pytest.mark.browser
+def test_cli_render_without_the_font_fails_before_exporting(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    fake = tmp_path / "bin" / "fc-list"  # fontconfig that knows no font for any character
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {"PATH": f"{fake.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = run_cli("exporter", "lenet5", "--render", "--artifacts-dir", str(tmp_path / "arts"), env=env)
+    assert_one_line(proc, "the picture would show boxes instead", code=2)
+    assert not (tmp_path / "arts" / "lenet5").exists()
+
+
+@browser
+@pytest.mark.browser
+def test_this_machine_has_a_font_for_every_netron_character() -> None:
+    from exporter.render import missing_glyphs
+
+    assert missing_glyphs() == [], ".ci/run installs fonts-wqy-microhei for these"
