@@ -7,7 +7,6 @@ refuses the graph in one line and writes nothing. Zoo models produce no notes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from exporter.frozen import NoteList, compare_traces, tracer_warnings
 from exporter.pooling import dynamic_adaptive_pooling
 from exporter.reference import prepare
 from exporter.trace import native_lrn
-from tests.helpers import run_cli, write_user_model
+from tests.helpers import run_cli, strict_loads, write_user_model
 
 MODELS = """
 import torch
@@ -101,7 +100,7 @@ def test_a_branch_in_forward_is_a_note_at_the_users_line(models: Path, tmp_path:
     note = result.notes[0]
     assert Path(note.file).name == "branchy.py" and note.line == _line(MODELS, code)  # type: ignore[arg-type]
     assert note.code == code and "branch" in note.message
-    doc = json.loads((result.directory / "manifest.json").read_text())
+    doc = strict_loads((result.directory / "manifest.json").read_text())
     assert doc["trace_notes"][0]["line"] == note.line and doc["trace_notes"][0]["file"] == note.file
 
 

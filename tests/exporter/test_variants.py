@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from exporter.variants import (
 from runtime import compare
 from runtime.parity import check_artifact
 from runtime.resolve import resolve
-from tests.helpers import assert_one_line, run_cli
+from tests.helpers import assert_one_line, run_cli, strict_loads
 
 FP16, INT8 = art.VariantKey("fp16"), art.VariantKey("int8")
 
@@ -134,7 +133,7 @@ def test_parity_cli_with_precision_reports_accuracy(trained: Path) -> None:
     build_variant(trained, FP16)
     proc = run_cli("runtime.parity", str(trained / "lenet5.fp16.onnx"), "--device", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    doc = strict_loads(proc.stdout)
     assert doc["precision"] == "fp16" and doc["graph"].endswith("lenet5.fp16.onnx")
     assert doc["accuracy"]["top1_agreement"] >= 0.99
 
@@ -273,3 +272,39 @@ def test_int8_resnet18_cli(tmp_path: Path) -> None:
     assert min(r.sqnr_db for r in record.parity.results if r.sqnr_db is not None) >= 20
     assert min(r.cosine_min for r in record.parity.results if r.cosine_min is not None) >= 0.99
     assert "min SQNR" in proc.stdout and "min cosine" in proc.stdout
+
+
+HUGE = """
+import torch
+
+
+class Huge(torch.nn.Module):
+    # outputs around 1e5: finite in fp32, beyond fp16's largest number (65504)
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(x) * 70000.0
+"""
+
+
+def test_an_fp16_graph_that_fails_its_check_is_refused_and_not_recorded(tmp_path: Path) -> None:
+    """A real fp16 failure (nothing stubbed): the variant is refused, no file written, nothing recorded."""
+    from tests.helpers import write_user_model
+
+    src = write_user_model(tmp_path, HUGE, "huge.py")
+    result = export_model(f"{src}:Huge", input_shape=(6,), name="huge", output_dir=tmp_path / "a")
+    before = {p.name: p.read_bytes() for p in result.directory.iterdir()}
+    reference = rebuild(result.manifest, f"{src}:Huge")
+    with pytest.raises(ExportFailed, match="huge fp16 failed verification: "):
+        build_variant(result.directory, art.VariantKey("fp16"), reference=reference)
+    assert {p.name: p.read_bytes() for p in result.directory.iterdir()} == before
+    proc = run_cli(
+        "exporter", f"{src}:Huge", "--input-shape", "6", "--name", "huge", "--precision", "fp16",
+        "--artifacts-dir", str(tmp_path / "a"),
+    )  # fmt: skip
+    assert_one_line(proc, "huge fp16 failed verification", code=3, after_progress=True)
+    assert sorted(p.name for p in result.directory.iterdir()) == ["huge.onnx", "manifest.json"]
+    assert art.open_artifact(result.directory).manifest.variants == {}

@@ -162,7 +162,7 @@ def test_cli_render_without_browser_fails_before_exporting(tmp_path: Path) -> No
     )
     assert_one_line(proc, "apt-get install chromium", code=2)
     assert not (tmp_path / "lenet5").exists()
-    assert env_path  # the test process's PATH is untouched
+    assert os.environ.get("PATH", "") == env_path  # the test process's PATH is untouched
 
 
 @browser

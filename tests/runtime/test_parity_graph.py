@@ -7,7 +7,6 @@ is only read, never rebuilt or written.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from onnx import numpy_helper
 
 from exporter import artifact as art
 from exporter.variants import build_variant
-from tests.helpers import run_cli
+from tests.helpers import run_cli, strict_loads
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -59,7 +58,7 @@ def test_a_rewritten_graph_is_checked_and_said_not_to_be_the_recorded_one(lenet:
     bad = _rewritten(lenet / "lenet5.onnx", tmp_path / "bad.onnx", bias_shift=0.5)
     failed = run_cli("runtime.parity", str(lenet), "--graph", str(bad), "--json")
     assert failed.returncode == 1
-    doc = json.loads(failed.stdout)
+    doc = strict_loads(failed.stdout)
     assert doc["recorded"] is False and doc["matches"] is None and doc["passed"] is False
     assert doc["recorded_graphs"]["fp32"] == art.read_manifest(lenet).sha256  # type: ignore[union-attr]
     assert doc["graph"] == str(bad) and doc["tolerance"]["atol"] == 2e-3
@@ -71,12 +70,12 @@ def test_a_recorded_graph_is_named_and_its_precision_applies(lenet: Path, tmp_pa
     shutil.copyfile(lenet / "lenet5.fp16.onnx", copy)
     proc = run_cli("runtime.parity", str(lenet), "--graph", str(copy), "--json")
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    doc = strict_loads(proc.stdout)
     assert doc["recorded"] is True and doc["matches"] == "fp16" and doc["precision"] == "fp16"
     recorded = art.read_manifest(lenet).variants["fp16"].parity.tolerance  # type: ignore[union-attr]
     assert doc["tolerance"] == recorded.model_dump(mode="json")
     fp32_rules = run_cli("runtime.parity", str(lenet), "--graph", str(copy), "--precision", "fp32", "--json")
-    assert json.loads(fp32_rules.stdout)["tolerance"]["atol"] == 2e-3
+    assert strict_loads(fp32_rules.stdout)["tolerance"]["atol"] == 2e-3
     clash = run_cli("runtime.parity", str(lenet / "lenet5.fp16.onnx"), "--graph", str(copy), "--precision", "int8")
     assert clash.returncode == 2 and len(clash.stderr.strip().splitlines()) == 1
 
@@ -100,7 +99,7 @@ def test_explain_compares_the_file_layer_by_layer_with_the_recorded_fp32_graph(l
     bad = _rewritten(lenet / "lenet5.onnx", tmp_path / "bad.onnx", bias_shift=0.5)
     proc = run_cli("runtime.parity", str(lenet), "--graph", str(bad), "--explain", "--json")
     assert proc.returncode == 1
-    layers = json.loads(proc.stdout)["explain"]["layers"]
+    layers = strict_loads(proc.stdout)["explain"]["layers"]
     assert layers[-1]["tensor"] == "output" and layers[-1]["max_abs_err"] == pytest.approx(0.5, abs=1e-4)
     assert all(r["sqnr_db"] is None for r in layers[:-1]), "only the last layer was changed"
 

@@ -11,7 +11,7 @@ from exporter import artifact as art
 from exporter.export import export_model
 from exporter.variants import build_variant
 from runtime.resolve import resolve
-from tests.helpers import assert_one_line, run_cli, write_user_model
+from tests.helpers import assert_one_line, run_cli, strict_loads, write_user_model
 
 EVIL = """
 from pathlib import Path
@@ -130,7 +130,7 @@ def test_zoo_model_exported_at_another_size_is_checked_at_that_size(tmp_path: Pa
     export_model("resnet_cifar", input_shape=(3, 40, 40), name="rc40", output_dir=out)
     proc = run_cli("runtime.parity", "rc40", "--artifacts-dir", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["passed"] is True
+    assert strict_loads(proc.stdout)["passed"] is True
 
 
 PRINTER = """
@@ -155,7 +155,7 @@ def test_json_stays_json_when_the_users_code_prints(tmp_path: Path) -> None:
     assert run_cli("exporter", f"{src}:Printer", "--input-shape", "8", "--artifacts-dir", str(out)).returncode == 0
     proc = run_cli("runtime.parity", "printer", "--artifacts-dir", str(out), "--reference", f"{src}:Printer", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["passed"] is True
+    assert strict_loads(proc.stdout)["passed"] is True
     assert "HELLO FROM FORWARD" in proc.stderr
 
 

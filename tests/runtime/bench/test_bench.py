@@ -436,7 +436,10 @@ def test_cuda_bench_with_and_without_io_binding(arts: Path, tmp_path: Path, io_b
     assert all(r["device"] == "cuda" and r["io_binding"] is io_binding for r in ort_rows)
     assert all(r["cudnn_conv_algo_search"] == "EXHAUSTIVE" and r["tf32"] is True for r in ort_rows)
     assert all("CUDAExecutionProvider" in r["settings"]["providers"] for r in ort_rows)
-    assert all(r["tf32"] is not None and r["parity"] in ("pass", None) for r in doc["rows"])
+    # TF32 is on by default on CUDA, for PyTorch's rows as for onnxruntime's, and every parity that ran passed
+    assert all(r["tf32"] is True and r["parity"] in ("pass", None) for r in doc["rows"]), doc["rows"]
+    pytorch = [r for r in doc["rows"] if r["engine"] == "pytorch"]
+    assert pytorch and all(r["settings"]["tf32_matmul"] is True for r in pytorch), pytorch
 
 
 @pytest.mark.gpu

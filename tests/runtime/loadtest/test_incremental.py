@@ -9,7 +9,6 @@ Rows of an earlier, fuller run that this one did not measure again are kept.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 
 from runtime.loadtest import LoadTestResult, Row
 from runtime.loadtest.report import write_results
-from tests.helpers import ROOT
+from tests.helpers import ROOT, strict_loads
 
 pytestmark = pytest.mark.serve
 
@@ -83,7 +82,7 @@ def test_a_server_killed_during_the_third_level_keeps_the_first_two(
     assert last.startswith("error: load test ended early: the server failed during concurrency 4 (level 3 of 3): ")
     assert last.endswith(f"kept local onnxruntime, concurrency 1, concurrency 2 in {out / 'results.json'}"), last
 
-    doc = json.loads((out / "results.json").read_text())
+    doc = strict_loads((out / "results.json").read_text())
     mine = [r for r in doc["results"] if r["run_id"] != "earlier"]
     assert [(r["mode"], r["concurrency"]) for r in mine] == [("local", 1), ("triton", 1), ("triton", 2)]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in mine)

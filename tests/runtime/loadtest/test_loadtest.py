@@ -13,7 +13,7 @@ from runtime.loadtest.client import check_loopback, split_url
 from runtime.loadtest.metrics import MetricsUnavailable, difference, parse
 from runtime.loadtest.report import merge, read_existing, write_results
 from runtime.loadtest.run import LoadTestConfig, LoadTestResult, Row, _latency_stats
-from tests.helpers import assert_one_line, run_cli
+from tests.helpers import assert_one_line, run_cli, strict_load
 
 METRICS = """\
 # HELP nv_inference_count Number of inferences performed
@@ -104,7 +104,7 @@ def test_results_are_never_replaced_by_fewer_rows(tmp_path: Path) -> None:
     assert [(r["concurrency"], r["run_id"]) for r in doc["results"]] == [(1, "run2"), (4, "run1"), (16, "run1")]
     assert set(doc["runs"]) == {"run1", "run2"}
     assert (tmp_path / "results.csv").read_text().count("\n") == 4
-    json.loads((tmp_path / "results.json").read_text())  # strict JSON
+    assert strict_load(tmp_path / "results.json") == doc  # strict JSON, as read back
     doc2, _, _ = merge(doc, _result([32], run_id="run3"))
     assert len(doc2["results"]) == 4  # type: ignore[arg-type]
 

@@ -3,7 +3,6 @@ under --output, one line per mistake, and a parser that imports nothing heavy.""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from exporter import artifact as art
 from exporter.export import export_model
 from exporter.reference import prepare
 from exporter.variants import build_variant
-from tests.helpers import ROOT, run_cli, write_user_model
+from tests.helpers import ROOT, run_cli, strict_load, strict_loads, write_user_model
 
 
 def test_help_and_the_parser_import_nothing_heavy() -> None:
@@ -62,14 +61,10 @@ def test_table_json_and_files(exported, tmp_path: Path) -> None:
     assert {p.name for p in folder.iterdir()} == {"profile.json", "layers.png"}
     as_json = run_cli("runtime.profile", *common, "--no-peaks", "--json", "--batch-size", "4")
     assert as_json.returncode == 0, as_json.stderr
-
-    def refuse(token: str) -> None:
-        raise ValueError(token)
-
-    doc = json.loads(as_json.stdout, parse_constant=refuse)
+    doc = strict_loads(as_json.stdout)
     assert doc["format"] == "runtime.profile" and doc["batch_size"] == 4 and doc["runs"] == 12
     assert doc["layers"] and all(len(n["times_us"]) == 12 for n in doc["nodes"])
-    written = json.loads((out / "lenet5" / f"fp32.onnxruntime.cpu.b4.{size}" / "profile.json").read_text())
+    written = strict_load(out / "lenet5" / f"fp32.onnxruntime.cpu.b4.{size}" / "profile.json")
     assert written == doc
     names = {r["layer"] for r in doc["layers"]}
     assert names & set(art.open_artifact(arts / "lenet5").manifest.layers.nodes.values())

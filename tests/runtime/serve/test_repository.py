@@ -128,7 +128,8 @@ def test_cli_writes_and_checks_a_repository(resolved_lenet, artifacts_dir: Path,
     assert (repo / "lenet5" / "1" / "model.onnx").is_file()
     r = run_cli("runtime.serve", "--check-repository", str(repo))
     assert r.returncode == 0, r.stderr
-    assert "lenet5" in r.stdout and "ok" in r.stdout
+    row = [line for line in r.stdout.splitlines() if "lenet5" in line]
+    assert len(row) == 1 and re.search(r"\bok\b", row[0]) and "FAIL" not in r.stdout, r.stdout
 
 
 # --- refusals ----------------------------------------------------------------------------------

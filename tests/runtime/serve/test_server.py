@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -25,7 +24,7 @@ from runtime.loadtest.metrics import scrape  # noqa: E402
 from runtime.loadtest.report import read_existing, write_results  # noqa: E402
 from runtime.serve import LocalServer, ServeOptions, ServerFailed, libpython_dir, server_environment  # noqa: E402
 from runtime.sessions import SessionConfig, create_session  # noqa: E402
-from tests.helpers import ROOT, run_cli  # noqa: E402
+from tests.helpers import ROOT, run_cli, strict_loads  # noqa: E402
 
 from .conftest import free_ports  # noqa: E402
 
@@ -147,7 +146,7 @@ def test_loadtest_cli_over_http(triton_server, artifacts_dir: Path, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     assert "parity through the server: pass" in r.stderr
     assert "Triton http" in r.stdout and "onnxruntime (local)" in r.stdout
-    doc = json.loads((out / "results.json").read_text())
+    doc = strict_loads((out / "results.json").read_text())
     assert [row["concurrency"] for row in doc["results"]] == [1, 1, 4]
     # the same run again replaces its rows; nothing is ever dropped
     r = _loadtest_http(
@@ -163,7 +162,7 @@ def test_loadtest_cli_over_http(triton_server, artifacts_dir: Path, tmp_path: Pa
         "--no-local",
     )
     assert r.returncode == 0, r.stderr
-    doc = json.loads((out / "results.json").read_text())
+    doc = strict_loads((out / "results.json").read_text())
     assert [row["concurrency"] for row in doc["results"]] == [1, 1, 2, 4]
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from runtime.tune.deploy import read_deploy, read_report
-from tests.helpers import run_cli
+from tests.helpers import run_cli, strict_loads
 
 from .conftest import QUICK_TUNE, Tuned
 
@@ -28,16 +27,16 @@ def test_tune_sweeps_every_candidate_and_explains_its_choice(tuned: Tuned) -> No
     for c in report.candidates:
         assert c.status != "ok" or (c.screen is not None and c.screen.throughput_ips > 0), c
         assert c.status == "ok" or c.reason, c
-        if c.status == "ok" and c.precision == "int8":
-            assert c.sqnr_db is not None and c.sqnr_db > 12  # parity-checked on its own setting
         assert c.threads_per_stream == 2 // c.streams
+    int8_ok = [c for c in report.candidates if c.status == "ok" and c.precision == "int8"]
+    assert int8_ok and all(c.sqnr_db is not None and c.sqnr_db > 12 for c in int8_ok), int8_ok  # parity-checked
     finalists = [c for c in report.candidates if c.confirmed is not None]
     assert 1 <= len(finalists) <= 3 and report.candidates[0].confirmed is not None
     assert [c.rank for c in report.candidates] == list(range(1, 17))
     assert report.chosen is not None and report.chosen.key == report.candidates[0].key
     assert report.chosen.confirmed.requests >= 100 or report.chosen.confirmed.p99_ms is None  # type: ignore[union-attr]
     assert (tuned.out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bench = json.loads((Path(report.bench_results) / "results.json").read_text())  # type: ignore[arg-type]
+    bench = strict_loads((Path(report.bench_results) / "results.json").read_text())  # type: ignore[arg-type]
     assert {row["mode"] for row in bench["rows"]} == {"throughput"} and bench["parity"]
 
 
