@@ -80,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("optimized variants (written beside the fp32 graph)")
     options.precision(
         o,
-        choices=options.PRECISIONS,
+        choices=[*options.PRECISIONS, "auto"],
         default="fp32",
-        help="fp16 (for CUDA) or int8 (for CPU) variant: NAME.fp16.onnx / NAME.int8.onnx",
+        help="fp16 (for CUDA) or int8 (for CPU) variant: NAME.fp16.onnx / NAME.int8.onnx; auto: the fastest "
+        "int8 graph within a budget, layers kept float by measured loss and time (NAME.auto.onnx)",
     )
     o.add_argument(
         "--optimize-for",
@@ -101,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="int8: 7-bit weights; auto (the default) = on for AVX2 CPUs without VNNI",
     )
     o.add_argument("--fp16-io", action="store_true", help="fp16: make inputs/outputs half too (default float32)")
+    a = p.add_argument_group(
+        "precision search (--precision auto; exit status 4 when no candidate beats fp32, nothing written)"
+    )
+    options.precision_budget(a)
+    a.add_argument(
+        "--eval-dir", type=Path, metavar="DIR",
+        help="labelled images to judge --max-accuracy-drop on: an ImageFolder (one subfolder per class) or "
+        ".npz files with x and y",
+    )  # fmt: skip
+    a.add_argument("--target", choices=options.TARGETS, help="where the graph will run (default cpu)")
+    options.engine(a, choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="the engine latency is measured in (default onnxruntime)")  # fmt: skip
+    options.threads(a, help="intra-op threads the candidates are timed with (default: one per core)")
     g = p.add_argument_group("viewing (netron)")
     g.add_argument("--view", action="store_true", help="serve the graph with netron until Ctrl-C (FILE.onnx works too)")
     options.http_port(g, help="port for --view (default 8080 or the next free one)", old=("--port",))
@@ -320,8 +334,18 @@ def _check_variant_flags(args: argparse.Namespace) -> None:
     """Refuse flags that would be ignored, and missing inputs, before any export starts."""
     int8_only = [f for f, v in (("--calibration-dir", args.calibration_dir), ("--calibration-method",
                  args.calibration_method), ("--reduce-range", args.reduce_range)) if v is not None]  # fmt: skip
-    if int8_only and args.precision != "int8":
-        raise UserError(f"{', '.join(int8_only)} go(es) with --precision int8")
+    if int8_only and args.precision not in ("int8", "auto"):
+        raise UserError(f"{', '.join(int8_only)} go(es) with --precision int8 or auto")
+    search_only = [f for f, v in (("--max-loss-db", args.max_loss_db), ("--min-cosine", args.min_cosine),
+                   ("--max-accuracy-drop", args.max_accuracy_drop), ("--eval-dir", args.eval_dir),
+                   ("--target", args.target), ("--threads", args.threads),
+                   ("--engine", None if args.engine == "onnxruntime" else args.engine)) if v is not None]  # fmt: skip
+    if search_only and args.precision != "auto":
+        raise UserError(f"{', '.join(search_only)} go(es) with --precision auto")
+    if args.precision == "auto" and (args.optimize_for or args.all):
+        raise UserError("--precision auto searches one model's graph: without --optimize-for and --all")
+    if args.eval_dir is not None and not args.eval_dir.exists():
+        raise UserError(f"evaluation set not found: {args.eval_dir}")
     if args.fp16_io and args.precision != "fp16":
         raise UserError("--fp16-io goes with --precision fp16")
     if args.calibration_dir is not None and not args.calibration_dir.is_dir():
@@ -403,6 +427,8 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
                 from .reference import rebuild
 
                 prepared = rebuild(art.open_artifact(directory).manifest, args.model)
+            if key.precision == "auto":
+                return _search(args, out, err, directory, prepared)
             v = build_variant(
                 directory,
                 key,
@@ -423,6 +449,55 @@ def export_one(args: argparse.Namespace, out: Console, err: Console) -> int:
             err.print("interrupted: the viewer stopped")
             return 143
     return 0
+
+
+def _search(args: argparse.Namespace, out: Console, err: Console, directory: Path, prepared) -> int:  # type: ignore[no-untyped-def]
+    """``--precision auto``: the search (runtime.precision), its table, and exit 4 where nothing paid."""
+    from runtime.precision import NOT_WORTH_IT, SearchConfig, budget_from, search_precision
+
+    from . import artifact as art
+    from .data import load_labelled
+
+    budget = budget_from(args.max_loss_db, args.min_cosine, args.max_accuracy_drop)
+    eval_set = None
+    if args.eval_dir is not None:
+        eval_set = load_labelled(args.eval_dir, tuple(art.open_artifact(directory).manifest.input_shape))
+    config = SearchConfig(
+        budget=budget,
+        target=args.target or "cpu", engine=args.engine, threads=args.threads,
+        calibration=_variant_options(args), eval_set=eval_set, eval_name=str(args.eval_dir) if args.eval_dir else None,
+    )  # fmt: skip
+    outcome = search_precision(
+        directory, config, reference=prepared, on_step=lambda msg: err.print(f"{args.name or args.model} auto: {msg}")
+    )
+    print_search(out, outcome)
+    return 0 if outcome.written else NOT_WORTH_IT
+
+
+def print_search(out: Console, outcome) -> None:  # type: ignore[no-untyped-def]
+    s = outcome.search
+    cols = [Column("candidate"), Column("float", True), Column("SQNR dB", True), Column("cosine", True)]
+    cols += [Column("top-1 drop", True), Column("verdict"), Column("ms", True), Column("speed-up (95%)", True)]
+    rows = []
+    for c in s.candidates:
+        speed = f"{c.speedup:.2f}x ({c.speedup_low:.2f}-{c.speedup_high:.2f})" if c.speedup is not None else ""
+        rows.append([
+            c.label + (" <- chosen" if c.chosen else ""), str(len(c.float_layers)), fmt(c.sqnr_db, ".1f", "exact"),
+            fmt(c.cosine_min, ".4f"), fmt(c.accuracy_drop_pp, "g", ""), "passed" if c.passed else "failed",
+            fmt(c.latency_ms, ".3f", ""), speed,
+        ])  # fmt: skip
+    title = f"{outcome.name} --precision auto: {s.budget}; fp32 {s.fp32_ms:.3f} ms "
+    title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {s.engine}, batch {s.batch_size}, {s.threads} threads"
+    out.table(cols, rows, title=title)
+    if not outcome.written:
+        out.print(outcome.message, style="yellow")
+        return
+    out.print(f"variant auto -> {outcome.path} ({outcome.seconds:.0f}s)", style="bold green")
+    for reason in s.float_reasons:
+        out.print(f"  float    {reason}")
+    if outcome.plot is not None:
+        out.print(f"  pareto   {outcome.plot}")
+    print_parity_summary(out, "auto vs PyTorch", outcome.record.parity)
 
 
 def export_all(args: argparse.Namespace, out: Console, err: Console) -> int:

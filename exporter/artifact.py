@@ -33,6 +33,10 @@ from .errors import UserError, describe_os_error
 from .files import AtomicWriter, NotRegularFile, read_regular_text, sha256_file, strict_json
 from .options import ARTIFACTS_DIR, PRECISIONS, TARGETS
 
+#: A variant's precision: a graph precision, or ``auto``, the mixed int8/float graph the precision
+#: search chose (``NAME.auto.onnx``)
+VARIANT_PRECISIONS = (*PRECISIONS, "auto")
+
 SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 DEFAULT_ARTIFACTS_DIR = ARTIFACTS_DIR
@@ -260,6 +264,70 @@ class QuantizationRecord(_Record):
     tolerance_reason: str | None = None
 
 
+class LayerCost(_Record):
+    """One quantizable layer as the precision search measured it (``--precision auto``)."""
+
+    #: module path (``layer1.0.conv1``), or the node's own name where the layer map has none
+    layer: str
+    nodes: list[str]
+    #: output SQNR (dB, against PyTorch fp32) of the graph with only this layer float, minus that of all-int8
+    recovered_db: float | None
+    #: what keeping it float costs: its profiled time in fp32 minus in int8 (ms, batch of the search)
+    cost_ms: float | None
+    fp32_ms: float | None = None
+    int8_ms: float | None = None
+
+
+class SearchCandidate(_Record):
+    """One mixed-precision graph the search built, verified against the budget and timed against fp32."""
+
+    label: str
+    #: the layers kept float (module paths; BatchNorms that cannot fold are float in every candidate)
+    float_layers: list[str]
+    float_nodes: list[str]
+    sqnr_db: float | None
+    cosine_min: float | None
+    #: top-1 of the candidate on the labelled set minus that of PyTorch fp32, in points (None: no labels)
+    accuracy_drop_pp: float | None = None
+    top5_drop_pp: float | None = None
+    passed: bool
+    failure: str | None = None
+    #: median latency (ms) and its 95% bootstrap interval; None where it was not timed
+    latency_ms: float | None = None
+    latency_low_ms: float | None = None
+    latency_high_ms: float | None = None
+    #: fp32 median / candidate median with its 95% bootstrap interval (above 1: faster than fp32)
+    speedup: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    chosen: bool = False
+
+
+class PrecisionSearchRecord(_Record):
+    """How ``--precision auto`` chose its graph: the budget, what it measured, every candidate tried."""
+
+    #: the budget in words (``output SQNR >= 25 dB``) and as the tolerance it was verified with
+    budget: str
+    metric: Literal["sqnr", "cosine", "accuracy"]
+    threshold: float
+    target: str
+    engine: str
+    device: str
+    threads: int
+    batch_size: int
+    fp32_ms: float
+    fp32_low_ms: float
+    fp32_high_ms: float
+    float_layers: list[str]
+    #: why each layer stayed float (what it recovers, what it costs, where it stood in the search)
+    float_reasons: list[str] = Field(default_factory=list)
+    layers: list[LayerCost] = Field(default_factory=list)
+    candidates: list[SearchCandidate] = Field(default_factory=list)
+    #: the Pareto plot (latency against loss) beside the graph, or None where matplotlib is missing
+    plot: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
 class OptimizationRecord(_Record):
     target: str
     level: str
@@ -284,6 +352,8 @@ class VariantRecord(_Record):
     kept_fp32_ops: list[str] = Field(default_factory=list)
     quantization: QuantizationRecord | None = None
     optimization: OptimizationRecord | None = None
+    #: ``auto``: the precision search that chose this graph
+    precision_search: PrecisionSearchRecord | None = None
     parity: ParityRecord
     #: which module each node of this graph came from (None: built before layer maps were recorded)
     layers: LayerMap | None = None
@@ -365,8 +435,8 @@ class VariantKey:
     optimize_for: str | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r}: choose {', '.join(PRECISIONS)}")
+        if self.precision not in VARIANT_PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}: choose {', '.join(VARIANT_PRECISIONS)}")
         if self.optimize_for not in (None, *TARGETS):
             raise UserError(f"unknown optimization target {self.optimize_for!r}: choose {', '.join(TARGETS)}")
 

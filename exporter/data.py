@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -67,9 +67,9 @@ def digits(input_shape: tuple[int, ...]) -> tuple[Split, Split]:
 def _calibration_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise UserError(f"calibration directory not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | {".npy"})
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | {".npy", ".npz"})
     if not files:
-        raise UserError(f"no PNG/JPEG/.npy files in {root}")
+        raise UserError(f"no PNG/JPEG/.npy/.npz files in {root}")
     return files
 
 
@@ -78,8 +78,9 @@ def _read_calibration_file(f: Path, channels: int) -> torch.Tensor:
     from PIL import Image
 
     try:
-        if f.suffix.lower() == ".npy":
-            arr = np.load(f).astype(np.float32)
+        if f.suffix.lower() in (".npy", ".npz"):
+            loaded = np.load(f)
+            arr = (loaded["x"] if f.suffix.lower() == ".npz" else loaded).astype(np.float32)
             arr = arr[None] if arr.ndim in (2, 3) else arr
             t = torch.as_tensor(arr)
             return t[:, None] if t.ndim == 3 else t
@@ -117,6 +118,41 @@ def load_calibration_groups(
         groups.setdefault((h, w), []).append(t)
         count += len(t)
     return [torch.cat(g).contiguous() for g in groups.values()]
+
+
+def load_labelled(path: str | Path, input_shape: tuple[int, ...], limit: int = 50_000) -> Split:
+    """A labelled evaluation set: an ImageFolder (one subfolder per class, classes in sorted order, as
+    torchvision numbers them; images resized to the model's input) or ``.npz`` files holding ``x``
+    (N, C, H, W in the model's input range, or N, H, W) and integer ``y``."""
+    root = Path(path)
+    npz = [root] if root.suffix == ".npz" else sorted(root.glob("*.npz")) if root.is_dir() else []
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    if npz:
+        for f in npz:
+            try:
+                with np.load(f) as data:
+                    x, y = torch.as_tensor(data["x"], dtype=torch.float32), torch.as_tensor(data["y"]).long()
+            except (OSError, KeyError, ValueError) as exc:
+                raise UserError(f"cannot read {f} as x and y: {first_line(exc)}") from exc
+            if len(x) != len(y):
+                raise UserError(f"{f}: {len(x)} images but {len(y)} labels")
+            xs.append(_fit(x[:, None] if x.ndim == 3 else x, input_shape))
+            ys.append(y.reshape(-1))
+    elif root.is_dir():
+        classes = sorted(p for p in root.iterdir() if p.is_dir())
+        if not classes:
+            raise UserError(f"{root} holds neither .npz files nor one subfolder per class")
+        for label, folder in enumerate(classes):
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            for f in files:
+                xs.append(_fit(_read_calibration_file(f, input_shape[0]), input_shape))
+                ys.append(torch.tensor([label]))
+    else:
+        raise UserError(f"evaluation set not found: {root}")
+    if not xs:
+        raise UserError(f"no labelled images in {root}")
+    return Split(torch.cat(xs)[:limit].contiguous(), torch.cat(ys)[:limit])
 
 
 def random_input(input_shape: tuple[int, ...], batch: int, seed: int) -> torch.Tensor:

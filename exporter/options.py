@@ -175,6 +175,22 @@ def no_rebuild(parser: Parser) -> None:
         help="refuse a missing or stale graph instead of rebuilding it with its recorded settings")  # fmt: skip
 
 
+def engine(parser: Parser, *, choices: Sequence[str], default: str, help: str) -> None:
+    """``--engine E``: the one engine a command runs (or measures) in."""
+    add(parser, "--engine", choices=list(choices), default=default, help=help)
+
+
+def precision_budget(parser: Parser) -> None:
+    """``--max-loss-db D`` | ``--min-cosine C`` | ``--max-accuracy-drop PP``: what a precision search must keep."""
+    add(parser, "--max-loss-db", type=float, metavar="D",
+        help="budget: the output's noise at least D dB below its signal (SQNR >= D against PyTorch fp32; "
+             "default 25 without labels)")  # fmt: skip
+    add(parser, "--min-cosine", type=float, metavar="C", help="budget: every sample's output cosine >= C")
+    add(parser, "--max-accuracy-drop", type=float, metavar="PP",
+        help="budget: top-1 at most PP points below PyTorch fp32's on the labelled set (--eval-dir, or the "
+             "digits for digits-trained weights; default 0.3 there)")  # fmt: skip
+
+
 def wide(parser: Parser) -> None:
     """``--wide``: tables with every column."""
     add(parser, "--wide", action="store_true", help="tables with every column (default: those that fit the width)")

@@ -29,6 +29,10 @@ DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("cuda", "fp16"): Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, max_accuracy_drop=0.01),
     ("cpu", "int8"): Tolerance(atol=None, rtol=0.0, min_cosine=0.98, min_sqnr_db=12.0, max_accuracy_drop=0.02),
     ("cuda", "int8"): Tolerance(atol=None, rtol=0.0, min_cosine=0.98, min_sqnr_db=12.0, max_accuracy_drop=0.02),
+    # auto: the precision search's int8 graph with float layers; its own budget is recorded with it
+    # (runtime.parity re-checks it with that one), these are int8's floors for a later check elsewhere
+    ("cpu", "auto"): Tolerance(atol=None, rtol=0.0, min_cosine=0.98, min_sqnr_db=12.0, max_accuracy_drop=0.02),
+    ("cuda", "auto"): Tolerance(atol=None, rtol=0.0, min_cosine=0.98, min_sqnr_db=12.0, max_accuracy_drop=0.02),
     # bf16 is an engine's compute precision (OpenVINO on CPUs with AVX512_BF16/AMX), not a graph:
     # an 8-bit mantissa, so judged like fp16 but looser.
     ("cpu", "bf16"): Tolerance(atol=None, rtol=0.0, min_cosine=0.99, min_sqnr_db=20.0, max_accuracy_drop=0.02),

@@ -162,7 +162,10 @@ def check_artifact(
         _, h, w = artifact.manifest.input_shape
         sizes = check_sizes((h, w), artifact.manifest.min_size, sizes)
     record = artifact.variant(key)
-    if record is not None and record.quantization is not None and record.quantization.tolerance_reason:
+    if record is not None and (
+        record.precision_search is not None
+        or (record.quantization is not None and record.quantization.tolerance_reason)
+    ):
         # The same verdict as the variant's own verification: the same tolerance, for the same reason.
         options.setdefault("verified_with", (record.parity.device, record.parity.tolerance))
     return check(graph, reference, precision=key.precision, sizes=sizes, **options)  # type: ignore[arg-type]

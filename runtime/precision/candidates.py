@@ -1,0 +1,164 @@
+"""Building and judging candidate graphs: quantized with the same calibrated ranges, keeping some
+layers float, verified end to end against PyTorch with the budget's tolerance (and, with labels, top-1
+and top-5 over the whole labelled set)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exporter import artifact as art
+from exporter.data import Split
+from exporter.layers import LayerIndex
+from exporter.reference import Prepared, forward_outputs
+from exporter.variants import quantize_int8
+
+from ..compare import compare
+from ..parity import check
+from ..sessions import SessionConfig, create_session, run
+
+#: Images per batch when running a labelled set through a graph or PyTorch.
+CHUNK = 64
+
+
+@dataclass
+class Quantizer:
+    """Builds a graph from the pre-processed one, some nodes float, with the ranges calibrated once."""
+
+    prepared: Path
+    work: Path
+    options: dict[str, object]
+    facts: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def __call__(self, keep_float: list[str], label: str) -> bytes:
+        out = self.work / f"{label}.onnx"
+        self.facts[label] = quantize_int8(self.prepared, out, None, keep_float=keep_float, **self.options)  # type: ignore[arg-type]
+        data = out.read_bytes()
+        out.unlink()
+        return data
+
+
+def _logits(infer: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor) -> np.ndarray:
+    return np.concatenate([infer(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])
+
+
+def topk_accuracy(logits: np.ndarray, labels: torch.Tensor) -> tuple[float, float]:
+    """(top-1, top-5) accuracy of ``logits`` (N, classes) against ``labels``."""
+    y = labels.numpy()
+    order = np.argsort(-logits, axis=1, kind="stable")
+    top5 = order[:, : min(5, logits.shape[1])]
+    return float((order[:, 0] == y).mean()), float((top5 == y[:, None]).any(axis=1).mean())
+
+
+@dataclass
+class Judge:
+    """Verifies candidates: the parity check with the budget's tolerance, and top-1/top-5 drops with labels."""
+
+    reference: Prepared
+    tolerance: art.Tolerance
+    sizes: Sequence[tuple[int, int]]
+    threads: int
+    probe: torch.Tensor
+    labelled: Split | None = None
+    max_drop_pp: float | None = None
+    labelled_name: str = ""
+    _probe_ref: np.ndarray | None = None
+    _fp32_logits: np.ndarray | None = None
+
+    def _session(self, graph: bytes):  # type: ignore[no-untyped-def]
+        return create_session(graph, SessionConfig(device="cpu", threads=self.threads))[0]
+
+    def probe_sqnr(self, graph: bytes) -> float | None:
+        """The output SQNR of ``graph`` on the probe images: the quick figure the sensitivities rank by."""
+        if self._probe_ref is None:
+            self._probe_ref = forward_outputs(self.reference.model, self.probe, self.reference.name)[0].float().numpy()
+        sess = self._session(graph)
+        got = np.asarray(run(sess, self.probe.numpy())[0], dtype=np.float32)
+        return compare(self._probe_ref, got, self.tolerance).sqnr_db
+
+    def fp32_accuracy(self) -> tuple[float, float] | None:
+        if self.labelled is None:
+            return None
+        if self._fp32_logits is None:
+            model, name = self.reference.model, self.reference.name
+            self._fp32_logits = _logits(lambda x: forward_outputs(model, x, name)[0].float().numpy(), self.labelled.x)
+        return topk_accuracy(self._fp32_logits, self.labelled.y)
+
+    def __call__(
+        self, graph: bytes, step: Callable[[str], None]
+    ) -> tuple[art.ParityRecord, float | None, float | None]:
+        """The parity record (its accuracy that of the labelled set), and the top-1 and top-5 drops in points
+        (None without labels)."""
+        parity = check(graph, self.reference, precision="int8", sizes=self.sizes, tolerance=self.tolerance,
+                       session=SessionConfig(device="cpu", threads=self.threads), on_step=step)  # fmt: skip
+        base = self.fp32_accuracy()
+        if base is None or self.labelled is None or self._fp32_logits is None:
+            return parity, None, None
+        sess = self._session(graph)
+        logits = _logits(lambda x: np.asarray(run(sess, x.numpy())[0], dtype=np.float32), self.labelled.x)
+        got = topk_accuracy(logits, self.labelled.y)
+        drop1, drop5 = round((base[0] - got[0]) * 100, 3), round((base[1] - got[1]) * 100, 3)
+        failure = None
+        if self.max_drop_pp is not None and drop1 > self.max_drop_pp:
+            failure = f"top-1 {got[0]:.2%} trails PyTorch fp32's {base[0]:.2%} by {drop1:g} points"
+        accuracy = art.Accuracy(
+            dataset=self.labelled_name, n=len(self.labelled.y), pytorch_fp32=base[0], onnx=got[0],
+            top1_agreement=float((logits.argmax(1) == self._fp32_logits.argmax(1)).mean()),
+            passed=failure is None, failure=failure,
+        )  # fmt: skip
+        passed = all(r.passed for r in parity.results) and failure is None
+        return parity.model_copy(update={"accuracy": accuracy, "passed": passed}), drop1, drop5
+
+
+def figures(parity: art.ParityRecord) -> tuple[float | None, float | None]:
+    """(min SQNR, min cosine) over every comparison of a parity record."""
+    sqnr = [r.sqnr_db for r in parity.results if r.sqnr_db is not None]
+    cos = [r.cosine_min for r in parity.results if r.cosine_min is not None]
+    return (min(sqnr) if sqnr else None), (min(cos) if cos else None)
+
+
+@dataclass
+class Work:
+    """What every stage of the search shares: the artifact, its reference, the quantizer and the judge."""
+
+    artifact: art.Artifact
+    reference: Prepared
+    calibration_dir: str | None
+    threads: int
+    quantize: Quantizer
+    judge: Judge
+    index: LayerIndex
+    step: Callable[[str], None]
+    candidates: list[art.SearchCandidate] = field(default_factory=list)
+    graphs: list[bytes] = field(default_factory=list)
+    parities: list[art.ParityRecord] = field(default_factory=list)
+
+    def try_graph(self, label: str, nodes: list[str], layers: list[str]) -> art.SearchCandidate:
+        self.step(f"candidate {len(self.candidates) + 1}: {label}")
+        graph = self.quantize(nodes, f"cand{len(self.candidates)}")
+        parity, drop1, drop5 = self.judge(graph, lambda _m: None)
+        sqnr, cosine = figures(parity)
+        failures = parity.failures()
+        c = art.SearchCandidate(
+            label=label, float_layers=layers, float_nodes=list(self.quantize.facts[f"cand{len(self.candidates)}"]
+            ["float_nodes"]), sqnr_db=sqnr, cosine_min=cosine, accuracy_drop_pp=drop1, top5_drop_pp=drop5,  # type: ignore[arg-type]
+            passed=parity.passed, failure=failures[0] if failures else None,
+        )  # fmt: skip
+        self.candidates.append(c)
+        self.graphs.append(graph)
+        self.parities.append(parity)
+        self.step(f"  {'passed' if c.passed else 'failed'}: " + describe(c))
+        return c
+
+
+def describe(c: art.SearchCandidate) -> str:
+    parts = [f"SQNR {c.sqnr_db:.1f} dB" if c.sqnr_db is not None else "SQNR exact"]
+    if c.cosine_min is not None:
+        parts.append(f"cosine {c.cosine_min:.4f}")
+    if c.accuracy_drop_pp is not None:
+        parts.append(f"top-1 drop {c.accuracy_drop_pp:g} pp")
+    return ", ".join(parts)

@@ -1,0 +1,114 @@
+"""The quantizable layers of a graph, what each one loses in int8 and what keeping it float costs.
+
+A layer is a module of the PyTorch model (``layer1.0.conv1``) holding a compute node (Conv, Gemm,
+MatMul): the layer map recorded at export names it, so the search's "kept float" lists, the profile's
+rows and ``--explain`` join on one key. Its nodes in the pre-processed graph are what
+``quantize_int8(keep_float=...)`` leaves float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from exporter.artifact import LayerCost
+from exporter.layers import LayerIndex
+from exporter.variants import COMPUTE_OPS
+
+from ..profile.collectors import EngineRun, OnnxruntimeCollector, OpenvinoCollector
+from ..profile.rows import layer_rows
+from ..sessions import SessionConfig
+
+#: Smallest cost a layer is charged (ms), so a layer the profiler sees as free is not infinitely cheap.
+MIN_COST_MS = 0.005
+#: Profiled runs per graph for the per-layer times.
+PROFILE_RUNS = 20
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    nodes: tuple[str, ...]
+
+
+def quantizable_layers(model: onnx.ModelProto, index: LayerIndex) -> list[Layer]:
+    """The graph's layers holding a compute node, in graph order, each with all its nodes."""
+    groups: dict[str, list[str]] = {}
+    compute: set[str] = set()
+    for node in model.graph.node:
+        module = index.module_of(node.name, node.op_type) or node.name
+        groups.setdefault(module, []).append(node.name)
+        if node.op_type in COMPUTE_OPS:
+            compute.add(module)
+    return [Layer(m, tuple(nodes)) for m, nodes in groups.items() if m in compute]
+
+
+def layer_times(
+    graph: bytes, x: np.ndarray, index: LayerIndex, engine: str, precision: str, threads: int
+) -> dict[str, float]:
+    """Median time per layer (ms) of ``graph`` on ``x``, from ``runtime.profile``'s collectors."""
+    run: EngineRun
+    if engine == "openvino":
+        run = OpenvinoCollector(threads, precision)(graph, x, 3, PROFILE_RUNS)
+    else:
+        config = SessionConfig(device="cpu", threads=threads, allow_spinning=False)
+        run = OnnxruntimeCollector(config)(graph, x, 3, PROFILE_RUNS)
+    times: dict[str, float] = {}
+    for row in layer_rows(run.nodes, index):
+        # a node onnxruntime fused (Gemm + Relu: "fused /fc/fc.0/Gemm") keeps the name of its compute node
+        key = row.module or index.module_of(row.layer.removeprefix("fused ")) or row.layer
+        times[key] = times.get(key, 0.0) + row.median_ms
+    return times
+
+
+def layer_costs(
+    layers: Sequence[Layer],
+    recovered: dict[str, float | None],
+    fp32_ms: dict[str, float],
+    int8_ms: dict[str, float],
+) -> list[LayerCost]:
+    """Each layer's recovered dB with its cost: its fp32 time minus its int8 time (at least :data:`MIN_COST_MS`)."""
+    out = []
+    for layer in layers:
+        a, b = fp32_ms.get(layer.name), int8_ms.get(layer.name)
+        cost = max(a - (b or 0.0), MIN_COST_MS) if a is not None else None
+        out.append(
+            LayerCost(
+                layer=layer.name,
+                nodes=list(layer.nodes),
+                recovered_db=recovered.get(layer.name),
+                cost_ms=cost,
+                fp32_ms=a,
+                int8_ms=b,
+            )  # fmt: skip
+        )
+    return out
+
+
+def greedy_order(costs: Sequence[LayerCost]) -> list[LayerCost]:
+    """Layers by dB recovered per millisecond of cost, best first; layers that recover nothing go last."""
+
+    def score(c: LayerCost) -> float:
+        gain = c.recovered_db or 0.0
+        return gain / (c.cost_ms or MIN_COST_MS) if gain > 0 else -1.0 / (c.cost_ms or MIN_COST_MS)
+
+    return sorted(costs, key=score, reverse=True)
+
+
+def sensitivities(
+    layers: Sequence[Layer],
+    build: Callable[[list[str], str], bytes],
+    measure: Callable[[bytes], float | None],
+    base_sqnr: float | None,
+    step: Callable[[str], None],
+) -> dict[str, float | None]:
+    """SQNR recovered (dB) by each layer alone kept float, against the all-int8 graph's ``base_sqnr``."""
+    out: dict[str, float | None] = {}
+    for i, layer in enumerate(layers, 1):
+        step(f"sensitivity {i}/{len(layers)}: {layer.name} float")
+        sqnr = measure(build(list(layer.nodes), f"only.{i}"))
+        out[layer.name] = None if sqnr is None or base_sqnr is None else round(sqnr - base_sqnr, 3)
+    return out

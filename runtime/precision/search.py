@@ -1,0 +1,308 @@
+"""The precision search: the fastest int8/float graph within a budget, by measured loss and measured time.
+
+1. Calibrate once (over every verified size for a dynamic-size graph) and build the all-int8 graph.
+2. Measure each quantizable layer: the output SQNR recovered with only it float (on a fixed probe
+   batch), and its cost, its profiled fp32 time minus its int8 time (``runtime.profile``'s collectors,
+   in the deployment engine).
+3. Candidates: all-int8; the old rule's graphs (the first 1-3 compute layers float, and for several
+   sizes the tensors whose ranges differ most between them); then greedy by dB recovered per ms,
+   growing prefixes of that order, until one meets the budget.
+4. Every candidate verified end to end (the parity check with the budget's tolerance, and top-1/top-5
+   over the labelled set where there is one), then all timed interleaved against fp32 in one group.
+5. The fastest passing candidate is written as the ``auto`` variant, with every candidate in the
+   manifest and a Pareto PNG beside it, only where its speed-up's interval lies above 1.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import onnx
+import torch
+
+from exporter import artifact as art
+from exporter.data import Split, check_batch, digits
+from exporter.errors import ExportFailed, UserError
+from exporter.files import remove_stale_partials, scratch_dir
+from exporter.layers import LayerIndex
+from exporter.reference import Prepared, rebuild
+from exporter.variants import (
+    VariantOptions,
+    _fallbacks,
+    _quiet_library_output,
+    _sizes,
+    calibration_images,
+    input_grid,
+    input_rounding_floor,
+    int8_tolerance,
+    prepare_for_int8,
+    quantize_int8,
+    strip_identity_ops,
+)
+
+from ..compare import default_tolerance
+from ..parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS
+from .budget import Budget, default_budget, needs_labels
+from .candidates import Judge, Quantizer, Work, describe
+from .layers import greedy_order, layer_costs, layer_times, quantizable_layers, sensitivities
+from .timing import time_candidates
+
+ENGINES = ("onnxruntime", "openvino")
+#: Prefix lengths of the greedy order tried, until one passes (then the search stops growing it).
+GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+#: Probe images the sensitivities are measured on (the parity check's distribution, other samples).
+PROBE_IMAGES = 8
+PROBE_SEED = 777
+
+
+@dataclass
+class SearchConfig:
+    #: None: the default (:func:`~runtime.precision.budget.default_budget`): accuracy where labels exist
+    budget: Budget | None = None
+    target: str = "cpu"
+    engine: str = "onnxruntime"
+    threads: int | None = None
+    batch_size: int = 1
+    calibration: VariantOptions = field(default_factory=VariantOptions)
+    #: a labelled set (``--eval-dir``) and how it is named; None: the digits where the weights are digits-trained
+    eval_set: Split | None = None
+    eval_name: str | None = None
+
+    def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise UserError(f"unknown engine {self.engine!r}: choose {', '.join(ENGINES)}")
+        if self.target == "cuda":
+            raise UserError(
+                "--precision auto --target cuda (fp16 with float fallback) is not built yet: this search "
+                "measures int8 on the CPU; use --target cpu"
+            )
+        if self.target != "cpu":
+            raise UserError(f"unknown target {self.target!r}: choose cpu or cuda")
+        if self.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+
+
+@dataclass
+class SearchOutcome:
+    """What the search did: the record (always), and the written variant where one paid off."""
+
+    name: str
+    search: art.PrecisionSearchRecord
+    record: art.VariantRecord | None
+    path: Path | None
+    plot: Path | None
+    message: str
+    seconds: float
+
+    @property
+    def written(self) -> bool:
+        return self.record is not None
+
+
+def _labelled(reference: Prepared, config: SearchConfig) -> tuple[Split | None, str]:
+    if config.eval_set is not None:
+        return config.eval_set, config.eval_name or "--eval-dir"
+    if reference.trained_on == DIGITS:
+        return digits(reference.input_shape)[1], f"{DIGITS} held-out"
+    return None, ""
+
+
+def _tolerance(work_graph: bytes, reference: Prepared, budget: Budget, step: Callable[[str], None]) -> art.Tolerance:
+    """int8's default tolerance (or, for random weights, its input-rounding floor) with the budget's demand."""
+    base = default_tolerance("cpu", "int8")
+    grid = input_grid(onnx.load_from_string(work_graph))
+    if reference.weights.kind == "random" and reference.trained_on is None and grid is not None:
+        step("measuring how far rounding the input to 8 bits moves the PyTorch model")
+        floor = input_rounding_floor(reference, grid, DEFAULT_BATCH_SIZES, DEFAULT_SEED)
+        base, _ = int8_tolerance(base, *floor)
+    return budget.tolerance(base)
+
+
+def _first_candidates(work: Work, model: onnx.ModelProto, prepared: Path, images: list[torch.Tensor]) -> None:
+    """All-int8, then the old rule's graphs (float stem; tensors whose ranges move with the size)."""
+    work.try_graph("all layers int8", [], [])
+    for label, nodes, _why in _fallbacks(model, prepared, images, work.quantize.work):
+        layers = sorted({work.index.module_of(n) or n for n in nodes})
+        work.try_graph(label, nodes, layers)
+
+
+def _greedy(work: Work, order: list[art.LayerCost]) -> None:
+    """Growing prefixes of the greedy order until one passes the budget; never every layer (that is fp32)."""
+    most = len(order) - 1
+    for k in sorted({min(k, most) for k in GREEDY_STEPS if most > 0}):
+        chosen = order[:k]
+        nodes = [n for c in chosen for n in c.nodes]
+        label = f"greedy: {k} layer(s) float by dB recovered per ms"
+        if work.try_graph(label, nodes, [c.layer for c in chosen]).passed:
+            return
+
+
+def _probe(reference: Prepared, labelled: Split | None) -> torch.Tensor:
+    if labelled is not None:
+        return labelled.x[:64]
+    return check_batch(reference.input_shape, PROBE_IMAGES, 0, seed=PROBE_SEED)
+
+
+def search_precision(
+    directory: Path,
+    config: SearchConfig,
+    *,
+    reference: Prepared | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> SearchOutcome:
+    """Run the search on the artifact in ``directory``; write the ``auto`` variant where it pays off."""
+    from .store import write_auto
+
+    config.validate()
+    step = on_step or (lambda _msg: None)
+    started = time.perf_counter()
+    threads = config.threads or os.cpu_count() or 1
+    with art.artifact_lock(directory, on_wait=step):
+        artifact = art.open_artifact(directory)
+        stale = artifact.stale_reason()
+        if stale:
+            raise art.ArtifactError(f"cannot search {artifact.name}'s precision: {stale}; export it again first")
+        if reference is None:
+            step("rebuilding the PyTorch reference")
+            reference = rebuild(artifact.manifest)
+        remove_stale_partials(directory)
+        with scratch_dir(directory, f"{artifact.name}.auto") as tmp, _quiet_library_output():
+            search, work = _run(artifact, reference, config, threads, tmp, step)
+            chosen = next((i for i, c in enumerate(search.candidates) if c.chosen), None)
+            if chosen is None:
+                return SearchOutcome(artifact.name, search, None, None, None, _not_worth_it(search),
+                                     time.perf_counter() - started)  # fmt: skip
+            record, path, plot = write_auto(work, search, chosen)
+    final = record.precision_search or search  # as written: with its plot
+    return SearchOutcome(artifact.name, final, record, path, plot, "", time.perf_counter() - started)
+
+
+def _not_worth_it(search: art.PrecisionSearchRecord) -> str:
+    passing = [c for c in search.candidates if c.passed and c.speedup is not None]
+    if not passing:
+        return "no candidate met the budget"
+    best = max(passing, key=lambda c: c.speedup or 0.0)
+    return (
+        f"int8 does not pay here: the fastest candidate within the budget ({best.label}) runs "
+        f"{best.latency_ms:.3f} ms against fp32's {search.fp32_ms:.3f} ms, speed-up {best.speedup:.2f}x "
+        f"(95% interval {best.speedup_low:.2f}-{best.speedup_high:.2f}, not above 1); nothing written"
+    )
+
+
+def _run(
+    artifact: art.Artifact,
+    reference: Prepared,
+    config: SearchConfig,
+    threads: int,
+    tmp: Path,
+    step: Callable[[str], None],
+) -> tuple[art.PrecisionSearchRecord, Work]:
+    manifest = artifact.manifest
+    sizes = _sizes(manifest)
+    labelled, labelled_name = _labelled(reference, config)
+    budget = config.budget or default_budget(labelled is not None)
+    needs_labels(budget, labelled is not None)
+    config = replace(config, budget=budget)
+    model, removed = strip_identity_ops(onnx.load(str(artifact.path())))
+    onnx.save(model, str(tmp / "stage.onnx"))
+    prepared = tmp / "pre.onnx"
+    pre_model = prepare_for_int8(tmp / "stage.onnx", prepared)
+    images, source = calibration_images(reference, config.calibration.calibration_dir, sizes, manifest.min_size)
+    options = dict(method=config.calibration.calibration_method, reduce_range=config.calibration.reduce_range,
+                   cache=tmp / "ranges.json")  # fmt: skip
+    step(f"calibrating on {sum(len(g) for g in images)} images ({source})")
+    facts = quantize_int8(prepared, tmp / "int8.onnx", images, **options)  # type: ignore[arg-type]
+    all_int8 = (tmp / "int8.onnx").read_bytes()
+    tolerance = _tolerance(all_int8, reference, budget, step)
+    judge = Judge(reference, tolerance, sizes, threads, _probe(reference, labelled), labelled,
+                  budget.threshold if budget.metric == "accuracy" else None, labelled_name)  # fmt: skip
+    index = LayerIndex(manifest.layers, onnx.load(str(artifact.path())))
+    calib_dir = config.calibration.calibration_dir
+    work = Work(
+        artifact,
+        reference,
+        str(calib_dir) if calib_dir else None,
+        threads,
+        Quantizer(prepared, tmp, options),
+        judge,
+        index,
+        step,
+    )
+    work.quantize.facts["calibration"] = {
+        **facts,
+        "calibration_images": sum(len(g) for g in images),
+        "calibration_source": source,
+        "sizes": [tuple(g.shape[-2:]) for g in images],
+        "identity_nodes_removed": removed,
+    }
+
+    layers = quantizable_layers(pre_model, index)
+    x = check_batch(reference.input_shape, config.batch_size, 0, seed=PROBE_SEED).numpy()
+    step(f"profiling fp32 and all-int8 per layer ({config.engine}, batch {config.batch_size}, {threads} threads)")
+    fp32 = artifact.path().read_bytes()
+    fp32_ms = layer_times(fp32, x, index, config.engine, "fp32", threads)
+    int8_ms = layer_times(all_int8, x, index, config.engine, "int8", threads)
+    base_sqnr = judge.probe_sqnr(all_int8)
+    recovered = sensitivities(layers, work.quantize, judge.probe_sqnr, base_sqnr, step)
+    costs = layer_costs(layers, recovered, fp32_ms, int8_ms)
+
+    _first_candidates(work, pre_model, prepared, images)
+    if not work.candidates[0].passed:  # a greedy prefix may pass with fewer float layers than the stem
+        _greedy(work, greedy_order(costs))
+    if not any(c.passed for c in work.candidates):
+        best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
+        raise ExportFailed(
+            f"no graph met the budget ({budget.describe()}) even with every layer the search ranked "
+            f"float: best {best.label}: {describe(best)}; {best.failure}"
+        )
+    step(f"timing {len(work.graphs)} candidates against fp32, interleaved ({config.engine})")
+    fp32_t, timings = time_candidates(artifact, fp32, work.graphs, x, config.engine, threads)
+    timed = [
+        c.model_copy(
+            update={
+                "latency_ms": t.latency_ms.value,
+                "latency_low_ms": t.latency_ms.low,
+                "latency_high_ms": t.latency_ms.high,
+                "speedup": t.speedup.value,
+                "speedup_low": t.speedup.low,
+                "speedup_high": t.speedup.high,
+            }
+        )  # fmt: skip
+        for c, t in zip(work.candidates, timings)
+    ]
+    passing = [i for i, c in enumerate(timed) if c.passed]
+    fastest = max(passing, key=lambda i: timed[i].speedup or 0.0)
+    pays = (timed[fastest].speedup_low or 0.0) > 1.0
+    if pays:
+        timed[fastest] = timed[fastest].model_copy(update={"chosen": True})
+    work.candidates = timed
+    chosen = timed[fastest]
+    search = art.PrecisionSearchRecord(
+        budget=budget.describe(), metric=budget.metric, threshold=budget.threshold,  # type: ignore[arg-type]
+        target=config.target, engine=config.engine, device="cpu", threads=threads, batch_size=config.batch_size,
+        fp32_ms=fp32_t.value, fp32_low_ms=fp32_t.low, fp32_high_ms=fp32_t.high,
+        float_layers=chosen.float_layers if pays else [],
+        float_reasons=_reasons(chosen, costs, timed) if pays else [],
+        layers=costs, candidates=timed,
+    )  # fmt: skip
+    return search, work
+
+
+def _reasons(chosen: art.SearchCandidate, costs: list[art.LayerCost], timed: list[art.SearchCandidate]) -> list[str]:
+    """Why the chosen graph's layers stayed float: each one's measured gain and cost, and what failed with fewer."""
+    by_name = {c.layer: c for c in costs}
+    out = []
+    for layer in chosen.float_layers:
+        c = by_name.get(layer)
+        if c is None or c.recovered_db is None or c.cost_ms is None:
+            out.append(f"{layer}: part of '{chosen.label}'")
+        else:
+            out.append(f"{layer}: alone float it recovers {c.recovered_db:+.2f} dB for {c.cost_ms:.3f} ms")
+    cheaper = [c.label for c in timed if not c.passed and len(c.float_layers) < len(chosen.float_layers)]
+    if cheaper:
+        out.append(f"with fewer layers float the budget failed ({'; '.join(cheaper)})")
+    return out

@@ -1,0 +1,132 @@
+"""``--precision auto``: budgets, the greedy order, the search on lenet5 (random and digits-trained), what it
+writes when a candidate pays off and what it leaves alone when none does."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from exporter import artifact as art
+from exporter.errors import UserError
+from runtime.bench.stats import Interval
+from runtime.compare import default_tolerance
+from runtime.precision import NOT_WORTH_IT, SearchConfig, budget_from, search_precision
+from runtime.precision import search as search_module
+from runtime.precision.budget import Budget, default_budget, needs_labels
+from runtime.precision.layers import greedy_order
+from runtime.precision.timing import Timing
+from tests.helpers import assert_one_line, run_cli, strict_load
+
+AUTO = art.VariantKey("auto")
+
+
+def test_budget_flags_and_defaults() -> None:
+    assert budget_from(None, None, None) is None
+    assert default_budget(False) == Budget("sqnr", 25.0) and default_budget(True) == Budget("accuracy", 0.3)
+    assert budget_from(30.0, None, None) == Budget("sqnr", 30.0)
+    with pytest.raises(UserError, match="give one budget"):
+        budget_from(30.0, 0.99, None)
+    with pytest.raises(UserError, match="--min-cosine must be in"):
+        budget_from(None, 1.5, None)
+    with pytest.raises(UserError, match="needs labelled images"):
+        needs_labels(Budget("accuracy", 1.0), labelled=False)
+    base = default_tolerance("cpu", "int8")
+    assert Budget("sqnr", 30.0).tolerance(base).min_sqnr_db == 30.0
+    assert Budget("cosine", 0.999).tolerance(base).min_cosine == 0.999
+    assert Budget("accuracy", 0.3).tolerance(base).max_accuracy_drop == pytest.approx(0.003)
+
+
+def test_greedy_order_is_db_per_ms() -> None:
+    costs = [
+        art.LayerCost(layer="a", nodes=["a"], recovered_db=2.0, cost_ms=1.0),  # 2 dB/ms
+        art.LayerCost(layer="b", nodes=["b"], recovered_db=1.0, cost_ms=0.1),  # 10 dB/ms
+        art.LayerCost(layer="c", nodes=["c"], recovered_db=-0.5, cost_ms=0.01),  # recovers nothing: last
+        art.LayerCost(layer="d", nodes=["d"], recovered_db=3.0, cost_ms=3.0),  # 1 dB/ms
+    ]
+    assert [c.layer for c in greedy_order(costs)] == ["b", "a", "d", "c"]
+
+
+def _fake_timing(speedups: list[float]):  # type: ignore[no-untyped-def]
+    """time_candidates as if measured: fp32 1 ms, candidate i at 1/speedups[i] ms with a 2% interval."""
+
+    def fake(artifact, fp32, candidates, x, engine, threads, policy=None):  # type: ignore[no-untyped-def]
+        out = []
+        for i, _ in enumerate(candidates):
+            s = speedups[min(i, len(speedups) - 1)]
+            out.append(Timing(Interval(1 / s, 0.98 / s, 1.02 / s), Interval(s, s * 0.98, s * 1.02), 30))
+        return Interval(1.0, 0.99, 1.01), out
+
+    return fake
+
+
+def test_search_writes_the_fastest_passing_graph(lenet_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_module, "time_candidates", _fake_timing([1.8, 2.5, 1.2]))
+    outcome = search_precision(lenet_dir, SearchConfig(budget=Budget("sqnr", 20.0)))
+    s = outcome.search
+    assert outcome.written and outcome.path == lenet_dir / "lenet5.auto.onnx" and outcome.path.is_file()
+    record = art.open_artifact(lenet_dir).manifest.variants["auto"]
+    assert record.precision_search == s and record.parity.passed
+    assert s.budget == "output SQNR >= 20 dB" and s.candidates[0].label == "all layers int8"
+    chosen = [c for c in s.candidates if c.chosen]
+    fastest = max(c.speedup for c in s.candidates if c.passed and c.speedup is not None)
+    assert len(chosen) == 1 and chosen[0].passed and chosen[0].speedup == fastest
+    assert all(c.latency_low_ms <= c.latency_ms <= c.latency_high_ms for c in s.candidates)  # type: ignore[operator]
+    assert len(s.layers) == 5 and all(c.cost_ms is not None and c.cost_ms > 0 for c in s.layers)
+    assert all(c.recovered_db is not None for c in s.layers)
+    assert s.plot == "lenet5.auto.pareto.png" and (lenet_dir / s.plot).read_bytes()[:4] == b"\x89PNG"
+    assert art.open_artifact(lenet_dir).stale_reason(AUTO) is None
+    strict_load(lenet_dir / "manifest.json")
+
+
+def test_search_that_does_not_pay_writes_nothing(lenet_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = (lenet_dir / "manifest.json").read_bytes()
+    monkeypatch.setattr(search_module, "time_candidates", _fake_timing([0.7]))
+    outcome = search_precision(lenet_dir, SearchConfig(budget=Budget("sqnr", 20.0)))
+    assert not outcome.written and "does not pay" in outcome.message and "0.70x" in outcome.message
+    assert (lenet_dir / "manifest.json").read_bytes() == before
+    assert not (lenet_dir / "lenet5.auto.onnx").exists() and not list(lenet_dir.glob("*.png"))
+
+
+def test_an_impossible_budget_is_one_line_and_writes_nothing(lenet_dir: Path) -> None:
+    proc = run_cli("exporter", "lenet5", "--precision", "auto", "--max-loss-db", "90",
+                   "--artifacts-dir", str(lenet_dir.parent))  # fmt: skip
+    assert_one_line(proc, "no graph met the budget (output SQNR >= 90 dB)", code=3, after_progress=True)
+    assert not (lenet_dir / "lenet5.auto.onnx").exists()
+
+
+def test_search_flags_need_precision_auto(lenet_dir: Path) -> None:
+    proc = run_cli("exporter", "lenet5", "--max-loss-db", "20", "--artifacts-dir", str(lenet_dir.parent))
+    assert_one_line(proc, "--max-loss-db go(es) with --precision auto", code=2)
+    proc = run_cli("exporter", "lenet5", "--precision", "auto", "--max-accuracy-drop", "1",
+                   "--artifacts-dir", str(lenet_dir.parent))  # fmt: skip
+    assert_one_line(proc, "--max-accuracy-drop needs labelled images", code=2, after_progress=True)
+
+
+def test_cli_on_lenet5_says_whether_it_paid(lenet_dir: Path) -> None:
+    """Measured for real: LeNet-5 is too small for int8 to pay on 2 threads (the issue's example); either way
+    the exit status, the files and the line agree."""
+    proc = run_cli("exporter", "lenet5", "--precision", "auto", "--max-loss-db", "20",
+                   "--artifacts-dir", str(lenet_dir.parent))  # fmt: skip
+    assert proc.returncode in (0, NOT_WORTH_IT), proc.stderr[-2000:]
+    written = (lenet_dir / "lenet5.auto.onnx").exists()
+    assert written == (proc.returncode == 0) and "all layers int8" in proc.stdout
+    if not written:
+        assert "does not pay" in proc.stdout and "nothing written" in proc.stdout
+        assert "auto" not in art.open_artifact(lenet_dir).manifest.variants
+
+
+def test_digits_trained_default_budget_is_top1_within_0_3_points(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "lenet5"
+    shutil.copytree(trained, directory)
+    monkeypatch.setattr(search_module, "time_candidates", _fake_timing([2.0]))
+    outcome = search_precision(directory, SearchConfig())
+    s = outcome.search
+    assert s.metric == "accuracy" and s.threshold == 0.3
+    chosen = next(c for c in s.candidates if c.chosen)
+    assert chosen.accuracy_drop_pp is not None and chosen.accuracy_drop_pp <= 0.3 and chosen.top5_drop_pp is not None
+    acc = outcome.record.parity.accuracy
+    assert acc is not None and acc.n == 360 and acc.pytorch_fp32 - acc.onnx <= 0.003 + 1e-9
