@@ -130,3 +130,16 @@ def test_digits_trained_default_budget_is_top1_within_0_3_points(
     assert chosen.accuracy_drop_pp is not None and chosen.accuracy_drop_pp <= 0.3 and chosen.top5_drop_pp is not None
     acc = outcome.record.parity.accuracy
     assert acc is not None and acc.n == 360 and acc.pytorch_fp32 - acc.onnx <= 0.003 + 1e-9
+
+
+def test_eval_dir_judges_top1_on_the_users_labels(lenet_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A labelled set of the user's makes accuracy the budget's metric, even for random weights."""
+    from exporter.data import digits
+
+    held_out = digits((3, 32, 32))[1]
+    monkeypatch.setattr(search_module, "time_candidates", _fake_timing([2.0]))
+    config = SearchConfig(budget=Budget("accuracy", 5.0), eval_set=held_out, eval_name="my.npz")
+    outcome = search_precision(lenet_dir, config)
+    acc = outcome.record.parity.accuracy
+    assert acc is not None and acc.dataset == "my.npz" and acc.n == len(held_out.y) and acc.passed
+    assert all(c.accuracy_drop_pp is not None for c in outcome.search.candidates)
