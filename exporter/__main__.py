@@ -489,6 +489,8 @@ def print_search(out: Console, outcome) -> None:  # type: ignore[no-untyped-def]
     title = f"{outcome.name} --precision auto: {s.budget}; fp32 {s.fp32_ms:.3f} ms "
     title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {s.engine}, batch {s.batch_size}, {s.threads} threads"
     out.table(cols, rows, title=title)
+    for note in s.notes:
+        out.print(f"note: {note}", style="yellow")
     if not outcome.written:
         out.print(outcome.message, style="yellow")
         return

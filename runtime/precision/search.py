@@ -44,6 +44,8 @@ from exporter.variants import (
     strip_identity_ops,
 )
 
+from ..bench.defaults import DEFAULT_MAX_CI_WIDTH as MAX_CI_WIDTH
+from ..bench.stats import Interval
 from ..compare import default_tolerance
 from ..parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS
 from .budget import Budget, default_budget, needs_labels
@@ -123,8 +125,7 @@ def _tolerance(work_graph: bytes, reference: Prepared, budget: Budget, step: Cal
 
 
 def _first_candidates(work: Work, model: onnx.ModelProto, prepared: Path, images: list[torch.Tensor]) -> None:
-    """All-int8, then the old rule's graphs (float stem; tensors whose ranges move with the size)."""
-    work.try_graph("all layers int8", [], [])
+    """The old rule's graphs: a float stem; for several sizes, the tensors whose ranges move with the size."""
     for label, nodes, _why in _fallbacks(model, prepared, images, work.quantize.work):
         layers = sorted({work.index.module_of(n) or n for n in nodes})
         work.try_graph(label, nodes, layers)
@@ -250,9 +251,10 @@ def _run(
     recovered = sensitivities(layers, work.quantize, judge.probe_sqnr, base_sqnr, step)
     costs = layer_costs(layers, recovered, fp32_ms, int8_ms)
 
-    _first_candidates(work, pre_model, prepared, images)
-    if not work.candidates[0].passed:  # a greedy prefix may pass with fewer float layers than the stem
-        _greedy(work, greedy_order(costs))
+    work.try_graph("all layers int8", [], [])
+    if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
+        _first_candidates(work, pre_model, prepared, images)
+        _greedy(work, greedy_order(costs))  # a greedy prefix may pass with fewer float layers than the stem
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
         raise ExportFailed(
@@ -287,9 +289,23 @@ def _run(
         fp32_ms=fp32_t.value, fp32_low_ms=fp32_t.low, fp32_high_ms=fp32_t.high,
         float_layers=chosen.float_layers if pays else [],
         float_reasons=_reasons(chosen, costs, timed) if pays else [],
-        layers=costs, candidates=timed,
+        layers=costs, candidates=timed, notes=_unstable(fp32_t, timed),
     )  # fmt: skip
     return search, work
+
+
+def _unstable(fp32: Interval, timed: list[art.SearchCandidate]) -> list[str]:
+    """A note where the intervals are too wide to trust the figures (a busy machine), as the bench flags them."""
+    wide = [
+        c.label for c in timed if c.speedup and (c.speedup_high or 0) - (c.speedup_low or 0) > MAX_CI_WIDTH * c.speedup
+    ]
+    if fp32.width <= MAX_CI_WIDTH and not wide:
+        return []
+    return [
+        f"unstable: fp32 {fp32.value:.3f} ms ({fp32.low:.3f}-{fp32.high:.3f}) and {len(wide)} candidate(s) have 95% "
+        f"intervals wider than {MAX_CI_WIDTH:.0%} of their value: the machine was busy; time again before relying "
+        "on the speed-ups"
+    ]
 
 
 def _reasons(chosen: art.SearchCandidate, costs: list[art.LayerCost], timed: list[art.SearchCandidate]) -> list[str]:

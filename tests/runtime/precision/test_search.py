@@ -143,3 +143,13 @@ def test_eval_dir_judges_top1_on_the_users_labels(lenet_dir: Path, monkeypatch: 
     acc = outcome.record.parity.accuracy
     assert acc is not None and acc.dataset == "my.npz" and acc.n == len(held_out.y) and acc.passed
     assert all(c.accuracy_drop_pp is not None for c in outcome.search.candidates)
+
+
+def test_wide_intervals_are_flagged_unstable() -> None:
+    def cand(low: float, high: float) -> art.SearchCandidate:
+        return art.SearchCandidate(label="c", float_layers=[], float_nodes=[], sqnr_db=30.0, cosine_min=0.999,
+                                   passed=True, speedup=2.0, speedup_low=low, speedup_high=high)  # fmt: skip
+
+    assert search_module._unstable(Interval(10.0, 9.9, 10.1), [cand(1.95, 2.05)]) == []
+    notes = search_module._unstable(Interval(80.0, 63.0, 88.0), [cand(1.4, 3.9)])
+    assert len(notes) == 1 and notes[0].startswith("unstable: fp32 80.000 ms (63.000-88.000) and 1 candidate(s)")
