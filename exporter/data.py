@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError, first_line
+from .files import file_problem
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -70,6 +71,10 @@ def _calibration_files(root: Path) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | {".npy", ".npz"})
     if not files:
         raise UserError(f"no PNG/JPEG/.npy/.npz files in {root}")
+    for f in files:  # a FIFO would block the read forever, a link to /dev/zero never end
+        problem = file_problem(f)
+        if problem:
+            raise UserError(f"calibration file {f} {problem}: remove it from {root}")
     return files
 
 

@@ -9,6 +9,7 @@ artifact waits rather than interleaving its files with this one's.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +37,7 @@ from .memory import check_fits
 from .reference import Prepared, forward_outputs, prepare
 from .trace import DEFAULT_OPSET, Traced, output_names, trace_export, validate_opset
 from .user_model import kept_modes
-from .weights import DEFAULT_SEED
+from .weights import DEFAULT_SEED, kept_weights
 
 TRACE_BATCH = 2
 #: The batch of the second trace, which finds Python code depending on the batch size (and, for a
@@ -118,6 +119,23 @@ def _previous(directory: Path) -> art.Manifest | None:
     return None
 
 
+def _check_types(name: object, paths: dict[str, object], batch_sizes: object, flags: dict[str, object]) -> None:
+    """The API's arguments of the wrong type are one line naming the argument, not a TypeError deep inside."""
+    if name is not None and not isinstance(name, str):
+        raise UserError(f"name must be a str, not the {type(name).__name__} {name!r}")
+    for label, value in paths.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise UserError(f"{label} must be a path (a str or a Path), not the {type(value).__name__} {value!r}")
+    if batch_sizes is not None and (
+        not isinstance(batch_sizes, (list, tuple, range))
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch_sizes)
+    ):
+        raise UserError(f"batch_sizes must be a sequence of ints such as (1, 3, 5), not {batch_sizes!r}")
+    for label, value in flags.items():
+        if not isinstance(value, bool):
+            raise UserError(f"{label} must be True or False, not the {type(value).__name__} {value!r}")
+
+
 def export_model(
     target: str | nn.Module,
     *,
@@ -157,6 +175,12 @@ def export_model(
 
     step = on_step or (lambda _msg: None)
     started = time.perf_counter()
+    _check_types(
+        name,
+        {"output_dir": output_dir, "directory": directory, "weights": weights},
+        batch_sizes,
+        {"simplify": simplify, "dynamic_size": dynamic_size, "strict": strict},
+    )
     validate_opset(opset)
     batches = tuple(batch_sizes or DEFAULT_BATCH_SIZES)
     if any(b < 1 or b == TRACE_BATCH for b in batches):
@@ -170,7 +194,7 @@ def export_model(
     if folder is not None:
         check_folder(folder)
     # A run that fails leaves no empty folder it made; the user's module comes back as it was.
-    with made_folder(out_root), kept_modes(target):
+    with made_folder(out_root), kept_modes(target), kept_weights(target):
         # Everything a user can get wrong is checked before the first progress line, so a mistake
         # is one line on stderr.
         prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
@@ -313,8 +337,25 @@ def _verify(
 
     parity = check(graph, prepared, batch_sizes=batches, sizes=sizes, on_step=step)
     if not parity.passed:
+        _deterministic(prepared)  # a model that disagrees with itself is said so, not blamed on the graph
         raise ExportFailed(f"{prepared.name}: onnxruntime disagrees with PyTorch: {'; '.join(parity.failures()[:3])}")
     return parity
+
+
+def _deterministic(prepared: Prepared) -> None:
+    """Refuse a model whose forward gives two results for one input (random ops, a state it keeps)."""
+    x = random_input(prepared.input_shape, OTHER_BATCH, seed=TRACE_BATCH + 2)
+    with torch.random.fork_rng(devices=[]):  # the user's random state stays as the export left it
+        first = forward_outputs(prepared.model, x, prepared.name)
+        second = forward_outputs(prepared.model, x, prepared.name)
+    for name, a, b in zip(output_names(len(first)), first, second):
+        if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=0, equal_nan=True):
+            gap = f" (by up to {(a - b).abs().max().item():.3g})" if a.shape == b.shape else ""
+            raise ExportFailed(
+                f"{prepared.name}: forward() is not deterministic: two PyTorch runs on the same input differ at "
+                f"output '{name}'{gap}, so no graph can match it; remove random ops from forward() (torch.rand, "
+                "dropout called with training=True) or the state it keeps between calls"
+            )
 
 
 def _write(

@@ -10,6 +10,7 @@ into that folder removes them (:func:`remove_stale_partials`), under the folder'
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -71,6 +72,23 @@ def _too_large(size: int | None, limit: int) -> str:
     cap = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
     found = f"{size / 1e6:,.1f} MB" if size is not None else "it grew while read"
     return f"larger than the {cap} such a file can hold ({found}): it is not one"
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file, in words after its name (``does not exist``, ``is a
+    folder``, ``is a FIFO (named pipe), not a regular file``, ``is a symbolic link loop``), or None."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        if p.is_symlink():
+            return f"is a symbolic link to {os.readlink(p)}, which does not exist"
+        return "does not exist"
+    except (RuntimeError, OSError) as exc:
+        if getattr(exc, "errno", None) == errno.ELOOP or isinstance(exc, RuntimeError):
+            return "is a symbolic link loop"
+        return f"cannot be read: {exc.strerror or exc}"
+    return None if stat.S_ISREG(mode) else f"is {_kind(mode)}, not a regular file"
 
 
 def read_regular(path: str | Path, *, limit: int | None = SMALL_FILE_LIMIT) -> bytes:

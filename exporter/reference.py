@@ -24,7 +24,14 @@ from torch import nn
 from .artifact import Manifest, Source, Weights
 from .errors import INTERRUPTS, ExportFailed, UserError, describe_exception
 from .user_model import build_user_model, is_user_model_ref
-from .weights import DEFAULT_SEED, calibrate_batchnorm, load_weights, state_fingerprints
+from .weights import (
+    DEFAULT_SEED,
+    calibrate_batchnorm,
+    changed_in_place,
+    load_weights,
+    state_fingerprints,
+    tensor_versions,
+)
 from .zoo import count_params, get_spec
 
 MAX_SEED = 2**63 - 1
@@ -135,6 +142,7 @@ def prepare(
         input_shape = input_shape or default_shape
         source = Source(kind="zoo", model=target)
     assert input_shape is not None
+    check_model(model, str(target) if isinstance(target, str) else f"the {type(target).__name__} given")
 
     trained_on = None
     if weights is not None:
@@ -224,12 +232,37 @@ def rebuild(manifest: Manifest, builder: str | nn.Module | None = None) -> Prepa
     return prepared
 
 
+def _dtype_hint(model: nn.Module) -> str:
+    """Why a forward may have failed when the model computes in another precision than the float32 fed."""
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()})
+    if dtypes and dtypes != ["float32"]:
+        return f" (the model's weights are {', '.join(dtypes)} and the exporter feeds float32: export model.float())"
+    return ""
+
+
+def check_model(model: nn.Module, what: str) -> None:
+    """Refuse models that cannot be traced as they are, saying what to export instead."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UserError(
+            f"{what} is a TorchScript module (torch.jit.script or trace): export the nn.Module it was made from"
+        )
+    if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        raise UserError(f"{what} is a torch.compile'd module: export the module it wraps (model._orig_mod)")
+    meta = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if meta is not None:
+        raise UserError(
+            f"{what} holds weights on the meta device (shapes, no values), e.g. {meta}: "
+            "load real weights into it first (load_state_dict(..., assign=True))"
+        )
+
+
 def forward_outputs(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.Tensor]:
     """Run ``model`` on its own copy of ``x``; one clear error when it fails or returns something not exportable.
 
     The copy keeps ``x`` as it was for whatever reads it next (onnxruntime, the other side of a
     comparison): a forward that changes its input in place (``x.mul_(2)``) changes only its copy.
     """
+    versions = tensor_versions(model)
     try:
         with torch.inference_mode():
             out = model(x.clone())
@@ -237,7 +270,16 @@ def forward_outputs(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.
         raise
     except BaseException as exc:  # the user's forward may even call sys.exit() or raise its own BaseException
         shape = "x".join(str(d) for d in x.shape)
-        raise ExportFailed(f"{what}: the forward pass at input {shape} failed: {describe_exception(exc)}") from exc
+        raise ExportFailed(
+            f"{what}: the forward pass at input {shape} failed: {describe_exception(exc)}{_dtype_hint(model)}"
+        ) from exc
+    changed = changed_in_place(model, versions)
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise ExportFailed(
+            f"{what}: forward() changes the model's own weights ({changed[0]}{more}): each call computes another "
+            "function, so no graph can be it; change them outside forward()"
+        )
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     if isinstance(out, dict) or not outs or not all(isinstance(t, torch.Tensor) for t in outs):
         kind = type(out).__name__

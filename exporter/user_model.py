@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import INTERRUPTS, UserError, describe_exception
+from .files import file_problem
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,8 +58,11 @@ def load_user_builder(ref: str) -> tuple[str, object]:
     """Import ``file.py`` and return (builder name, builder) for ``file.py:Builder``."""
     path_text, _, attr = ref.rpartition(":")
     path = Path(path_text)
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem == "does not exist":
         raise UserError(f"model file not found: {path}")
+    if problem:  # a FIFO would block the import forever
+        raise UserError(f"model file {path} {problem}: name the .py file that defines the builder")
     if not attr.isidentifier():
         raise UserError(f"bad model reference {ref!r}: expected path/to/file.py:Builder")
     mod_name = f"_exporter_user_{abs(hash(str(path.resolve())))}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from .errors import UserError, first_line
-from .files import sha256_file
+from .files import file_problem, sha256_file
 from .user_model import kept_modes
 
 DEFAULT_SEED = 0
@@ -101,10 +103,13 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
     the checkpoint's ``meta`` (``python -m exporter.train`` records its dataset there).
     """
     p = Path(path)
-    if p.is_dir():
-        raise UserError(f"weights file {p} is a folder, not a .pth file")
-    if not p.is_file():
+    problem = file_problem(p)
+    if problem == "does not exist":
         raise UserError(f"weights file not found: {p}")
+    if problem == "is a folder, not a regular file":
+        raise UserError(f"weights file {p} is a folder, not a .pth file")
+    if problem:  # a FIFO would block torch.load forever, /dev/zero never ends
+        raise UserError(f"weights file {p} {problem}: give the .pth file itself")
     if p.stat().st_size == 0:
         raise UserError(f"weights file {p} is empty")
     try:
@@ -149,6 +154,40 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
     except RuntimeError as exc:
         raise UserError(f"weights in {p} do not load into the model: {first_line(exc)}") from exc
     return LoadedWeights(sha256_file(p), meta)
+
+
+def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*model.named_parameters(), *model.named_buffers()]
+
+
+def changed_in_place(model: nn.Module, versions: dict[str, int]) -> list[str]:
+    """The parameters and buffers of ``model`` changed in place since ``versions`` (:func:`tensor_versions`)."""
+    return [k for k, t in _tensors(model) if versions.get(k) != t._version]
+
+
+def tensor_versions(model: nn.Module) -> dict[str, int]:
+    """Each parameter's and buffer's in-place version counter: a change costs nothing to find."""
+    return {k: t._version for k, t in _tensors(model)}
+
+
+@contextlib.contextmanager
+def kept_weights(model: object) -> Iterator[None]:
+    """Put back, on exit, any weight of a user's ``nn.Module`` that code run on it changed in place
+    (a ``forward()`` that edits its own parameters): what the export does never shows on their module."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    saved = {k: t.detach().clone() for k, t in _tensors(model)}
+    versions = tensor_versions(model)
+    try:
+        yield
+    finally:
+        changed = set(changed_in_place(model, versions))
+        if changed:
+            with torch.no_grad():
+                for k, t in _tensors(model):
+                    if k in changed:
+                        t.copy_(saved[k])
 
 
 BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")

@@ -256,12 +256,16 @@ def test_a_read_only_folder_can_still_be_read(lenet_dir: Path, monkeypatch) -> N
             pass
 
 
-def test_parity_on_an_artifact_whose_lock_is_a_folder_says_so(lenet_dir: Path, capsys) -> None:
+@pytest.mark.parametrize("kind", ["a folder", "not a regular file"])
+def test_parity_on_an_artifact_whose_lock_is_a_folder_says_so(kind: str, lenet_dir: Path, capsys) -> None:
     """Defect: parity, which only reads, said "cannot lock ... for writing: Is a directory"."""
+    import os
+
     from runtime.parity.__main__ import main as parity_main
 
-    (lenet_dir.parent / ".lenet5.lock").mkdir()
+    lock = lenet_dir.parent / ".lenet5.lock"
+    lock.mkdir() if kind == "a folder" else os.mkfifo(lock)
     code = parity_main([str(lenet_dir), "--no-rebuild"])
     err = capsys.readouterr().err
     assert_one_line_err(code, err, f"cannot lock {lenet_dir} to read it: its lock file ", code=2)
-    assert "is a folder: remove it" in err and "for writing" not in err
+    assert f"is {kind}: remove it" in err and "for writing" not in err

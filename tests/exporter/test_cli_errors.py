@@ -112,6 +112,20 @@ def test_nan_calibration_data_is_one_line(lenet_dir: Path, tmp_path: Path) -> No
     assert not (lenet_dir / "lenet5.int8.onnx").exists()
 
 
+def test_a_fifo_among_the_calibration_files_is_one_line_not_a_hang(lenet_dir: Path, tmp_path: Path) -> None:
+    """Defect: np.load opened a FIFO named like a calibration file and waited for a writer forever."""
+    import os
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.save(calib / "good.npy", np.zeros((4, 3, 32, 32), np.float32))
+    os.mkfifo(calib / "pipe.npy")
+    args = ["lenet5", "--precision", "int8", "--calibration-dir", str(calib), "--artifacts-dir", str(lenet_dir.parent)]
+    proc = run_cli("exporter", *args, timeout=180)
+    assert_one_line(proc, f"calibration file {calib / 'pipe.npy'} is a FIFO (named pipe)", code=2, after_progress=True)
+    assert not (lenet_dir / "lenet5.int8.onnx").exists()
+
+
 @pytest.mark.parametrize("command", ["exporter --list --json", "exporter --list"])
 def test_closed_pipe_is_quiet(command: str) -> None:
     """Defect: ``| head`` on --json output ended in a BrokenPipeError traceback."""
@@ -188,3 +202,31 @@ def test_a_folder_that_is_a_symlink_loop_is_one_line_before_any_work(
     code = exporter_main(["lenet5", *args])
     assert_one_line_err(code, capsys.readouterr().err, message, code=2)
     assert not list(tmp_path.rglob("*.onnx"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lenet5", "--weights", "w.fifo"], "weights file w.fifo is a FIFO (named pipe), not a regular file: give the"),
+        (["lenet5", "--weights", "/dev/zero"], "weights file /dev/zero is a device, not a regular file"),
+        (["lenet5", "--weights", "loop.pth"], "weights file loop.pth is a symbolic link loop"),
+        (["m.fifo.py:Net", "--input-shape", "4"], "model file m.fifo.py is a FIFO (named pipe), not a regular file"),
+        (["folder.py:Net", "--input-shape", "4"], "model file folder.py is a folder, not a regular file: name the .py"),
+    ],
+)
+def test_a_weights_or_model_file_that_is_not_a_file_says_what_it_is(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Defect: each was "weights file not found" or "model file not found", though it was there."""
+    import os
+
+    from exporter.__main__ import main as exporter_main
+
+    os.mkfifo(tmp_path / "w.fifo")
+    os.mkfifo(tmp_path / "m.fifo.py")
+    (tmp_path / "loop.pth").symlink_to("loop.pth")
+    (tmp_path / "folder.py").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code = exporter_main([*args, "--artifacts-dir", "out"])
+    assert_one_line_err(code, capsys.readouterr().err, message, code=2)
+    assert not (tmp_path / "out").exists()

@@ -265,6 +265,11 @@ class _Net(torch.nn.Module):
         ("net", {"input_shape": "8"}, "input_shape must be a tuple of positive ints such as (3, 32, 32)"),
         ("lenet5", {"seed": 1.5}, "seed must be an int, not the float 1.5"),
         (3, {}, "cannot export a int: give a zoo name, 'file.py:Builder' or an nn.Module instance"),
+        ("lenet5", {"name": 123}, "name must be a str, not the int 123"),
+        ("lenet5", {"batch_sizes": "135"}, "batch_sizes must be a sequence of ints such as (1, 3, 5), not '135'"),
+        ("lenet5", {"batch_sizes": [3.0]}, "batch_sizes must be a sequence of ints"),
+        ("lenet5", {"weights": 123}, "weights must be a path (a str or a Path), not the int 123"),
+        ("lenet5", {"dynamic_size": "yes"}, "dynamic_size must be True or False, not the str 'yes'"),
     ],
 )
 def test_api_mistakes_say_what_is_wrong_and_what_to_do(target, kwargs: dict, message: str, tmp_path: Path) -> None:

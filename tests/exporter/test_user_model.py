@@ -15,6 +15,7 @@ import torch
 from exporter import artifact as art
 from exporter.__main__ import main as exporter_main
 from exporter.data import random_input
+from exporter.errors import ExportFailed
 from exporter.export import export_model
 from exporter.user_model import build_user_model
 from tests.helpers import assert_one_line_err, ort_run, run_cli, write_user_model
@@ -103,6 +104,34 @@ HOSTILE = textwrap.dedent(
 
     def needs(width, depth=2):
         return nn.Linear(width, 2)
+
+    class EditsItself(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+        def forward(self, x):
+            with torch.no_grad():
+                self.fc.weight.add_(1.0)
+            return self.fc(x)
+
+    class Random(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+        def forward(self, x):
+            return self.fc(x) + torch.rand(x.shape[0], 2)
+
+    def in_float64():
+        return nn.Linear(4, 2).double()
+
+    def on_meta():
+        return nn.Linear(4, 2, device="meta")
+
+    def scripted():
+        return torch.jit.script(nn.Linear(4, 2))
+
+    def compiled():
+        return torch.compile(nn.Linear(4, 2))
     """
 )
 
@@ -118,6 +147,12 @@ HOSTILE = textwrap.dedent(
         ("built_async", "hostile.py:built_async is an async function: the builder must be a plain function", 2),
         ("returns_coroutine", "returned a coroutine: the builder must return the model, not be async", 2),
         ("needs", "hostile.py:needs needs arguments (width): the builder is called with none", 2),
+        ("EditsItself", "forward() changes the model's own weights (fc.weight): each call computes another", 3),
+        ("Random", "forward() is not deterministic: two PyTorch runs on the same input differ at output", 3),
+        ("in_float64", "(the model's weights are float64 and the exporter feeds float32: export model.float())", 3),
+        ("on_meta", "hostile.py:on_meta holds weights on the meta device (shapes, no values), e.g. weight", 2),
+        ("scripted", "hostile.py:scripted is a TorchScript module (torch.jit.script or trace): export the", 2),
+        ("compiled", "hostile.py:compiled is a torch.compile'd module: export the module it wraps", 2),
     ],
 )
 def test_user_code_that_ends_the_run_is_one_line(
@@ -125,7 +160,8 @@ def test_user_code_that_ends_the_run_is_one_line(
 ) -> None:
     """Defects: sys.exit(7) in forward exited 7 without a word (sys.exit(0) further on: exit 0, nothing written);
     a builder's own BaseException was a traceback; an nn.Module instance said "forward() missing 'input'"; an
-    async builder left three RuntimeWarnings."""
+    async builder left three RuntimeWarnings; a forward editing its weights, or random, was "onnxruntime disagrees";
+    a TorchScript, torch.compile'd or meta-device model ended in a traceback."""
     write_user_model(tmp_path, HOSTILE, "hostile.py")
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
@@ -133,7 +169,7 @@ def test_user_code_that_ends_the_run_is_one_line(
         returned = exporter_main([f"hostile.py:{ref}", "--input-shape", "4", "--artifacts-dir", "out"])
         gc.collect()  # a coroutine never awaited warns when it is collected
     err = capsys.readouterr().err
-    assert_one_line_err(returned, err, message, code=code, after_progress=ref == "ExitsAtOne")
+    assert_one_line_err(returned, err, message, code=code, after_progress=ref in ("ExitsAtOne", "Random"))
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
 
@@ -161,3 +197,21 @@ def test_the_builder_is_called_once(tmp_path: Path) -> None:
     proc = run_cli("exporter", f"{src}:make", "--input-shape", "3x8x8", "--artifacts-dir", str(tmp_path / "a"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "calls").read_text().splitlines() == ["import", "build"]
+
+
+def test_a_module_whose_forward_edits_its_weights_is_refused_and_given_back_as_it_was(tmp_path: Path) -> None:
+    class EditsItself(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                self.fc.weight.mul_(2.0)
+            return self.fc(x)
+
+    module = EditsItself()
+    before = module.fc.weight.detach().clone()
+    with pytest.raises(ExportFailed, match="forward\\(\\) changes the model's own weights \\(fc.weight\\)"):
+        export_model(module, input_shape=(4,), output_dir=tmp_path / "out")
+    assert torch.equal(module.fc.weight, before), "the user's module must come back with its weights"
