@@ -8,6 +8,7 @@ rows and ``--explain`` join on one key. Its nodes in the pre-processed graph are
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,11 @@ from ..sessions import SessionConfig
 
 #: Smallest cost a layer is charged (ms), so a layer the profiler sees as free is not infinitely cheap.
 MIN_COST_MS = 0.005
+#: Gains below this (dB) are the probe's noise, not a layer's: measured twice, a layer's figure moves ~0.05 dB.
+MIN_GAIN_DB = 0.1
+#: Per float layer, this share of the all-int8 graph's time is charged on top of its own cost (the
+#: Quantize/Dequantize pair around it, the fusions it breaks).
+ISLAND_SHARE = 0.01
 #: Profiled runs per graph for the per-layer times.
 PROFILE_RUNS = 20
 
@@ -88,14 +94,31 @@ def layer_costs(
     return out
 
 
-def greedy_order(costs: Sequence[LayerCost]) -> list[LayerCost]:
-    """Layers by dB recovered per millisecond of cost, best first; layers that recover nothing go last."""
+def noise_share(recovered_db: float | None) -> float:
+    """The share of the all-int8 graph's output noise a layer accounts for, from the dB its being float recovers
+    (noise powers of independent roundings add: removing a share f lifts SQNR by -10 log10(1 - f))."""
+    if recovered_db is None or recovered_db < MIN_GAIN_DB:
+        return 0.0
+    return 1.0 - 10 ** (-recovered_db / 10)
+
+
+def greedy_order(costs: Sequence[LayerCost], overhead_ms: float = 0.0) -> list[LayerCost]:
+    """Layers by share of the output noise removed per millisecond of cost (plus ``overhead_ms``, what any
+    float island costs in conversions, so that near-free layers with noise-level gains do not come first);
+    layers that recover nothing go last, cheapest first."""
 
     def score(c: LayerCost) -> float:
-        gain = c.recovered_db or 0.0
-        return gain / (c.cost_ms or MIN_COST_MS) if gain > 0 else -1.0 / (c.cost_ms or MIN_COST_MS)
+        cost = (c.cost_ms or MIN_COST_MS) + overhead_ms
+        share = noise_share(c.recovered_db)
+        return share / cost if share > 0 else -cost
 
     return sorted(costs, key=score, reverse=True)
+
+
+def predicted_sqnr(base_db: float, order: Sequence[LayerCost], k: int) -> float:
+    """The output SQNR predicted with the first ``k`` layers of ``order`` float, from their noise shares."""
+    removed = min(sum(noise_share(c.recovered_db) for c in order[:k]), 0.999)
+    return base_db - 10 * math.log10(1 - removed)
 
 
 def sensitivities(

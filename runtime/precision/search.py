@@ -50,7 +50,15 @@ from ..compare import default_tolerance
 from ..parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS
 from .budget import Budget, default_budget, needs_labels
 from .candidates import Judge, Quantizer, Work, describe
-from .layers import greedy_order, layer_costs, layer_times, quantizable_layers, sensitivities
+from .layers import (
+    ISLAND_SHARE,
+    greedy_order,
+    layer_costs,
+    layer_times,
+    predicted_sqnr,
+    quantizable_layers,
+    sensitivities,
+)
 from .timing import time_candidates
 
 ENGINES = ("onnxruntime", "openvino")
@@ -131,13 +139,20 @@ def _first_candidates(work: Work, model: onnx.ModelProto, prepared: Path, images
         work.try_graph(label, nodes, layers)
 
 
-def _greedy(work: Work, order: list[art.LayerCost]) -> None:
-    """Growing prefixes of the greedy order until one passes the budget; never every layer (that is fp32)."""
+def _greedy(work: Work, order: list[art.LayerCost], base_db: float | None, target_db: float | None) -> None:
+    """Growing prefixes of the greedy order until one passes the budget; never every layer (that is fp32).
+    With an SQNR budget the first prefix tried is the shortest whose predicted SQNR meets it."""
     most = len(order) - 1
-    for k in sorted({min(k, most) for k in GREEDY_STEPS if most > 0}):
+    steps = sorted({min(k, most) for k in GREEDY_STEPS if most > 0})
+    if base_db is not None and target_db is not None:
+        first = next((k for k in range(1, most + 1) if predicted_sqnr(base_db, order, k) >= target_db), most)
+        steps = [first, *[k for k in steps if k > first]]
+    for k in steps:
         chosen = order[:k]
         nodes = [n for c in chosen for n in c.nodes]
-        label = f"greedy: {k} layer(s) float by dB recovered per ms"
+        label = f"greedy: {k} layer(s) float by noise removed per ms"
+        if base_db is not None:
+            label += f" (predicted {predicted_sqnr(base_db, order, k):.1f} dB)"
         if work.try_graph(label, nodes, [c.layer for c in chosen]).passed:
             return
 
@@ -254,7 +269,9 @@ def _run(
     work.try_graph("all layers int8", [], [])
     if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
         _first_candidates(work, pre_model, prepared, images)
-        _greedy(work, greedy_order(costs))  # a greedy prefix may pass with fewer float layers than the stem
+        order = greedy_order(costs, ISLAND_SHARE * sum(int8_ms.values()))
+        target = budget.threshold if budget.metric == "sqnr" else None
+        _greedy(work, order, work.candidates[0].sqnr_db, target)  # may pass with fewer float layers than the stem
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
         raise ExportFailed(

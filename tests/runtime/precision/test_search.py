@@ -15,7 +15,7 @@ from runtime.compare import default_tolerance
 from runtime.precision import NOT_WORTH_IT, SearchConfig, budget_from, search_precision
 from runtime.precision import search as search_module
 from runtime.precision.budget import Budget, default_budget, needs_labels
-from runtime.precision.layers import greedy_order
+from runtime.precision.layers import greedy_order, noise_share, predicted_sqnr
 from runtime.precision.timing import Timing
 from tests.helpers import assert_one_line, run_cli, strict_load
 
@@ -45,7 +45,13 @@ def test_greedy_order_is_db_per_ms() -> None:
         art.LayerCost(layer="c", nodes=["c"], recovered_db=-0.5, cost_ms=0.01),  # recovers nothing: last
         art.LayerCost(layer="d", nodes=["d"], recovered_db=3.0, cost_ms=3.0),  # 1 dB/ms
     ]
-    assert [c.layer for c in greedy_order(costs)] == ["b", "a", "d", "c"]
+    order = greedy_order(costs)
+    assert [c.layer for c in order] == ["b", "a", "d", "c"]
+    # noise shares add: b alone float removes 1 - 10^-0.1 of the noise, i.e. gives back its own 1 dB
+    assert predicted_sqnr(20.0, order, 1) == pytest.approx(21.0)
+    assert predicted_sqnr(20.0, order, 2) > 23.0  # b and a: 1 dB and 2 dB of noise, more than 3 dB together
+    assert noise_share(0.05) == 0.0, "probe-noise gains count as nothing"
+    assert greedy_order(costs, overhead_ms=10.0)[0].layer == "d", "with a fixed cost per island, big gains first"
 
 
 def _fake_timing(speedups: list[float]):  # type: ignore[no-untyped-def]
