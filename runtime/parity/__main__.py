@@ -134,10 +134,9 @@ def print_report(out: Console, name: str, path: Path, record: art.ParityRecord, 
     hidden = out.table(cols, rows, wide=wide)
     if tol.atol is not None and "needed atol" not in hidden:
         # without this, "needed atol 0.0e+00" beside "max abs err 8.6e-09" reads as a contradiction
-        out.print(
-            f"needed atol: the smallest atol that passes with rtol {tol.rtol:g} "
-            f"(0 when rtol alone covers every error); needed rtol: the smallest rtol with atol {tol.atol:g}"
-        )
+        out.print(f"needed atol: the smallest atol that passes with rtol {tol.rtol:g} (0: rtol alone covers all)")
+        if "needed rtol" not in hidden:
+            out.print(f"needed rtol: the smallest rtol that passes with atol {tol.atol:g}")
     if record.accuracy:
         a = record.accuracy
         out.print(
@@ -153,12 +152,12 @@ def print_explanation(out: Console, e, *, wide: bool = False) -> None:  # type: 
     worst = e.worst(1)
     int8 = e.precision == "int8"
     rounded = f"{e.input_sqnr_db:.1f} dB" if e.input_sqnr_db is not None else "exact"
-    out.print(
-        f"per layer, {e.precision} vs fp32 graph on the same {sum(e.batch_sizes)} {e.inputs} inputs "
-        f"(the input as the {e.precision} graph reads it: SQNR {rounded}); "
-        "loss = SQNR of the layer's inputs minus its own"
-        + ("; (float): a layer the int8 graph computes in float" if int8 else "")
-    )
+    # short lines: the table below fits 100 characters, so must what explains it
+    out.print(f"per layer, {e.precision} vs fp32 graph on the same {sum(e.batch_sizes)} {e.inputs} inputs")
+    out.print(f"the input as the {e.precision} graph reads it: SQNR {rounded}")
+    out.print("loss dB: the SQNR of the layer's inputs minus its own (the precision the layer itself loses)")
+    if int8:
+        out.print("(float): a layer the int8 graph computes in float")
     cols = [Column("#", True), Column("layer"), Column("op"), Column("tensor", priority=3), Column("shape", priority=2)]
     cols += [Column("SQNR dB", True), Column("loss dB", True), Column("cosine", True, 1)]
     cols += [Column("max abs err", True, 2), Column("ref max", True, 3), Column("mark")]

@@ -126,6 +126,9 @@ def test_cli_tables_fit_with_one_worst_mark(resnet_int8: Path) -> None:
     assert sum(" worst " in line for line in tables) == 1
     assert sum(line.startswith("loses most:") for line in lines) == 1
     assert sum("(--wide shows them)" in line for line in lines) == 2
+    start = next(i for i, line in enumerate(lines) if line.startswith("per layer, int8"))
+    prose = [line for line in lines[start:] if not line.startswith(("|", "columns left out", "loses", "lowest"))]
+    assert all(len(line) <= 100 for line in prose), prose  # what explains the table fits as the table does
 
 
 def test_cli_fp16_explain_is_labelled_fp16(resnet_int8: Path, tmp_path: Path) -> None:
