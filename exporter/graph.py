@@ -8,14 +8,18 @@ from pathlib import Path
 import onnx
 
 from .errors import ExportFailed, UserError
+from .files import file_problem
 from .trace import BATCH_DIM
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
     """Load an ONNX file, turning a missing or corrupt file into one clear message."""
     p = Path(path)
-    if not p.is_file():
+    problem = file_problem(p)
+    if problem == "does not exist":
         raise UserError(f"ONNX file not found: {p}")
+    if problem:  # a FIFO would block onnx.load forever, a link to /dev/zero never end
+        raise UserError(f"{p} {problem}: name the .onnx file itself")
     try:
         return onnx.load(str(p))
     except Exception as exc:

@@ -3,11 +3,15 @@ one-line-error check, a strict JSON reader and a CPU onnxruntime run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +125,30 @@ def ort_run(graph: Path | bytes, x: np.ndarray, input_name: str = "input") -> np
 
     source = str(graph) if isinstance(graph, Path) else graph
     return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]
+
+
+@contextlib.contextmanager
+def fifo(path: Path) -> Iterator[Path]:
+    """A FIFO at ``path`` for code that must refuse it unread. Code that opens it instead is fed ``{}`` after a
+    moment rather than left waiting for a writer forever, so such a test fails instead of hanging."""
+    os.mkfifo(path)
+    stop = threading.Event()
+
+    def rescue() -> None:
+        while not stop.is_set():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # succeeds only once a reader has it open
+            except OSError:
+                time.sleep(0.2)
+                continue
+            os.write(fd, b"{}")
+            os.close(fd)
+            return
+
+    thread = threading.Thread(target=rescue, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()

@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.errors import UserError
+from exporter.files import file_problem, read_regular_text
 
 from .defaults import DEFAULT_MAX_SLOWDOWN
 from .stats import SampleSummary, ratio_interval
@@ -167,12 +168,19 @@ class BaselineComparison(BaseModel):
         return not self.failures
 
 
+#: A benchmark's results.json holds a few kB a row: far more than any run measures.
+RESULTS_LIMIT = 256 << 20
+
+
 def _baseline_path(path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem == "does not exist":
         raise UserError(f"--baseline {path}: no such results file (give a results.json or the folder holding one)")
+    if problem:
+        raise UserError(f"--baseline {path} {problem}: give a results.json or the folder holding one")
     return path
 
 
@@ -184,7 +192,7 @@ def load_baseline(path: Path) -> BaselineFile:
         raise ValueError(f"non-finite number {token}")
 
     try:
-        doc = json.loads(file.read_text(), parse_constant=refuse)
+        doc = json.loads(read_regular_text(file, limit=RESULTS_LIMIT), parse_constant=refuse)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"--baseline {file} is not readable results JSON: {exc}") from None
     rows = doc.get("rows", doc.get("results")) if isinstance(doc, dict) else None

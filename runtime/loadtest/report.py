@@ -22,7 +22,14 @@ from filelock import FileLock
 
 from exporter.artifact import now
 from exporter.errors import UserError
-from exporter.files import atomic_outputs, ensure_writable_dir, remove_stale_partials, require_free_space, strict_json
+from exporter.files import (
+    atomic_outputs,
+    ensure_writable_dir,
+    read_regular_text,
+    remove_stale_partials,
+    require_free_space,
+    strict_json,
+)
 
 from .run import LoadTestResult, Row
 
@@ -50,7 +57,7 @@ def read_existing(output_dir: Path) -> dict[str, object] | None:
     """The results file already there (None if none); one that is not ours is refused, not overwritten."""
     path = output_dir / RESULTS_JSON
     try:
-        text = path.read_text()
+        text = read_regular_text(path)  # a FIFO there would block the load test before it starts
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:

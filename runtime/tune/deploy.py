@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.errors import UserError
-from exporter.files import AtomicWriter, strict_json
+from exporter.files import AtomicWriter, read_regular_text, strict_json
 
 DEPLOY_JSON = "deploy.json"
 TUNE_JSON = "tune.json"
@@ -256,7 +256,7 @@ def read_deploy(path: Path) -> DeployRecord:
     if path.is_dir():
         path = path / DEPLOY_JSON
     try:
-        return DeployRecord.model_validate(json.loads(path.read_text()))
+        return DeployRecord.model_validate(json.loads(read_regular_text(path)))
     except FileNotFoundError:
         raise UserError(f"{path}: no such deployment record (python -m runtime.tune writes one)") from None
     except (OSError, ValueError, ValidationError) as exc:
@@ -269,7 +269,7 @@ def read_report(path: Path) -> TuneReport:
     if path.is_dir():
         path = path / TUNE_JSON
     try:
-        return TuneReport.model_validate(json.loads(path.read_text()))
+        return TuneReport.model_validate(json.loads(read_regular_text(path)))
     except FileNotFoundError:
         raise UserError(f"{path}: no such tune report") from None
     except (OSError, ValueError, ValidationError) as exc:

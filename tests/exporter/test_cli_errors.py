@@ -212,18 +212,21 @@ def test_a_folder_that_is_a_symlink_loop_is_one_line_before_any_work(
         (["lenet5", "--weights", "loop.pth"], "weights file loop.pth is a symbolic link loop"),
         (["m.fifo.py:Net", "--input-shape", "4"], "model file m.fifo.py is a FIFO (named pipe), not a regular file"),
         (["folder.py:Net", "--input-shape", "4"], "model file folder.py is a folder, not a regular file: name the .py"),
+        (["pipe.onnx", "--view", "--no-browser"], "pipe.onnx is a FIFO (named pipe), not a regular file: name the"),
     ],
 )
 def test_a_weights_or_model_file_that_is_not_a_file_says_what_it_is(
     args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    """Defect: each was "weights file not found" or "model file not found", though it was there."""
+    """Defect: each was "weights file not found", "model file not found" or "ONNX file not found", though it was
+    there."""
     import os
 
     from exporter.__main__ import main as exporter_main
 
     os.mkfifo(tmp_path / "w.fifo")
     os.mkfifo(tmp_path / "m.fifo.py")
+    os.mkfifo(tmp_path / "pipe.onnx")
     (tmp_path / "loop.pth").symlink_to("loop.pth")
     (tmp_path / "folder.py").mkdir()
     monkeypatch.chdir(tmp_path)

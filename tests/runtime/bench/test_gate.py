@@ -13,7 +13,7 @@ from runtime.bench.__main__ import main
 from runtime.bench.baseline import BaselineFile, BaselineRow, compare_runs, load_baseline
 from runtime.bench.rows import BenchRow
 from runtime.bench.stats import KEEP_ALL_SAMPLES, bootstrap_medians, ratio_interval, summarize, summarize_samples
-from tests.helpers import strict_load
+from tests.helpers import fifo, strict_load
 
 from .conftest import QUICK
 
@@ -140,6 +140,15 @@ def test_a_bad_baseline_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text("{not json")
     with pytest.raises(UserError, match="not readable results JSON"):
         load_baseline(tmp_path / "results.json")
+
+
+def test_a_baseline_that_is_a_fifo_is_refused_unread(tmp_path: Path) -> None:
+    """Defect: a FIFO given as --baseline was "no such results file", though it was there."""
+    from exporter.errors import UserError
+
+    with fifo(tmp_path / "results.json") as path, pytest.raises(UserError) as info:
+        load_baseline(path)
+    assert "is a FIFO (named pipe), not a regular file: give a results.json" in str(info.value)
 
 
 def _scaled_copy(results: Path, target: Path, scale: float) -> Path:

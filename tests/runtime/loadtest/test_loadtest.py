@@ -13,7 +13,7 @@ from runtime.loadtest.client import check_loopback, split_url
 from runtime.loadtest.metrics import MetricsUnavailable, difference, parse
 from runtime.loadtest.report import merge, read_existing, write_results
 from runtime.loadtest.run import LoadTestConfig, LoadTestResult, Row, _latency_stats
-from tests.helpers import assert_one_line, run_cli, strict_load
+from tests.helpers import assert_one_line, fifo, run_cli, strict_load
 
 METRICS = """\
 # HELP nv_inference_count Number of inferences performed
@@ -153,3 +153,10 @@ def test_cli_refusals_are_one_line(exported, artifacts_dir: Path, tmp_path: Path
     assert len(lines) == 1 and lines[0].startswith(f"error: no Triton server answers GRPC at 127.0.0.1:{port}"), (
         r.stderr
     )
+
+
+def test_a_results_file_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    """Defect: a load test whose results.json was a FIFO waited for a writer forever before it started."""
+    with fifo(tmp_path / "results.json"), pytest.raises(UserError) as info:
+        read_existing(tmp_path)
+    assert "results.json: a FIFO (named pipe), not a regular file" in str(info.value)

@@ -12,6 +12,7 @@ from runtime.tune.candidates import over_budget, pick_finalists, rank, stream_co
 from runtime.tune.config import LossBudget, TuneConfig, parse_loss
 from runtime.tune.deploy import Candidate, Figures, read_deploy
 from runtime.tune.plot import pareto_front
+from tests.helpers import fifo
 
 
 def _c(engine: str = "onnxruntime", precision: str = "fp32", streams: int = 1, batch: int = 1, ips: float = 100.0,
@@ -175,3 +176,10 @@ def test_the_deployment_names_what_tritons_own_backend_would_run_otherwise() -> 
     assert "no f32 hint" in note and "may choose bf16" in note
     assert caveats(_c(engine="openvino", precision="int8"), plain) == []
     assert caveats(_c(engine="openvino", precision="bf16"), amx) == []  # measured in bf16: the backend's HINT_BF16
+
+
+def test_a_deploy_record_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    """Defect: reading a deploy.json that is a FIFO waited for a writer forever."""
+    with fifo(tmp_path / "deploy.json"), pytest.raises(UserError) as info:
+        read_deploy(tmp_path)
+    assert "is not a deployment record tune wrote: a FIFO (named pipe), not a regular file" in str(info.value)
