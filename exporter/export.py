@@ -34,7 +34,7 @@ from .files import (
 from .graph import check_graph, io_spec, op_counts, simplify_graph
 from .layers import map_modules
 from .memory import check_fits
-from .reference import Prepared, forward_outputs, prepare
+from .reference import Prepared, forward_outputs, nondeterminism, prepare
 from .trace import DEFAULT_OPSET, Traced, output_names, trace_export, validate_opset
 from .user_model import kept_modes
 from .weights import DEFAULT_SEED, kept_weights
@@ -337,25 +337,11 @@ def _verify(
 
     parity = check(graph, prepared, batch_sizes=batches, sizes=sizes, on_step=step)
     if not parity.passed:
-        _deterministic(prepared)  # a model that disagrees with itself is said so, not blamed on the graph
+        reason = nondeterminism(prepared)  # a model that disagrees with itself is said so, not blamed on the graph
+        if reason:
+            raise ExportFailed(f"{prepared.name}: {reason}")
         raise ExportFailed(f"{prepared.name}: onnxruntime disagrees with PyTorch: {'; '.join(parity.failures()[:3])}")
     return parity
-
-
-def _deterministic(prepared: Prepared) -> None:
-    """Refuse a model whose forward gives two results for one input (random ops, a state it keeps)."""
-    x = random_input(prepared.input_shape, OTHER_BATCH, seed=TRACE_BATCH + 2)
-    with torch.random.fork_rng(devices=[]):  # the user's random state stays as the export left it
-        first = forward_outputs(prepared.model, x, prepared.name)
-        second = forward_outputs(prepared.model, x, prepared.name)
-    for name, a, b in zip(output_names(len(first)), first, second):
-        if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=0, equal_nan=True):
-            gap = f" (by up to {(a - b).abs().max().item():.3g})" if a.shape == b.shape else ""
-            raise ExportFailed(
-                f"{prepared.name}: forward() is not deterministic: two PyTorch runs on the same input differ at "
-                f"output '{name}'{gap}, so no graph can match it; remove random ops from forward() (torch.rand, "
-                "dropout called with training=True) or the state it keeps between calls"
-            )
 
 
 def _write(

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .artifact import Manifest, Source, Weights
+from .data import random_input
 from .errors import INTERRUPTS, ExportFailed, UserError, describe_exception
 from .user_model import build_user_model, is_user_model_ref
 from .weights import (
@@ -285,3 +286,22 @@ def forward_outputs(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.
         kind = type(out).__name__
         raise ExportFailed(f"{what} returns a {kind}: export needs a tensor or a tuple/list of tensors")
     return outs
+
+
+def nondeterminism(prepared: Prepared) -> str | None:
+    """Why no graph can match ``prepared``'s model where its forward gives two results for one input (random
+    ops, a state it keeps between calls), else None. Run where a comparison failed, to say so."""
+    x = random_input(prepared.input_shape, 1, seed=4)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        first = forward_outputs(prepared.model, x, prepared.name)
+        second = forward_outputs(prepared.model, x, prepared.name)
+    for index, (a, b) in enumerate(zip(first, second)):
+        if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=0, equal_nan=True):
+            gap = f" (by up to {(a - b).abs().max().item():.3g})" if a.shape == b.shape else ""
+            output = "output" if index == 0 else f"output_{index}"  # the graph's names (trace.output_names)
+            return (
+                f"forward() is not deterministic: two PyTorch runs on the same input differ at output '{output}'{gap}, "
+                "so no graph can match it; remove random ops from forward() (torch.rand, dropout called with "
+                "training=True) or the state it keeps between calls"
+            )
+    return None

@@ -338,6 +338,12 @@ def _check(args: argparse.Namespace, out: Console) -> int:
         print_report(out, manifest.name, resolved.path, record, wide=args.wide)
         if explained:
             print_explanation(out, explained, wide=args.wide)
+    if not record.passed:
+        from exporter.reference import nondeterminism
+
+        reason = nondeterminism(reference)  # the model disagreeing with itself is not the graph's fault
+        if reason:
+            err.print(f"note: {manifest.name}: {reason}")
     return 0 if record.passed else 1
 
 

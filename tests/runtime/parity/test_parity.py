@@ -225,3 +225,28 @@ def test_json_stays_json_when_user_code_writes_to_descriptor_1(tmp_path: Path) -
     doc = strict_loads(proc.stdout)
     assert doc["artifact"] == "noisy" and doc["passed"] is True
     assert "written to descriptor 1" in proc.stderr and "printed" in proc.stderr and "to sys.__stdout__" in proc.stderr
+
+
+STEADY = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+    def forward(self, x):
+        return self.fc(x)
+"""
+
+
+def test_parity_against_a_random_forward_says_the_model_is_not_deterministic(tmp_path: Path) -> None:
+    """Defect: a --reference whose forward adds noise read as "onnxruntime disagrees", blaming the graph."""
+    steady = write_user_model(tmp_path, STEADY, "steady.py")
+    noisy = write_user_model(tmp_path, STEADY.replace("return self.fc(x)", "return self.fc(x) + torch.rand(3)"), "n.py")
+    export_model(f"{steady}:Net", input_shape=(4,), output_dir=tmp_path / "a")
+    proc = run_cli("runtime.parity", str(tmp_path / "a" / "net"), "--reference", f"{noisy}:Net")
+    assert proc.returncode == 1, proc.stderr
+    said = "note: net: forward() is not deterministic: two PyTorch runs on the same input differ at output 'output'"
+    assert said in proc.stderr, proc.stderr
