@@ -9,6 +9,7 @@ they fail. Every mutant must be killed: a survivor is a promise no test holds.
     python tests/mutants.py --only lock_never_taken export_ignores_parity
     python tests/mutants.py --fast-suite    # every mutant against the whole fast suite (hours)
     python tests/mutants.py --list          # the mutants, what each breaks and the tests that catch it
+    python tests/mutants.py --baseline      # first run each mutant's tests unmutated: a kill counts only if they pass
 
 Exit status 0 when every mutant was killed, 1 otherwise. It never touches this checkout.
 """
@@ -302,6 +303,25 @@ def _run_tests(root: Path, args: list[str], log: Path, timeout: float) -> tuple[
     return code, time.monotonic() - started
 
 
+def _baseline(chosen: list[Mutant], scratch: Path, args: argparse.Namespace) -> set[tuple[str, ...]]:
+    """Run each distinct selection of tests on an unmutated copy; return those that fail (a kill means nothing)."""
+    root = scratch / "unmutated"
+    _copy_checkout(root)
+    selections = [["-m", FAST, "tests"]] if args.fast_suite else list(dict.fromkeys(m.tests for m in chosen))
+    broken: set[tuple[str, ...]] = set()
+    for i, tests in enumerate(selections):
+        code, seconds = _run_tests(root, list(tests), scratch / f"unmutated-{i}.log", args.timeout)
+        ok = code == 0
+        verdict = "pass" if ok else f"FAILS (pytest exit {code})"
+        print(f"{'baseline':>9}  {verdict:<28} {seconds:6.0f} s  {' '.join(tests)}", flush=True)
+        if not ok:
+            broken.add(tuple(tests))
+    if args.fast_suite and broken:
+        raise SystemExit("the fast suite fails without any mutant: fix it first")
+    shutil.rmtree(root, ignore_errors=True)
+    return broken
+
+
 def _first_failure(log: Path) -> str:
     """The first failing test of a pytest log (its short summary line), to see that it failed for the reason."""
     for line in log.read_text(errors="replace").splitlines():
@@ -317,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the mutants and their tests")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per mutant's tests (default 1800)")
     p.add_argument("--keep", action="store_true", help="keep the scratch copies and logs")
+    p.add_argument("--baseline", action="store_true", help="run each selection of tests unmutated first")
     args = p.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
     unknown = set(args.only or ()) - {m.name for m in MUTANTS}
@@ -330,7 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="cnn-mutants."))
     results: list[tuple[Mutant, str, float]] = []
     try:
+        broken = _baseline(chosen, scratch, args) if args.baseline else set()
         for m in chosen:
+            if m.tests in broken and not args.fast_suite:
+                results.append((m, "invalid: its tests fail unmutated", 0.0))
+                print(f"{'invalid':>9}  {m.name:<28} its tests fail without the mutant", flush=True)
+                continue
             root = scratch / m.name
             _copy_checkout(root)
             _apply(root, m)
