@@ -244,6 +244,39 @@ MUTANTS = [
         ("tests/exporter/test_module_modes.py",),
     ),
     Mutant(
+        "inputs_shared",
+        "both sides of a comparison are fed the same tensor: a forward that changes its input spoils the other side",
+        "exporter/reference.py",
+        (("            out = model(x.clone())", "            out = model(x)"),),
+        ("tests/runtime/test_parity_inplace.py",),
+    ),
+    Mutant(
+        "batch_dims_unchecked",
+        "an output without the batch as its first dimension is exported",
+        "exporter/export.py",
+        (("        _check_batch_dims(outputs, TRACE_BATCH)\n", "        pass\n"),),
+        ("tests/exporter/test_batch_dimension.py",),
+    ),
+    Mutant(
+        "trace_notes_dropped",
+        "Python control flow the trace froze is not recorded in the manifest",
+        "exporter/export.py",
+        (("            trace_notes=traced.notes,", "            trace_notes=[],"),),
+        ("tests/exporter/test_trace_notes.py",),
+    ),
+    Mutant(
+        "cuda_fallback_silent",
+        "--device cuda runs on the CPU without a word when the CUDA provider cannot be created",
+        "runtime/sessions.py",
+        (
+            (
+                '    if config.device == "cuda":\n        raise CudaUnavailable(',
+                "    if False:\n        raise CudaUnavailable(",
+            ),
+        ),
+        ("tests/runtime/test_sessions.py",),
+    ),
+    Mutant(
         "manifest_code_imported",
         "a runtime command imports the code a manifest's source.ref names",
         "exporter/reference.py",
