@@ -152,3 +152,15 @@ def fifo(path: Path) -> Iterator[Path]:
     finally:
         stop.set()
         thread.join()
+
+
+def cuda_ready() -> bool:
+    """Whether a CUDA GPU is here and onnxruntime's CUDA provider really runs on it (the gpu tests' skip)."""
+    try:
+        import torch
+
+        from runtime.sessions import cuda_usable
+
+        return torch.cuda.is_available() and cuda_usable()
+    except ImportError:
+        return False

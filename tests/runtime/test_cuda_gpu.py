@@ -13,21 +13,9 @@ import pytest
 from exporter import artifact as art
 from runtime.compare import compare, default_tolerance
 from runtime.sessions import SessionConfig, create_session, run
-from tests.helpers import run_cli, strict_loads
+from tests.helpers import cuda_ready, run_cli, strict_loads
 
-
-def _cuda_ready() -> bool:
-    try:
-        import torch
-
-        from runtime.sessions import cuda_usable
-
-        return torch.cuda.is_available() and cuda_usable()
-    except ImportError:
-        return False
-
-
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")]
 
 
 @pytest.fixture(scope="module")

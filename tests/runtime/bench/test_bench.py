@@ -20,7 +20,7 @@ from exporter.export import export_model
 from runtime.bench import engines, report, runner
 from runtime.bench.__main__ import main
 from runtime.bench.rows import CSV_COLUMNS, RunDocument
-from tests.helpers import ROOT, strict_load, write_user_model
+from tests.helpers import ROOT, cuda_ready, strict_load, write_user_model
 
 from .conftest import QUICK
 
@@ -399,19 +399,8 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str, arts: Path, 
     assert not (tmp_path / "b").exists()
 
 
-def _cuda_ready() -> bool:
-    try:
-        import torch
-
-        from runtime.sessions import cuda_usable
-
-        return torch.cuda.is_available() and cuda_usable()
-    except ImportError:
-        return False
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")
+@pytest.mark.skipif(not cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")
 @pytest.mark.parametrize("io_binding", [True, False])
 def test_cuda_bench_with_and_without_io_binding(arts: Path, tmp_path: Path, io_binding: bool) -> None:
     out = tmp_path / "bench"
@@ -443,7 +432,7 @@ def test_cuda_bench_with_and_without_io_binding(arts: Path, tmp_path: Path, io_b
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")
+@pytest.mark.skipif(not cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")
 def test_cuda_tensorrt_runs_or_says_why(arts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from runtime.bench.engines import unavailable_reason
 

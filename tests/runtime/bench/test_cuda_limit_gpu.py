@@ -14,21 +14,9 @@ from runtime.bench.cuda import bind
 from runtime.bench.placement import audit_graph
 from runtime.cudaep import nhwc_support
 from runtime.sessions import SessionConfig, create_session
-from tests.helpers import strict_load
+from tests.helpers import cuda_ready, strict_load
 
-
-def _cuda_ready() -> bool:
-    try:
-        import torch
-
-        from runtime.sessions import cuda_usable
-
-        return torch.cuda.is_available() and cuda_usable()
-    except ImportError:
-        return False
-
-
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu")]
 
 QUICK_CUDA = ["--device", "cuda", "--min-samples", "20", "--min-seconds", "0.2"]
 

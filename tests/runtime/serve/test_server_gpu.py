@@ -18,23 +18,12 @@ from runtime.loadtest.client import TritonEndpoint  # noqa: E402
 from runtime.resolve import resolve  # noqa: E402
 from runtime.serve import LocalServer, ModelOptions, ServeOptions  # noqa: E402
 from runtime.sessions import SessionConfig, create_session, run  # noqa: E402
-
-
-def _cuda_ready() -> bool:
-    try:
-        import torch
-
-        from runtime.sessions import cuda_usable
-
-        return torch.cuda.is_available() and cuda_usable()
-    except ImportError:
-        return False
-
+from tests.helpers import cuda_ready
 
 pytestmark = [
     pytest.mark.serve,
     pytest.mark.gpu,
-    pytest.mark.skipif(not _cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu"),
+    pytest.mark.skipif(not cuda_ready(), reason="no CUDA GPU with onnxruntime-gpu"),
 ]
 
 
