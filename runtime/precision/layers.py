@@ -30,6 +30,9 @@ MIN_GAIN_DB = 0.1
 #: Per float layer, this share of the all-int8 graph's time is charged on top of its own cost (the
 #: Quantize/Dequantize pair around it, the fusions it breaks).
 ISLAND_SHARE = 0.01
+#: Ops that only move or select their input's values: the rounding of a compute layer's input passes through them.
+DATA_MOVING = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "Flatten", "Reshape",
+               "Transpose", "Squeeze", "Unsqueeze", "Resize", "Identity", "Concat"}  # fmt: skip
 #: Profiled runs per graph for the per-layer times.
 PROFILE_RUNS = 20
 
@@ -41,15 +44,34 @@ class Layer:
 
 
 def quantizable_layers(model: onnx.ModelProto, index: LayerIndex) -> list[Layer]:
-    """The graph's layers holding a compute node, in graph order, each with all its nodes."""
+    """The graph's layers holding a compute node, in graph order, each with all its nodes and the data-moving
+    nodes feeding it (pools, ReLUs, reshapes back to the previous compute layer): keeping a layer float
+    must keep its input float too, or the rounding that hurts it stays (GoogLeNet's conv2 loses 11 dB in the
+    rounding of its max-pooled input, not in its own arithmetic)."""
     groups: dict[str, list[str]] = {}
     compute: set[str] = set()
+    producer = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
         module = index.module_of(node.name, node.op_type) or node.name
         groups.setdefault(module, []).append(node.name)
         if node.op_type in COMPUTE_OPS:
             compute.add(module)
-    return [Layer(m, tuple(nodes)) for m, nodes in groups.items() if m in compute]
+            groups[module].extend(_feeders(node, producer))
+    return [Layer(m, tuple(dict.fromkeys(nodes))) for m, nodes in groups.items() if m in compute]
+
+
+def _feeders(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]) -> list[str]:
+    """The data-moving nodes between ``node`` and the compute layers (or graph input) before it."""
+    out: list[str] = []
+    todo = [producer[i] for i in node.input[:1] if i in producer]
+    while todo:
+        p = todo.pop()
+        if p.op_type not in DATA_MOVING or p.name in out:
+            continue
+        out.append(p.name)
+        feeds = p.input if p.op_type == "Concat" else p.input[:1]  # a Concat rounds all its branches to one grid
+        todo.extend(producer[i] for i in feeds if i in producer)
+    return out
 
 
 def layer_times(

@@ -159,3 +159,20 @@ def test_wide_intervals_are_flagged_unstable() -> None:
     assert search_module._unstable(Interval(10.0, 9.9, 10.1), [cand(1.95, 2.05)]) == []
     notes = search_module._unstable(Interval(80.0, 63.0, 88.0), [cand(1.4, 3.9)])
     assert len(notes) == 1 and notes[0].startswith("unstable: fp32 80.000 ms (63.000-88.000) and 1 candidate(s)")
+
+
+def test_a_float_layer_keeps_its_input_float(exported) -> None:  # type: ignore[no-untyped-def]
+    """The pool and ReLU feeding a layer are kept float with it: the rounding of its input is what hurts."""
+    import onnx
+
+    from exporter.layers import LayerIndex
+    from runtime.precision.layers import quantizable_layers
+
+    a = art.open_artifact(exported("lenet5").directory)
+    model = onnx.load(str(a.path()))
+    layers = {layer.name: layer.nodes for layer in quantizable_layers(model, LayerIndex(a.manifest.layers, model))}
+    assert layers["conv_layer.0"] == ("/conv_layer/conv_layer.0/Conv",)
+    assert (
+        layers["conv_layer.2"][0] == "/conv_layer/conv_layer.2/Conv"
+        and "/conv_layer/conv_layer.1/MaxPool" in (layers["conv_layer.2"])
+    )
