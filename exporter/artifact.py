@@ -272,6 +272,8 @@ class LayerCost(_Record):
     nodes: list[str]
     #: output SQNR (dB, against PyTorch fp32) of the graph with only this layer float, minus that of all-int8
     recovered_db: float | None
+    #: output SQNR (dB) of the graph with only this layer int8 (every other layer float): its own noise
+    alone_int8_sqnr_db: float | None = None
     #: what keeping it float costs: its profiled time in fp32 minus in int8 (ms, batch of the search)
     cost_ms: float | None
     fp32_ms: float | None = None

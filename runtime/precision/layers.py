@@ -25,8 +25,6 @@ from ..sessions import SessionConfig
 
 #: Smallest cost a layer is charged (ms), so a layer the profiler sees as free is not infinitely cheap.
 MIN_COST_MS = 0.005
-#: Gains below this (dB) are the probe's noise, not a layer's: measured twice, a layer's figure moves ~0.05 dB.
-MIN_GAIN_DB = 0.1
 #: Per float layer, this share of the all-int8 graph's time is charged on top of its own cost (the
 #: Quantize/Dequantize pair around it, the fusions it breaks).
 ISLAND_SHARE = 0.01
@@ -95,6 +93,7 @@ def layer_times(
 def layer_costs(
     layers: Sequence[Layer],
     recovered: dict[str, float | None],
+    alone: dict[str, float | None],
     fp32_ms: dict[str, float],
     int8_ms: dict[str, float],
 ) -> list[LayerCost]:
@@ -108,6 +107,7 @@ def layer_costs(
                 layer=layer.name,
                 nodes=list(layer.nodes),
                 recovered_db=recovered.get(layer.name),
+                alone_int8_sqnr_db=alone.get(layer.name),
                 cost_ms=cost,
                 fp32_ms=a,
                 int8_ms=b,
@@ -116,31 +116,42 @@ def layer_costs(
     return out
 
 
-def noise_share(recovered_db: float | None) -> float:
-    """The share of the all-int8 graph's output noise a layer accounts for, from the dB its being float recovers
-    (noise powers of independent roundings add: removing a share f lifts SQNR by -10 log10(1 - f))."""
-    if recovered_db is None or recovered_db < MIN_GAIN_DB:
-        return 0.0
-    return 1.0 - 10 ** (-recovered_db / 10)
+def noise_of(c: LayerCost) -> float:
+    """The layer's output noise relative to the signal when it alone is int8 (0 where none was measurable)."""
+    return 0.0 if c.alone_int8_sqnr_db is None else 10 ** (-c.alone_int8_sqnr_db / 10)
 
 
-def greedy_order(costs: Sequence[LayerCost], overhead_ms: float = 0.0) -> list[LayerCost]:
-    """Layers by share of the output noise removed per millisecond of cost (plus ``overhead_ms``, what any
-    float island costs in conversions, so that near-free layers with noise-level gains do not come first);
-    layers that recover nothing go last, cheapest first."""
+def int8_order(costs: Sequence[LayerCost], overhead_ms: float = 0.0) -> list[LayerCost]:
+    """Layers to make int8, best first: the most time saved (its fp32 minus int8 time, plus ``overhead_ms``,
+    what a float island costs in conversions) per unit of output noise it adds alone."""
 
     def score(c: LayerCost) -> float:
-        cost = (c.cost_ms or MIN_COST_MS) + overhead_ms
-        share = noise_share(c.recovered_db)
-        return share / cost if share > 0 else -cost
+        return ((c.cost_ms or MIN_COST_MS) + overhead_ms) / max(noise_of(c), 1e-12)
 
     return sorted(costs, key=score, reverse=True)
 
 
-def predicted_sqnr(base_db: float, order: Sequence[LayerCost], k: int) -> float:
-    """The output SQNR predicted with the first ``k`` layers of ``order`` float, from their noise shares."""
-    removed = min(sum(noise_share(c.recovered_db) for c in order[:k]), 0.999)
-    return base_db - 10 * math.log10(1 - removed)
+def predicted_int8_sqnr(order: Sequence[LayerCost], k: int, floor: float = 0.0) -> float:
+    """Output SQNR predicted with the first ``k`` layers of ``order`` int8 and the rest float: their noises
+    (each measured alone) add, on top of ``floor``, the noise left with every layer float."""
+    noise = floor + sum(noise_of(c) for c in order[:k])
+    return 10 * math.log10(1 / noise) if noise > 0 else math.inf
+
+
+def alone_int8(
+    layers: Sequence[Layer],
+    build: Callable[[list[str], str], bytes],
+    measure: Callable[[bytes], float | None],
+    step: Callable[[str], None],
+) -> dict[str, float | None]:
+    """Output SQNR of the graph with only each layer int8 (every other layer float, inputs included)."""
+    out: dict[str, float | None] = {}
+    for i, layer in enumerate(layers, 1):
+        step(f"sensitivity {i}/{len(layers)}: only {layer.name} int8")
+        mine = set(layer.nodes)
+        others = list(dict.fromkeys(n for other in layers if other is not layer for n in other.nodes if n not in mine))
+        out[layer.name] = measure(build(others, f"alone.{i}"))
+    return out
 
 
 def sensitivities(

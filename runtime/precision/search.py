@@ -1,12 +1,13 @@
 """The precision search: the fastest int8/float graph within a budget, by measured loss and measured time.
 
 1. Calibrate once (over every verified size for a dynamic-size graph) and build the all-int8 graph.
-2. Measure each quantizable layer: the output SQNR recovered with only it float (on a fixed probe
-   batch), and its cost, its profiled fp32 time minus its int8 time (``runtime.profile``'s collectors,
-   in the deployment engine).
-3. Candidates: all-int8; the old rule's graphs (the first 1-3 compute layers float, and for several
-   sizes the tensors whose ranges differ most between them); then greedy by dB recovered per ms,
-   growing prefixes of that order, until one meets the budget.
+2. Measure each quantizable layer (with the pools, ReLUs and Concats feeding it): the output SQNR with
+   only it int8 and the SQNR recovered with only it float (on a fixed probe batch), and its cost, its
+   profiled fp32 time minus its int8 time (``runtime.profile``'s collectors, in the deployment engine).
+3. Candidates: all-int8 (where it passes it is the answer); the old rule's graphs (the first 1-3
+   compute layers float, and for several sizes the tensors whose ranges differ most between them);
+   then greedy from all-float, layers made int8 by time saved per unit of noise they add alone (noise
+   powers add): the largest set predicted to meet the budget, then smaller ones until one passes.
 4. Every candidate verified end to end (the parity check with the budget's tolerance, and top-1/top-5
    over the labelled set where there is one), then all timed interleaved against fp32 in one group.
 5. The fastest passing candidate is written as the ``auto`` variant, with every candidate in the
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -52,17 +54,18 @@ from .budget import Budget, default_budget, needs_labels
 from .candidates import Judge, Quantizer, Work, describe
 from .layers import (
     ISLAND_SHARE,
-    greedy_order,
+    alone_int8,
+    int8_order,
     layer_costs,
     layer_times,
-    predicted_sqnr,
+    predicted_int8_sqnr,
     quantizable_layers,
     sensitivities,
 )
 from .timing import time_candidates
 
 ENGINES = ("onnxruntime", "openvino")
-#: Prefix lengths of the greedy order tried, until one passes (then the search stops growing it).
+#: How many fewer int8 layers than the predicted set the later greedy candidates have.
 GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 #: Probe images the sensitivities are measured on (the parity check's distribution, other samples).
 PROBE_IMAGES = 8
@@ -139,21 +142,23 @@ def _first_candidates(work: Work, model: onnx.ModelProto, prepared: Path, images
         work.try_graph(label, nodes, layers)
 
 
-def _greedy(work: Work, order: list[art.LayerCost], base_db: float | None, target_db: float | None) -> None:
-    """Growing prefixes of the greedy order until one passes the budget; never every layer (that is fp32).
-    With an SQNR budget the first prefix tried is the shortest whose predicted SQNR meets it."""
-    most = len(order) - 1
-    steps = sorted({min(k, most) for k in GREEDY_STEPS if most > 0})
-    if base_db is not None and target_db is not None:
-        first = next((k for k in range(1, most + 1) if predicted_sqnr(base_db, order, k) >= target_db), most)
-        steps = [first, *[k for k in steps if k > first]]
+def _greedy(work: Work, order: list[art.LayerCost], target_db: float | None, floor: float) -> None:
+    """From all-float, the most time-saving layers per unit of noise made int8 (the rest float): the largest
+    such set predicted to meet an SQNR budget first, then smaller ones until one passes."""
+    n = len(order)
+    if n < 2:
+        return
+    if target_db is not None:
+        first = max((k for k in range(1, n) if predicted_int8_sqnr(order, k, floor) >= target_db), default=1)
+    else:
+        first = n - 1
+    steps = [first, *sorted({first - s for s in GREEDY_STEPS if 0 < first - s}, reverse=True)]
     for k in steps:
-        chosen = order[:k]
-        nodes = [n for c in chosen for n in c.nodes]
-        label = f"greedy: {k} layer(s) float by noise removed per ms"
-        if base_db is not None:
-            label += f" (predicted {predicted_sqnr(base_db, order, k):.1f} dB)"
-        if work.try_graph(label, nodes, [c.layer for c in chosen]).passed:
+        float_layers = order[k:]
+        nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
+        predicted = predicted_int8_sqnr(order, k, floor)
+        label = f"greedy: {k} of {n} layers int8 by time saved per noise (predicted {predicted:.1f} dB)"
+        if work.try_graph(label, nodes, [c.layer for c in float_layers]).passed:
             return
 
 
@@ -264,14 +269,16 @@ def _run(
     int8_ms = layer_times(all_int8, x, index, config.engine, "int8", threads)
     base_sqnr = judge.probe_sqnr(all_int8)
     recovered = sensitivities(layers, work.quantize, judge.probe_sqnr, base_sqnr, step)
-    costs = layer_costs(layers, recovered, fp32_ms, int8_ms)
+    alone = alone_int8(layers, work.quantize, judge.probe_sqnr, step)
+    costs = layer_costs(layers, recovered, alone, fp32_ms, int8_ms)
+    all_float = judge.probe_sqnr(work.quantize(list(dict.fromkeys(n for la in layers for n in la.nodes)), "float"))
+    floor = 0.0 if all_float is None else 10 ** (-all_float / 10)
 
     work.try_graph("all layers int8", [], [])
     if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
         _first_candidates(work, pre_model, prepared, images)
-        order = greedy_order(costs, ISLAND_SHARE * sum(int8_ms.values()))
-        target = budget.threshold if budget.metric == "sqnr" else None
-        _greedy(work, order, work.candidates[0].sqnr_db, target)  # may pass with fewer float layers than the stem
+        order = int8_order(costs, ISLAND_SHARE * sum(int8_ms.values()))
+        _greedy(work, order, _target_db(budget), floor)  # may pass with fewer float layers than the stem
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
         raise ExportFailed(
@@ -311,6 +318,15 @@ def _run(
     return search, work
 
 
+def _target_db(budget: Budget) -> float | None:
+    """The output SQNR a budget asks for (a cosine C is about SQNR -10 log10(2 (1 - C))); None for accuracy."""
+    if budget.metric == "sqnr":
+        return budget.threshold
+    if budget.metric == "cosine" and budget.threshold < 1:
+        return -10 * math.log10(2 * (1 - budget.threshold))
+    return None
+
+
 def _unstable(fp32: Interval, timed: list[art.SearchCandidate]) -> list[str]:
     """A note where the intervals are too wide to trust the figures (a busy machine), as the bench flags them."""
     wide = [
@@ -334,7 +350,8 @@ def _reasons(chosen: art.SearchCandidate, costs: list[art.LayerCost], timed: lis
         if c is None or c.recovered_db is None or c.cost_ms is None:
             out.append(f"{layer}: part of '{chosen.label}'")
         else:
-            out.append(f"{layer}: alone float it recovers {c.recovered_db:+.2f} dB for {c.cost_ms:.3f} ms")
+            alone = f", alone int8 {c.alone_int8_sqnr_db:.1f} dB" if c.alone_int8_sqnr_db is not None else ""
+            out.append(f"{layer}: alone float it recovers {c.recovered_db:+.2f} dB{alone}, for {c.cost_ms:.3f} ms")
     cheaper = [c.label for c in timed if not c.passed and len(c.float_layers) < len(chosen.float_layers)]
     if cheaper:
         out.append(f"with fewer layers float the budget failed ({'; '.join(cheaper)})")

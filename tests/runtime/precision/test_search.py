@@ -3,6 +3,7 @@ writes when a candidate pays off and what it leaves alone when none does."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from runtime.compare import default_tolerance
 from runtime.precision import NOT_WORTH_IT, SearchConfig, budget_from, search_precision
 from runtime.precision import search as search_module
 from runtime.precision.budget import Budget, default_budget, needs_labels
-from runtime.precision.layers import greedy_order, noise_share, predicted_sqnr
+from runtime.precision.layers import int8_order, predicted_int8_sqnr
 from runtime.precision.timing import Timing
 from tests.helpers import assert_one_line, run_cli, strict_load
 
@@ -38,20 +39,16 @@ def test_budget_flags_and_defaults() -> None:
     assert Budget("accuracy", 0.3).tolerance(base).max_accuracy_drop == pytest.approx(0.003)
 
 
-def test_greedy_order_is_db_per_ms() -> None:
+def test_int8_order_is_time_saved_per_noise_and_noises_add() -> None:
     costs = [
-        art.LayerCost(layer="a", nodes=["a"], recovered_db=2.0, cost_ms=1.0),  # 2 dB/ms
-        art.LayerCost(layer="b", nodes=["b"], recovered_db=1.0, cost_ms=0.1),  # 10 dB/ms
-        art.LayerCost(layer="c", nodes=["c"], recovered_db=-0.5, cost_ms=0.01),  # recovers nothing: last
-        art.LayerCost(layer="d", nodes=["d"], recovered_db=3.0, cost_ms=3.0),  # 1 dB/ms
+        art.LayerCost(layer="a", nodes=["a"], recovered_db=None, alone_int8_sqnr_db=30.0, cost_ms=1.0),
+        art.LayerCost(layer="b", nodes=["b"], recovered_db=None, alone_int8_sqnr_db=40.0, cost_ms=1.0),
+        art.LayerCost(layer="c", nodes=["c"], recovered_db=None, alone_int8_sqnr_db=20.0, cost_ms=5.0),
     ]
-    order = greedy_order(costs)
-    assert [c.layer for c in order] == ["b", "a", "d", "c"]
-    # noise shares add: b alone float removes 1 - 10^-0.1 of the noise, i.e. gives back its own 1 dB
-    assert predicted_sqnr(20.0, order, 1) == pytest.approx(21.0)
-    assert predicted_sqnr(20.0, order, 2) > 23.0  # b and a: 1 dB and 2 dB of noise, more than 3 dB together
-    assert noise_share(0.05) == 0.0, "probe-noise gains count as nothing"
-    assert greedy_order(costs, overhead_ms=10.0)[0].layer == "d", "with a fixed cost per island, big gains first"
+    order = int8_order(costs)
+    assert [c.layer for c in order] == ["b", "a", "c"]  # 1e4 ms per unit noise, then 1e3, then 500
+    assert predicted_int8_sqnr(order, 1) == pytest.approx(40.0)
+    assert predicted_int8_sqnr(order, 2) == pytest.approx(10 * math.log10(1 / (1e-4 + 1e-3)))
 
 
 def _fake_timing(speedups: list[float]):  # type: ignore[no-untyped-def]
