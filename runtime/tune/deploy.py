@@ -168,6 +168,28 @@ class ServedConfig(_Record):
     levels: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class ServingOverhead(_Record):
+    """The serving path's own cost (:mod:`runtime.tune.overhead`): a trivial model (ONNX ``Identity``
+    with the artifact's input) load-tested on the local Triton as the winner was."""
+
+    model: Literal["Identity"] = "Identity"
+    protocol: str
+    concurrency: int
+    request_batch: int
+    instances: int
+    max_batch_size: int
+    #: its requests per second, once before and once after the final check's load test
+    requests_per_s: list[float] = Field(default_factory=list)
+    p50_ms: list[float] = Field(default_factory=list)
+    #: seconds per request (the mean of the measurements' inverses), and their range
+    seconds_per_request: float | None = None
+    seconds_per_request_low: float | None = None
+    seconds_per_request_high: float | None = None
+    unstable: bool = False
+    unstable_reasons: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+
 class ServeSearch(_Record):
     """The Triton configuration search: every configuration, the winner, and its figures beside the bench's."""
 
@@ -189,6 +211,17 @@ class ServeSearch(_Record):
     served_final_p99_ms: float | None = None
     bench_after_ips: float | None = None
     served_over_bench_now: float | None = None
+    #: the serving path measured with a trivial model, and the prediction that charges it:
+    #: request_batch / (request_batch / predicted_ips + serving_overhead.seconds_per_request)
+    serving_overhead: ServingOverhead | None = None
+    corrected_predicted_ips: float | None = None
+    #: from the range of the serving path's measurements
+    corrected_predicted_low_ips: float | None = None
+    corrected_predicted_high_ips: float | None = None
+    served_over_corrected: float | None = None
+    #: served_ips within 15% of corrected_predicted_ips; None where either is missing
+    within_15pct: bool | None = None
+    check: str | None = None
     note: str | None = None
 
 

@@ -26,8 +26,9 @@ from exporter.errors import UserError, first_line
 from ..resolve import Resolved
 from ..serve import ConfigError, ModelOptions, build_config, graph_io
 from .config import TuneConfig
-from .deploy import Candidate, ServedConfig, ServeSearch
+from .deploy import Candidate, ServedConfig, ServeSearch, ServingOverhead
 from .deployment import with_batching
+from .overhead import charge_serving_path, describe
 
 Move = tuple[int, int, tuple[int, ...], int]
 
@@ -46,9 +47,11 @@ def _moves(options: ModelOptions, batch: int, threads: int, dimension: int) -> l
 
 
 def load_test(config: TuneConfig, resolved: Resolved, options: ModelOptions, batch: int,
-              levels: tuple[int, ...]):  # type: ignore[no-untyped-def]  # fmt: skip
+              levels: tuple[int, ...], served=None):  # type: ignore[no-untyped-def]  # fmt: skip
     """Serve ``options`` on the local Triton and load-test it at ``levels`` clients; (result, server info).
 
+    ``served`` (a :class:`runtime.serve.ServedGraph`) serves another graph than ``resolved``'s under
+    the same model name (the serving path's trivial model; ``resolved.graph`` is then that graph too).
     A server that fails to start is started once more: pytriton's start-up handshake with its Python
     stubs can lose a race on a busy machine (``Connection refused``), which a second start does not.
     """
@@ -57,7 +60,7 @@ def load_test(config: TuneConfig, resolved: Resolved, options: ModelOptions, bat
 
     name = default_model_name(resolved.artifact.name, str(resolved.key))
     for attempt in (1, 2):
-        server = LocalServer(resolved, ServeOptions(http_port=0, grpc_port=0, metrics_port=0, model=options,
+        server = LocalServer(served or resolved, ServeOptions(http_port=0, grpc_port=0, metrics_port=0, model=options,
                                                     startup_timeout_s=240.0))  # fmt: skip
         try:
             info = server.start()
@@ -171,6 +174,12 @@ def search(
             f"; final check: the bench {out.bench_before_ips:.0f} img/s before and {out.bench_after_ips:.0f} after, "
             f"Triton {out.served_final_ips:.0f} between: {out.served_over_bench_now:.2f}x"
         )
+    charge_serving_path(out, chosen)
+    path = describe(out)
+    if path:
+        out.note = (out.note or "") + f"\n{path}"
+    if out.check:
+        out.note = (out.note or "") + f"\n{out.check}"
     return out, best_options
 
 
@@ -204,10 +213,17 @@ def final_check(config: TuneConfig, resolved: Resolved, chosen: Candidate, optio
         ctx.release()
         return float(1.0 / np.median(timed.windows)) if timed.windows else None
 
+    level = best.concurrency or 1
+    path = out.serving_overhead = ServingOverhead(
+        protocol="grpc", concurrency=level, request_batch=chosen.batch_size, instances=options.instances,
+        max_batch_size=options.max_batch,
+    )  # fmt: skip
     try:
+        serving_path(config, resolved, options, chosen.batch_size, level, path)
         before = bench()
-        result, _info = load_test(config, resolved, options, chosen.batch_size, (best.concurrency or 1,))
+        result, _info = load_test(config, resolved, options, chosen.batch_size, (level,))
         after = bench()
+        serving_path(config, resolved, options, chosen.batch_size, level, path)
     except UserError as exc:
         out.note = f"final check failed: {first_line(exc)}"
         return
@@ -229,3 +245,47 @@ def _threads(c: Candidate) -> int:
         if c.engine != "openvino"
         else (int(str(c.settings.get("inference_num_threads", "0"))) or (c.threads_per_stream or 1) * c.streams)
     )
+
+
+def serving_path(config: TuneConfig, resolved: Resolved, options: ModelOptions, batch: int, level: int,
+                 record: ServingOverhead) -> None:  # fmt: skip
+    """Load-test the trivial model (:func:`runtime.tune.overhead.identity_graph`) as the winner is served
+    (``options``, ``batch``, ``level`` clients) and add its requests per second to ``record``.
+
+    Its graph lives in a temporary folder inside the tune output while it is served. A failure is
+    noted in ``record``, never raised: the search's figures stand without it.
+    """
+    import shutil
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ..serve import ServedGraph
+    from .overhead import identity_graph
+
+    config.output.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="serving-path-", dir=config.output))
+    try:
+        graph = identity_graph(resolved.graph)
+        path = folder / "identity.onnx"
+        path.write_bytes(graph)
+        manifest = resolved.artifact.manifest
+        served = ServedGraph(
+            name=resolved.artifact.name, variant=str(resolved.key), path=path, graph=graph,
+            input_shape=tuple(manifest.input_shape),
+            min_size=tuple(manifest.min_size) if manifest.min_size else None,  # type: ignore[arg-type]
+        )  # fmt: skip
+        result, _info = load_test(config, replace(resolved, graph=graph), options, batch, (level,), served=served)
+    except UserError as exc:
+        record.note = f"the serving path was not measured: {first_line(exc)[:300]}"
+        return
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    rows = [r for r in result.triton_rows() if r.throughput_rps]
+    if result.parity is None or not result.parity.passed or not rows:
+        record.note = "the serving path's trivial model " + ("gave no figure" if rows or not result.parity
+                                                             else "failed parity through the server")  # fmt: skip
+        return
+    record.requests_per_s.append(float(rows[0].throughput_rps or 0.0))
+    if rows[0].median_ms is not None:
+        record.p50_ms.append(float(rows[0].median_ms))

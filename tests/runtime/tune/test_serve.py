@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtime.tune.deploy import read_deploy, read_report
+from runtime.tune.overhead import corrected_ips
 from tests.helpers import ROOT, run_cli
 
 from ..serve.conftest import free_ports
@@ -123,6 +124,19 @@ def test_serve_searches_triton_configurations_and_reports_beside_the_prediction(
     assert served.as_measured_ips == served.configs[0].throughput_ips
     assert served.as_measured_over_predicted == pytest.approx(served.as_measured_ips / served.predicted_ips)
     assert "the bench's own setting through Triton" in r.stdout
+    # the serving path measured with a trivial model served the same way, before and after the final check,
+    # and the prediction that charges it
+    path = served.serving_overhead
+    assert path is not None and path.note is None and len(path.requests_per_s) == 2, path
+    assert path.concurrency == served.chosen.concurrency and path.request_batch == deploy.chosen.batch_size
+    assert path.instances == served.chosen.instances and path.max_batch_size == served.chosen.max_batch_size
+    assert path.seconds_per_request == pytest.approx(sum(1 / r for r in path.requests_per_s) / 2)
+    expected = corrected_ips(served.predicted_ips, path.request_batch, path.seconds_per_request)
+    assert served.corrected_predicted_ips == pytest.approx(expected) and expected < served.predicted_ips
+    assert served.served_over_corrected == pytest.approx(served.served_ips / served.corrected_predicted_ips)
+    assert served.within_15pct is not None and served.check and served.check in r.stdout
+    assert "serving path (an Identity graph served the same way" in r.stdout
+    assert not list(out.glob("serving-path-*"))  # its temporary folder is gone
     # the repository holds the configuration the search chose
     assert deploy.triton.instances == served.chosen.instances
     assert deploy.triton.max_batch_size == served.chosen.max_batch_size

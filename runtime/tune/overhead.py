@@ -1,0 +1,148 @@
+"""The serving path's own cost, and the prediction that charges it.
+
+The bench times the engine in-process; a served request also pays for the client serialising it,
+gRPC, Triton, pytriton's Python stub and the copies between them, all on the same cores. To
+measure that cost rather than guess it, ``--serve`` load-tests a trivial model (an ONNX
+``Identity`` graph with the artifact's input) exactly as it load-tests the winner: the same local
+Triton, protocol, request batch, client count, instances and batching. Its throughput in requests
+per second at that client count is the most the serving path alone delivers; its inverse is the
+serving path's time per request.
+
+The prediction then adds the two (on a machine whose cores the engine already fills, the serving
+path's work cannot overlap the engine's): ``images per request / (bench seconds per request +
+serving seconds per request)``. Where the cores are not all busy (more cores than the engine's
+threads, or a GPU) the costs overlap and this prediction is a lower bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .deploy import Candidate, ServeSearch
+
+#: the done-criterion: served within this fraction of the prediction
+TOLERANCE = 0.15
+#: two measurements of the serving path further apart than this (relative to their mean): unstable
+SPREAD_LIMIT = 0.2
+
+
+def identity_graph(graph: bytes) -> bytes:
+    """An ONNX model that returns its input: ``graph``'s input (name, dtype, shape), opset and IR version."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_model_from_string(graph)
+    initializers = {i.name for i in model.graph.initializer}
+    source = next(v for v in model.graph.input if v.name not in initializers)
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(source)
+    out.name = f"{source.name}_identity"
+    node = helper.make_node("Identity", [source.name], [out.name])
+    trivial = helper.make_graph([node], "serving_path", [source], [out])
+    opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")] or [helper.make_opsetid("", 13)]
+    made = helper.make_model(trivial, opset_imports=opsets, producer_name="runtime.tune")
+    made.ir_version = model.ir_version
+    onnx.checker.check_model(made)
+    return made.SerializeToString()
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """The serving path's seconds per request: the mean of its measurements, and their range."""
+
+    seconds: float
+    low: float
+    high: float
+    unstable_reasons: tuple[str, ...]
+
+
+def overhead_from(requests_per_s: Sequence[float]) -> Overhead | None:
+    """Seconds per request from the trivial model's requests per second (each measurement); None without one."""
+    rates = [r for r in requests_per_s if r and r > 0]
+    if not rates:
+        return None
+    per = [1.0 / r for r in rates]
+    mean = sum(per) / len(per)
+    reasons: list[str] = []
+    if len(per) < 2:
+        reasons.append("measured once")
+    elif (max(per) - min(per)) / mean > SPREAD_LIMIT:
+        reasons.append(f"its measurements differ by {(max(per) - min(per)) / mean:.0%} of their mean")
+    return Overhead(mean, min(per), max(per), tuple(reasons))
+
+
+def corrected_ips(bench_ips: float, batch: int, overhead_s: float) -> float:
+    """Images per second through the server: ``batch / (batch / bench_ips + overhead_s)``."""
+    return batch / (batch / bench_ips + overhead_s)
+
+
+def check_line(served_ips: float, corrected: float, unstable: Sequence[str]) -> tuple[bool, str]:
+    """Whether ``served_ips`` is within 15% of ``corrected``, and the sentence that says so with the figures."""
+    ratio = served_ips / corrected
+    met = abs(ratio - 1.0) <= TOLERANCE
+    verdict = "met" if met else "not met"
+    line = (
+        f"15% check {verdict}: served {served_ips:.0f} img/s is {ratio:.2f}x the {corrected:.0f} img/s predicted "
+        f"with the serving path charged"
+    )
+    if unstable:
+        line += f" (figures unstable: {'; '.join(unstable)})"
+    return met, line
+
+
+def charge_serving_path(out: ServeSearch, chosen: Candidate) -> None:
+    """Fill ``out``'s serving-path figures: the overhead, the corrected prediction, the ratio and the 15% check.
+
+    Needs ``out.serving_overhead`` measured and ``out.predicted_ips``; ``out.served_ips`` for the check.
+    """
+    path = out.serving_overhead
+    if path is None:
+        return
+    got = overhead_from(path.requests_per_s)
+    if got is None:
+        return
+    path.seconds_per_request = got.seconds
+    path.seconds_per_request_low, path.seconds_per_request_high = got.low, got.high
+    path.unstable, path.unstable_reasons = bool(got.unstable_reasons), list(got.unstable_reasons)
+    if not out.predicted_ips:
+        return
+    batch = path.request_batch
+    out.corrected_predicted_ips = corrected_ips(out.predicted_ips, batch, got.seconds)
+    out.corrected_predicted_low_ips = corrected_ips(out.predicted_ips, batch, got.high)
+    out.corrected_predicted_high_ips = corrected_ips(out.predicted_ips, batch, got.low)
+    if not out.served_ips:
+        return
+    out.served_over_corrected = out.served_ips / out.corrected_predicted_ips
+    out.within_15pct, out.check = check_line(out.served_ips, out.corrected_predicted_ips, unstable_reasons(out, chosen))
+
+
+def unstable_reasons(out: ServeSearch, chosen: Candidate) -> list[str]:
+    """Why the check's figures are not to be trusted as they stand (none: stable)."""
+    reasons = [f"serving path: {r}" for r in (out.serving_overhead.unstable_reasons if out.serving_overhead else [])]
+    best = chosen.best
+    if best is not None and best.unstable:
+        reasons.append(f"bench: {'; '.join(best.unstable_reasons) or 'flagged'}")
+    before, after = out.bench_before_ips, out.bench_after_ips
+    if before and after and abs(before - after) / ((before + after) / 2) > SPREAD_LIMIT:
+        reasons.append(f"the bench gave {before:.0f} img/s before the final check and {after:.0f} after")
+    return reasons
+
+
+def describe(out: ServeSearch) -> str | None:
+    """One line: the bench-only prediction, the serving path's cost, the corrected prediction, served and the ratio."""
+    path = out.serving_overhead
+    if path is None or path.seconds_per_request is None or out.corrected_predicted_ips is None:
+        return path.note if path is not None else None
+    rates = ", ".join(f"{r:.0f}" for r in path.requests_per_s)
+    line = (
+        f"serving path (an Identity graph served the same way: {path.concurrency} clients, batches of "
+        f"{path.request_batch}): {rates} requests/s, {path.seconds_per_request * 1e3:.2f} ms per request "
+        f"({path.seconds_per_request_low * 1e3:.2f}-{path.seconds_per_request_high * 1e3:.2f}); "  # type: ignore[operator]
+        f"bench-only prediction {out.predicted_ips:.0f} img/s, with the serving path charged "
+        f"{out.corrected_predicted_ips:.0f} img/s ({out.corrected_predicted_low_ips:.0f}-"
+        f"{out.corrected_predicted_high_ips:.0f})"
+    )
+    if out.served_over_corrected is not None:
+        line += f"; served {out.served_ips:.0f} img/s, {out.served_over_corrected:.2f}x"
+    return line

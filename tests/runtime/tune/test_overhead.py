@@ -1,0 +1,102 @@
+"""The serving path's cost and the prediction that charges it, without serving anything."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from runtime.tune.deploy import Candidate, Figures, ServeSearch, ServingOverhead
+from runtime.tune.overhead import (
+    charge_serving_path,
+    check_line,
+    corrected_ips,
+    describe,
+    identity_graph,
+    overhead_from,
+)
+from tests.helpers import ort_run
+
+
+def _relu_graph() -> bytes:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    g = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "g", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def test_the_trivial_model_returns_its_input_with_the_artifacts_input_and_opset() -> None:
+    graph = identity_graph(_relu_graph())
+    model = onnx.load_model_from_string(graph)
+    assert [n.op_type for n in model.graph.node] == ["Identity"]
+    assert model.graph.input[0].name == "input" and model.ir_version == 8
+    assert [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == ["batch", 3, 8, 8]
+    assert model.opset_import[0].version == 17
+    x = -np.arange(2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8)
+    assert np.array_equal(ort_run(graph, x), x)  # the input unchanged: not the Relu
+
+
+def test_the_overhead_is_the_mean_seconds_per_request_with_its_range() -> None:
+    got = overhead_from([500.0, 400.0])
+    assert got is not None
+    assert got.seconds == pytest.approx((1 / 500 + 1 / 400) / 2)
+    assert (got.low, got.high) == (pytest.approx(1 / 500), pytest.approx(1 / 400))
+    assert got.unstable_reasons and "differ by 22%" in got.unstable_reasons[0]
+    assert overhead_from([500.0, 490.0]).unstable_reasons == ()  # type: ignore[union-attr]
+    assert overhead_from([500.0]).unstable_reasons == ("measured once",)  # type: ignore[union-attr]
+    assert overhead_from([]) is None and overhead_from([0.0]) is None
+
+
+def test_the_corrected_prediction_adds_the_serving_path_to_the_bench_per_request() -> None:
+    # batch 1 at 500 img/s: 2 ms a request; 2 ms of serving path: 4 ms, 250 img/s
+    assert corrected_ips(500.0, 1, 0.002) == pytest.approx(250.0)
+    # batch 8 at 200 img/s: 40 ms a request, plus 10 ms: 8 images per 50 ms
+    assert corrected_ips(200.0, 8, 0.010) == pytest.approx(160.0)
+    assert corrected_ips(200.0, 8, 0.0) == pytest.approx(200.0)
+
+
+def test_the_15pct_check_is_stated_plainly_and_flags_unstable_figures() -> None:
+    met, line = check_line(230.0, 250.0, [])
+    assert met and line.startswith("15% check met: served 230 img/s is 0.92x the 250 img/s")
+    met, line = check_line(300.0, 250.0, ["serving path: measured once"])
+    assert not met and line.startswith("15% check not met: served 300 img/s is 1.20x")
+    assert line.endswith("(figures unstable: serving path: measured once)")
+    assert check_line(287.5, 250.0, [])[0] and not check_line(288.0, 250.0, [])[0]
+
+
+def _chosen(unstable: bool = False) -> Candidate:
+    f = Figures(throughput_ips=500.0, requests=200, unstable=unstable, unstable_reasons=["wide CI"] if unstable else [])
+    return Candidate(engine="openvino", precision="int8", streams=2, threads_per_stream=1, concurrency=2,
+                     batch_size=1, status="ok", confirmed=f)  # fmt: skip
+
+
+def test_deploy_json_records_the_bench_prediction_the_overhead_the_corrected_prediction_and_the_check() -> None:
+    out = ServeSearch(predicted_ips=500.0, served_ips=240.0, bench_before_ips=480.0, bench_after_ips=300.0)
+    out.serving_overhead = ServingOverhead(protocol="grpc", concurrency=8, request_batch=1, instances=4,
+                                           max_batch_size=2, requests_per_s=[500.0, 500.0])  # fmt: skip
+    charge_serving_path(out, _chosen(unstable=True))
+    path = out.serving_overhead
+    assert path.seconds_per_request == pytest.approx(0.002) and not path.unstable
+    assert out.corrected_predicted_ips == pytest.approx(250.0)
+    assert out.corrected_predicted_low_ips == out.corrected_predicted_high_ips == pytest.approx(250.0)
+    assert out.served_over_corrected == pytest.approx(0.96) and out.within_15pct is True
+    assert out.check is not None and out.check.startswith("15% check met")
+    assert "bench: wide CI" in out.check and "480 img/s before the final check and 300 after" in out.check
+    line = describe(out)
+    assert line is not None and "500, 500 requests/s, 2.00 ms per request" in line
+    assert "bench-only prediction 500 img/s, with the serving path charged 250 img/s" in line
+    # the record survives deploy.json's strict reading
+    dumped = ServeSearch.model_validate(out.model_dump(mode="json"))
+    assert dumped.serving_overhead == path and dumped.within_15pct is True
+
+
+def test_no_check_without_a_measured_serving_path() -> None:
+    out = ServeSearch(predicted_ips=500.0, served_ips=240.0)
+    out.serving_overhead = ServingOverhead(protocol="grpc", concurrency=8, request_batch=1, instances=4,
+                                           max_batch_size=1, note="the serving path was not measured: x")  # fmt: skip
+    charge_serving_path(out, _chosen())
+    assert out.corrected_predicted_ips is None and out.within_15pct is None and out.check is None
+    assert describe(out) == "the serving path was not measured: x"
