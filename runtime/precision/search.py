@@ -67,6 +67,8 @@ from .timing import time_candidates
 ENGINES = ("onnxruntime", "openvino")
 #: How many fewer int8 layers than the predicted set the later greedy candidates have.
 GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+#: After a greedy candidate passes, sets with this many more int8 layers are tried in turn while they pass.
+UPWARD_STEPS = (2, 4, 8)
 #: Probe images the sensitivities are measured on (the parity check's distribution, other samples).
 PROBE_IMAGES = 8
 PROBE_SEED = 777
@@ -154,12 +156,23 @@ def _greedy(work: Work, order: list[art.LayerCost], target_db: float | None, flo
         first = n - 1
     steps = [first, *sorted({first - s for s in GREEDY_STEPS if 0 < first - s}, reverse=True)]
     for k in steps:
-        float_layers = order[k:]
-        nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
-        predicted = predicted_int8_sqnr(order, k, floor)
-        label = f"greedy: {k} of {n} layers int8 by time saved per noise (predicted {predicted:.1f} dB)"
-        if work.try_graph(label, nodes, [c.layer for c in float_layers]).passed:
+        if _greedy_try(work, order, k, floor):
+            break
+    else:
+        return
+    # the prediction is conservative (noise of layers int8 together partly cancels): more int8 while it passes
+    for step in UPWARD_STEPS:
+        if k + step >= n or not _greedy_try(work, order, k + step, floor):
             return
+
+
+def _greedy_try(work: Work, order: list[art.LayerCost], k: int, floor: float) -> bool:
+    """Build and judge the graph with the first ``k`` layers of ``order`` int8, the rest float."""
+    float_layers = order[k:]
+    nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
+    predicted = predicted_int8_sqnr(order, k, floor)
+    label = f"greedy: {k} of {len(order)} layers int8 by time saved per noise (predicted {predicted:.1f} dB)"
+    return work.try_graph(label, nodes, [c.layer for c in float_layers]).passed
 
 
 def _probe(reference: Prepared, labelled: Split | None) -> torch.Tensor:

@@ -173,3 +173,21 @@ def test_a_float_layer_keeps_its_input_float(exported) -> None:  # type: ignore[
         layers["conv_layer.2"][0] == "/conv_layer/conv_layer.2/Conv"
         and "/conv_layer/conv_layer.1/MaxPool" in (layers["conv_layer.2"])
     )
+
+
+def test_greedy_tries_the_predicted_set_then_fewer_then_more_while_passing() -> None:
+    """Predicted 3 of 20 layers int8 for 30 dB; the graphs pass up to 7 int8: tried 3 (pass), 5, 7, then 11 fails."""
+    costs = [
+        art.LayerCost(layer=f"l{i}", nodes=[f"n{i}"], recovered_db=None, alone_int8_sqnr_db=35.0, cost_ms=1.0)
+        for i in range(20)
+    ]
+    tried: list[int] = []
+
+    class FakeWork:
+        def try_graph(self, label: str, nodes: list[str], layers: list[str]):  # type: ignore[no-untyped-def]
+            int8 = 20 - len(layers)
+            tried.append(int8)
+            return type("C", (), {"passed": int8 <= 7})()
+
+    search_module._greedy(FakeWork(), int8_order(costs), 30.0, 0.0)  # type: ignore[arg-type]
+    assert tried == [3, 5, 7, 11]
