@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -175,6 +176,22 @@ def _greedy_try(work: Work, order: list[art.LayerCost], k: int, floor: float) ->
     return work.try_graph(label, nodes, [c.layer for c in float_layers]).passed
 
 
+def _measure_layers(
+    work: Work, model: onnx.ModelProto, fp32: bytes, all_int8: bytes, x: np.ndarray, config: SearchConfig
+) -> tuple[list[art.LayerCost], float, float]:
+    """Each layer's sensitivities and cost; the all-int8 graph's summed layer time; the noise left all-float."""
+    layers = quantizable_layers(model, work.index)
+    engine, judge, step = config.engine, work.judge, work.step
+    step(f"profiling fp32 and all-int8 per layer ({engine}, batch {config.batch_size}, {work.threads} threads)")
+    fp32_ms = layer_times(fp32, x, work.index, engine, "fp32", work.threads)
+    int8_ms = layer_times(all_int8, x, work.index, engine, "int8", work.threads)
+    recovered = sensitivities(layers, work.quantize, judge.probe_sqnr, judge.probe_sqnr(all_int8), step)
+    alone = alone_int8(layers, work.quantize, judge.probe_sqnr, step)
+    all_float = judge.probe_sqnr(work.quantize(list(dict.fromkeys(n for la in layers for n in la.nodes)), "float"))
+    floor = 0.0 if all_float is None else 10 ** (-all_float / 10)
+    return layer_costs(layers, recovered, alone, fp32_ms, int8_ms), sum(int8_ms.values()), floor
+
+
 def _probe(reference: Prepared, labelled: Split | None) -> torch.Tensor:
     if labelled is not None:
         return labelled.x[:64]
@@ -274,24 +291,14 @@ def _run(
         "identity_nodes_removed": removed,
     }
 
-    layers = quantizable_layers(pre_model, index)
     x = check_batch(reference.input_shape, config.batch_size, 0, seed=PROBE_SEED).numpy()
-    step(f"profiling fp32 and all-int8 per layer ({config.engine}, batch {config.batch_size}, {threads} threads)")
     fp32 = artifact.path().read_bytes()
-    fp32_ms = layer_times(fp32, x, index, config.engine, "fp32", threads)
-    int8_ms = layer_times(all_int8, x, index, config.engine, "int8", threads)
-    base_sqnr = judge.probe_sqnr(all_int8)
-    recovered = sensitivities(layers, work.quantize, judge.probe_sqnr, base_sqnr, step)
-    alone = alone_int8(layers, work.quantize, judge.probe_sqnr, step)
-    costs = layer_costs(layers, recovered, alone, fp32_ms, int8_ms)
-    all_float = judge.probe_sqnr(work.quantize(list(dict.fromkeys(n for la in layers for n in la.nodes)), "float"))
-    floor = 0.0 if all_float is None else 10 ** (-all_float / 10)
-
+    costs: list[art.LayerCost] = []
     work.try_graph("all layers int8", [], [])
     if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
+        costs, int8_total, floor = _measure_layers(work, pre_model, fp32, all_int8, x, config)
         _first_candidates(work, pre_model, prepared, images)
-        order = int8_order(costs, ISLAND_SHARE * sum(int8_ms.values()))
-        _greedy(work, order, _target_db(budget), floor)  # may pass with fewer float layers than the stem
+        _greedy(work, int8_order(costs, ISLAND_SHARE * int8_total), _target_db(budget), floor)
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
         raise ExportFailed(

@@ -65,19 +65,22 @@ def _fake_timing(speedups: list[float]):  # type: ignore[no-untyped-def]
 
 
 def test_search_writes_the_fastest_passing_graph(lenet_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lenet5's all-int8 graph measures 42.7 dB: a 44 dB budget makes the search measure layers and build more."""
     monkeypatch.setattr(search_module, "time_candidates", _fake_timing([1.8, 2.5, 1.2]))
-    outcome = search_precision(lenet_dir, SearchConfig(budget=Budget("sqnr", 20.0)))
+    outcome = search_precision(lenet_dir, SearchConfig(budget=Budget("sqnr", 44.0)))
     s = outcome.search
     assert outcome.written and outcome.path == lenet_dir / "lenet5.auto.onnx" and outcome.path.is_file()
     record = art.open_artifact(lenet_dir).manifest.variants["auto"]
     assert record.precision_search == s and record.parity.passed
-    assert s.budget == "output SQNR >= 20 dB" and s.candidates[0].label == "all layers int8"
+    assert s.budget == "output SQNR >= 44 dB" and s.candidates[0].label == "all layers int8"
+    assert not s.candidates[0].passed and len(s.candidates) >= 3
     chosen = [c for c in s.candidates if c.chosen]
     fastest = max(c.speedup for c in s.candidates if c.passed and c.speedup is not None)
     assert len(chosen) == 1 and chosen[0].passed and chosen[0].speedup == fastest
     assert all(c.latency_low_ms <= c.latency_ms <= c.latency_high_ms for c in s.candidates)  # type: ignore[operator]
     assert len(s.layers) == 5 and all(c.cost_ms is not None and c.cost_ms > 0 for c in s.layers)
-    assert all(c.recovered_db is not None for c in s.layers)
+    assert all(c.recovered_db is not None and c.alone_int8_sqnr_db is not None for c in s.layers)
+    assert s.float_layers == chosen[0].float_layers and s.float_reasons
     assert s.plot == "lenet5.auto.pareto.png" and (lenet_dir / s.plot).read_bytes()[:4] == b"\x89PNG"
     assert art.open_artifact(lenet_dir).stale_reason(AUTO) is None
     strict_load(lenet_dir / "manifest.json")
@@ -87,6 +90,8 @@ def test_search_that_does_not_pay_writes_nothing(lenet_dir: Path, monkeypatch: p
     before = (lenet_dir / "manifest.json").read_bytes()
     monkeypatch.setattr(search_module, "time_candidates", _fake_timing([0.7]))
     outcome = search_precision(lenet_dir, SearchConfig(budget=Budget("sqnr", 20.0)))
+    assert [c.label for c in outcome.search.candidates] == ["all layers int8"], "it passed: nothing else is built"
+    assert outcome.search.layers == [], "nor are the layers measured"
     assert not outcome.written and "does not pay" in outcome.message and "0.70x" in outcome.message
     assert (lenet_dir / "manifest.json").read_bytes() == before
     assert not (lenet_dir / "lenet5.auto.onnx").exists() and not list(lenet_dir.glob("*.png"))
