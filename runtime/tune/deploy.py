@@ -219,8 +219,12 @@ class ServeSearch(_Record):
     corrected_predicted_low_ips: float | None = None
     corrected_predicted_high_ips: float | None = None
     served_over_corrected: float | None = None
-    #: served_ips within 15% of corrected_predicted_ips; None where either is missing
+    #: min(predicted_ips, request_batch / serving_overhead.seconds_per_request): the costs fully overlapped
+    pipelined_predicted_ips: float | None = None
+    served_over_pipelined: float | None = None
+    #: served_ips within 15% of corrected_predicted_ips (and of pipelined_predicted_ips); None where missing
     within_15pct: bool | None = None
+    within_15pct_pipelined: bool | None = None
     check: str | None = None
     note: str | None = None
 

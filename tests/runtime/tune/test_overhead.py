@@ -15,6 +15,7 @@ from runtime.tune.overhead import (
     describe,
     identity_graph,
     overhead_from,
+    pipelined_ips,
 )
 from tests.helpers import ort_run
 
@@ -58,6 +59,13 @@ def test_the_corrected_prediction_adds_the_serving_path_to_the_bench_per_request
     assert corrected_ips(200.0, 8, 0.0) == pytest.approx(200.0)
 
 
+def test_the_pipelined_prediction_is_the_slower_stage() -> None:
+    # the serving path alone: 8 images per 20 ms, 400 img/s; the bench 518: the serving path sets the pace
+    assert pipelined_ips(518.0, 8, 0.020) == pytest.approx(400.0)
+    assert pipelined_ips(300.0, 8, 0.020) == pytest.approx(300.0)
+    assert pipelined_ips(518.0, 8, 0.020) > corrected_ips(518.0, 8, 0.020)
+
+
 def test_the_15pct_check_is_stated_plainly_and_flags_unstable_figures() -> None:
     met, line = check_line(230.0, 250.0, [])
     assert met and line.startswith("15% check met: served 230 img/s is 0.92x the 250 img/s")
@@ -84,10 +92,15 @@ def test_deploy_json_records_the_bench_prediction_the_overhead_the_corrected_pre
     assert out.corrected_predicted_low_ips == out.corrected_predicted_high_ips == pytest.approx(250.0)
     assert out.served_over_corrected == pytest.approx(0.96) and out.within_15pct is True
     assert out.check is not None and out.check.startswith("15% check met")
+    # as a pipeline: the slower of 500 img/s (bench) and 500 img/s (the serving path alone)
+    assert out.pipelined_predicted_ips == pytest.approx(500.0) and out.served_over_pipelined == pytest.approx(0.48)
+    assert out.within_15pct_pipelined is False
+    assert "\n15% check not met: served 240 img/s is 0.48x the 500 img/s predicted as a pipeline" in out.check
     assert "bench: wide CI" in out.check and "480 img/s before the final check and 300 after" in out.check
     line = describe(out)
     assert line is not None and "500, 500 requests/s, 2.00 ms per request" in line
     assert "bench-only prediction 500 img/s, with the serving path charged 250 img/s" in line
+    assert "as a pipeline 500 img/s (the serving path alone: 500 img/s); served 240 img/s, 0.96x and 0.48x" in line
     # the record survives deploy.json's strict reading
     dumped = ServeSearch.model_validate(out.model_dump(mode="json"))
     assert dumped.serving_overhead == path and dumped.within_15pct is True

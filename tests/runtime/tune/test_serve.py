@@ -134,6 +134,9 @@ def test_serve_searches_triton_configurations_and_reports_beside_the_prediction(
     expected = corrected_ips(served.predicted_ips, path.request_batch, path.seconds_per_request)
     assert served.corrected_predicted_ips == pytest.approx(expected) and expected < served.predicted_ips
     assert served.served_over_corrected == pytest.approx(served.served_ips / served.corrected_predicted_ips)
+    alone = path.request_batch / path.seconds_per_request
+    assert served.pipelined_predicted_ips == pytest.approx(min(served.predicted_ips, alone))
+    assert served.within_15pct_pipelined is not None
     assert served.within_15pct is not None and served.check and served.check in r.stdout
     assert "serving path (an Identity graph served the same way" in r.stdout
     assert not list(out.glob("serving-path-*"))  # its temporary folder is gone
