@@ -570,6 +570,9 @@ def build_variant(
     options = options or VariantOptions()
     if key.is_base:
         raise UserError("fp32 without --optimize-for is the exported graph itself")
+    if key.precision == "auto":
+        # its graph depends on measured times: only the search itself makes (or remakes) it
+        raise UserError("the auto variant is chosen by the precision search: python -m exporter NAME --precision auto")
     started = time.perf_counter()
     with art.artifact_lock(directory, on_wait=step):
         artifact = art.open_artifact(directory)

@@ -196,3 +196,11 @@ def test_greedy_tries_the_predicted_set_then_fewer_then_more_while_passing() -> 
 
     search_module._greedy(FakeWork(), int8_order(costs), 30.0, 0.0)  # type: ignore[arg-type]
     assert tried == [3, 5, 7, 11]
+
+
+def test_the_auto_variant_is_never_built_as_a_plain_variant(lenet_dir: Path) -> None:
+    """A stale auto graph rebuilt like int8 would be the fp32 graph under the auto name: refused instead."""
+    from exporter.variants import build_variant
+
+    with pytest.raises(UserError, match="chosen by the precision search"):
+        build_variant(lenet_dir, AUTO)
