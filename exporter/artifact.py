@@ -563,13 +563,13 @@ def parse_manifest(text: str, where: Path) -> Manifest:
     if version != SCHEMA_VERSION:
         raise ArtifactError(
             f"{where} has schema version {version!r}, this toolkit reads {SCHEMA_VERSION}: "
-            "export the model again to update it"
+            "remove it and export the model again (with --weights where it held trained weights)"
         )
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ArtifactError(
-            f"{where} is not a valid manifest: {_field_errors(exc)} (export the model again to rewrite it)"
+            f"{where} is not a valid manifest: {_field_errors(exc)} (remove it and export the model again)"
         ) from exc
 
 
@@ -581,7 +581,7 @@ def read_manifest(directory: Path) -> Manifest | None:
     except FileNotFoundError:
         return None
     except NotRegularFile as exc:
-        raise ArtifactError(f"cannot read {path}: {exc} (remove it, or export the model again to rewrite it)") from exc
+        raise ArtifactError(f"cannot read {path}: {exc} (remove it and export the model again)") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"cannot read {path}: {exc}") from exc
     return parse_manifest(text, path)

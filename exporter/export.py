@@ -112,11 +112,27 @@ def keeps_real_weights(directory: Path, previous: art.Manifest | None, weights: 
     )
 
 
-def _previous(directory: Path) -> art.Manifest | None:
-    """The manifest already in ``directory`` (None where there is none, or it cannot be read)."""
-    with contextlib.suppress(art.ArtifactError):
-        return art.read_manifest(directory)
-    return None
+def _previous(directory: Path) -> tuple[art.Manifest | None, str | None]:
+    """The manifest already in ``directory`` (None where there is none), and why one there could not be read.
+
+    An unreadable manifest beside graphs or weights is refused: what they hold (weights someone
+    trained, variants built from them) cannot be checked, so an export must not replace them."""
+    try:
+        return art.read_manifest(directory), None
+    except art.ArtifactError as exc:
+        held = sorted(
+            p.name for p in directory.iterdir() if p.suffix in _ARTIFACT_SUFFIXES and not p.name.startswith(".")
+        )
+        if held:
+            raise UserError(
+                f"{exc}; what {', '.join(held[:3])}{' ...' if len(held) > 3 else ''} beside it hold cannot be checked, "
+                "so the export does not replace them: remove manifest.json to export afresh over them, "
+                "or export into another folder (--name or --output)"
+            ) from exc
+        return None, str(exc)
+
+
+_ARTIFACT_SUFFIXES = (".onnx", ".pth", ".pt", ".data")
 
 
 def _check_types(name: object, paths: dict[str, object], batch_sizes: object, flags: dict[str, object]) -> None:
@@ -201,7 +217,7 @@ def export_model(
         directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
         check_folder(directory)  # a --name that is a symlink loop: refused now, not after the whole export
         # refused now rather than after the whole export (and again under the lock)
-        held = _previous(directory)
+        held, _unreadable = _previous(directory)
         if folder is not None and held is not None:
             _same_artifact(folder, held.name, prepared.name)
         keeps_real_weights(directory, held, prepared.weights)
@@ -353,11 +369,9 @@ def _write(
         removed = remove_stale_partials(directory)
         if removed:
             messages.append(f"removed {len(removed)} partial file(s) an interrupted run had left in {directory}")
-        try:
-            previous = art.read_manifest(directory)
-        except art.ArtifactError as exc:
-            previous = None
-            messages.append(f"replaced an unreadable manifest ({exc})")
+        previous, unreadable = _previous(directory)
+        if unreadable:
+            messages.append(f"replaced an unreadable manifest ({unreadable})")
         if previous is not None:
             _same_artifact(directory, previous.name, manifest.name)
             keeps_real_weights(directory, previous, manifest.weights)

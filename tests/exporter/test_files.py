@@ -19,7 +19,7 @@ import exporter.files as files
 from exporter import artifact as art
 from exporter.__main__ import main as exporter_main
 from exporter.export import export_model
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, assert_one_line, run_cli
 
 
 def _disk_full(monkeypatch: pytest.MonkeyPatch, when=lambda path: True) -> None:
@@ -118,7 +118,7 @@ def _make(kind: str, path: Path) -> None:
 @pytest.mark.parametrize(
     "kind, message",
     [
-        ("fifo", "manifest.json: a FIFO (named pipe), not a regular file (remove it, or export the model again"),
+        ("fifo", "manifest.json: a FIFO (named pipe), not a regular file (remove it and export the model again"),
         ("zero", "manifest.json: a device, not a regular file"),
         ("huge", "manifest.json: larger than the 16 MiB such a file can hold (104.9 MB): it is not one"),
     ],
@@ -149,10 +149,46 @@ def test_an_export_over_a_fifo_manifest_does_not_hang_holding_the_lock(lenet_dir
     manifest = lenet_dir / "manifest.json"
     manifest.unlink()
     os.mkfifo(manifest)
+    graph = (lenet_dir / "lenet5.onnx").read_bytes()
     proc = run_cli("exporter", "lenet5", "--artifacts-dir", str(lenet_dir.parent), timeout=300)
+    assert_one_line(proc, "remove manifest.json", code=2)
+    assert "a FIFO (named pipe)" in proc.stderr
+    assert (lenet_dir / "lenet5.onnx").read_bytes() == graph
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad field", "fifo"])
+@pytest.mark.parametrize("command", [[], ["--precision", "fp16"]])
+def test_an_unreadable_manifest_never_lets_an_export_replace_the_graphs_beside_it(
+    lenet_dir: Path, damage: str, command: list[str]
+) -> None:
+    """Defect (new-user trial): a damaged manifest beside a trained graph made the exporter, and a variant
+    command, export the model again with random weights over it and exit 0."""
+    manifest = lenet_dir / "manifest.json"
+    before = {p.name: p.read_bytes() for p in lenet_dir.iterdir() if p.is_file() and p.name != "manifest.json"}
+    text = manifest.read_text()
+    manifest.unlink()
+    if damage == "fifo":
+        os.mkfifo(manifest)
+    else:
+        manifest.write_text(
+            text[: len(text) // 2] if damage == "truncated" else text.replace('"opset": 17', '"opset": "x"')
+        )
+    proc = run_cli("exporter", "lenet5", *command, "--artifacts-dir", str(lenet_dir.parent), timeout=300)
+    assert_one_line(proc, "remove manifest.json", code=2)
+    assert "lenet5.onnx" in proc.stderr and "cannot be checked" in proc.stderr
+    after = {p.name: p.read_bytes() for p in lenet_dir.iterdir() if p.is_file() and p.name != "manifest.json"}
+    assert after == before
+
+
+def test_an_unreadable_manifest_alone_is_replaced_with_a_note(tmp_path: Path) -> None:
+    """Nothing beside it to protect: the export writes a fresh artifact and says what it replaced."""
+    directory = tmp_path / "artifacts" / "lenet5"
+    directory.mkdir(parents=True)
+    (directory / "manifest.json").write_text("{not json")
+    proc = run_cli("exporter", "lenet5", "--artifacts-dir", str(directory.parent), timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "replaced an unreadable manifest" in proc.stdout and "a FIFO (named pipe)" in proc.stdout
-    assert manifest.is_file() and art.open_artifact(lenet_dir).manifest.name == "lenet5"
+    assert "replaced an unreadable manifest" in proc.stdout
+    assert art.open_artifact(directory).manifest.name == "lenet5"
 
 
 def test_read_regular_refuses_special_files_and_bounds_the_size(tmp_path: Path) -> None:
