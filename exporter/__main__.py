@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="export every zoo model, continuing past failures")
     p.add_argument("--list", action="store_true", help="list the zoo: name, input, classes, params, GFLOPs")
     options.json_flag(p, help="with --list: print JSON instead of a table")
+    options.wide(p)
     p.add_argument("--input-shape", help="per-sample input shape such as 3x32x32 (required for your own model)")
     p.add_argument(
         "--dynamic-size", action="store_true", help="symbolic height and width too (models without a fixed-size layer)"
@@ -123,7 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def list_zoo(out: Console, as_json: bool) -> int:
+#: What a --list column means, said under the table where that column is shown.
+_ZOO_NOTES = [
+    ("GFLOPs", "GFLOPs: batch 1, 2 FLOPs per multiply-accumulate."),
+    ("tv keys", "tv keys: state_dict matches torchvision's."),
+]
+
+
+def list_zoo(out: Console, as_json: bool, wide: bool = False) -> int:
     rows = []
     for name in list_models():
         spec = get_spec(name)
@@ -143,9 +151,10 @@ def list_zoo(out: Console, as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows, indent=2), flush=True)
         return 0
-    cols = [Column("name"), Column("input"), Column("classes", True), Column("params", True)]
-    cols += [Column("GFLOPs", True), Column("tv keys"), Column("description")]
-    out.table(
+    # what a reader picks a model by comes first; the rest is in --wide and --json
+    cols = [Column("name"), Column("input", priority=1), Column("classes", True, 2), Column("params", True, 3)]
+    cols += [Column("GFLOPs", True, 4), Column("tv keys", priority=5), Column("description", priority=6)]
+    hidden = out.table(
         cols,
         [
             [
@@ -160,8 +169,10 @@ def list_zoo(out: Console, as_json: bool) -> int:
             for r in rows
         ],
         title=f"Model zoo ({len(rows)} models)",
+        wide=wide,
     )
-    out.print("GFLOPs: batch 1, 2 FLOPs per multiply-accumulate. tv keys: state_dict matches torchvision's.")
+    if text := " ".join(note for name, note in _ZOO_NOTES if name not in hidden):
+        out.paragraph(text)
     return 0
 
 
@@ -470,13 +481,13 @@ def _search(args: argparse.Namespace, out: Console, err: Console, directory: Pat
     outcome = search_precision(
         directory, config, reference=prepared, on_step=lambda msg: err.print(f"{args.name or args.model} auto: {msg}")
     )
-    print_search(out, outcome)
+    print_search(out, outcome, args.wide)
     return 0 if outcome.written else NOT_WORTH_IT
 
 
-def print_search(out: Console, outcome) -> None:  # type: ignore[no-untyped-def]
+def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ignore[no-untyped-def]
     s = outcome.search
-    cols = [Column("candidate"), Column("float", True), Column("SQNR dB", True), Column("cosine", True)]
+    cols = [Column("candidate", wrap=True), Column("float", True), Column("SQNR dB", True), Column("cosine", True)]
     cols += [Column("top-1 drop", True), Column("verdict"), Column("ms", True), Column("speed-up (95%)", True)]
     rows = []
     for c in s.candidates:
@@ -488,7 +499,7 @@ def print_search(out: Console, outcome) -> None:  # type: ignore[no-untyped-def]
         ])  # fmt: skip
     title = f"{outcome.name} --precision auto: {s.budget}; fp32 {s.fp32_ms:.3f} ms "
     title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {s.engine}, batch {s.batch_size}, {s.threads} threads"
-    out.table(cols, rows, title=title)
+    out.table(cols, rows, title=title, wide=wide)
     for note in s.notes:
         out.print(f"note: {note}", style="yellow")
     if not outcome.written:
@@ -573,7 +584,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.json and not args.list:
         raise UserError("--json goes with --list")
     if args.list:
-        return list_zoo(out, args.json)
+        return list_zoo(out, args.json, args.wide)
     if (args.http_port is not None or args.no_browser) and not args.view:
         raise UserError("--http-port and --no-browser go with --view")
     if args.opset is not None:

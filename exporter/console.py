@@ -3,7 +3,8 @@
 * Text is never parsed as markup: ``[fp32, random inputs]`` prints as written.
 * Tables never cut a number: on a terminal they are rich tables as wide as their content;
   without one (piped, CI) they are plain Markdown tables, which also paste into docs.
-* Tables fit the width (the terminal's, ``COLUMNS``, or 100 without a terminal): columns a reader
+* Tables fit the width (the terminal's, ``COLUMNS``, or 100 without a terminal), measured as printed
+  (every cell, border and padding): free text (``Column.wrap``) wraps within its cell, columns a reader
   can do without (``Column.priority`` > 0) are left out, least needed first, and a line names them
   and says that ``--wide`` shows every column. JSON and CSV outputs always hold everything.
 * Progress is a live bar on a terminal and plain ``[i/n] message`` lines otherwise, so a
@@ -41,6 +42,8 @@ class Column:
     name: str
     right: bool = False
     priority: int = 0
+    #: Free text (a reason, a verdict, a label): wraps within its cell to fit the width; figures never do.
+    wrap: bool = False
 
 
 class Console:
@@ -93,19 +96,18 @@ class Console:
         *,
         wide: bool = False,
     ) -> list[str]:
-        """A table with every cell in full. Unless ``wide``, columns of priority > 0 are left out, the least
-        needed first, until it fits :meth:`width`; a line then names them. Returns the names left out."""
-        from rich.console import Console as RichConsole
-
+        """A table that fits :meth:`width` as printed (cells, borders and padding measured). Unless ``wide``,
+        free-text columns (``Column.wrap``) wrap and columns of priority > 0 are left out, the least needed
+        first, until it fits; a line then names them. Returns the names left out."""
         shown = list(range(len(columns)))
         hidden: list[int] = []
         limit = self.width()
-
-        def fits(keep: list[int]) -> bool:
-            measured = RichConsole(width=100_000).measure(self._rich_table(columns, rows, keep, title))
-            return measured.maximum <= limit
-
+        caps: dict[int, int] = {}
         if not wide:
+            # Free text wraps to a readable width before a column of figures is given up; then to the least.
+            def fits(keep: list[int]) -> bool:
+                return self._width_of(columns, rows, keep, self._caps(columns, rows, keep, limit, 30)) <= limit
+
             while not fits(shown):
                 optional = [i for i in shown if columns[i].priority > 0]
                 if not optional:
@@ -117,28 +119,80 @@ class Console:
                 if fits(sorted([*shown, i])):
                     shown = sorted([*shown, i])
                     hidden.remove(i)
-        self._print_table(self._rich_table(columns, rows, shown, title), title)
+            caps = self._caps(columns, rows, shown, limit, 10)
+        table = self._rich_table(columns, rows, shown, title, caps)
+        self._print_table(table, title, None if wide else limit)
         names = [columns[i].name for i in sorted(hidden)]
         if names:
-            self.print(f"columns left out to fit {self.width()} characters: {', '.join(names)} (--wide shows them)")
+            self._print_wrapped(
+                f"columns left out to fit {limit} characters: {', '.join(names)} (--wide shows them)", limit
+            )
+        needed = self._width_of(columns, rows, shown, caps)
+        if not wide and needed > limit:  # only cells that must not be cut are left: say so, never silently wider
+            self._print_wrapped(f"this table is {needed} characters wide: its columns do not fit {limit}", limit)
         if not self.tty:
             print(file=self.stream, flush=True)
         return names
 
+    def paragraph(self, text: str, style: str | None = None) -> None:
+        """``text`` wrapped to :meth:`width`, as lines of :meth:`print` (a note under a table that fits)."""
+        self._print_wrapped(text, self.width(), style)
+
+    def _print_wrapped(self, text: str, limit: int, style: str | None = None) -> None:
+        import textwrap
+
+        for line in textwrap.wrap(text, width=limit, break_on_hyphens=False) or [""]:
+            self.print(line, style)
+
+    def _width_of(
+        self, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], shown: Sequence[int], caps: dict[int, int]
+    ) -> int:
+        """The width the table has once printed: every line measured, not rich's estimate."""
+        return _rendered_width(self._rich_table(columns, rows, shown, None, caps))
+
+    def _caps(
+        self, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], shown: Sequence[int], limit: int, floor: int
+    ) -> dict[int, int]:
+        """Widths for the free-text columns, the widest narrowed first, so that the table fits ``limit``
+        (never below ``floor`` or the column's header): {} where it fits as it is."""
+        natural = {i: _column_width(columns[i], [row[i] for row in rows]) for i in shown if columns[i].wrap}
+        caps: dict[int, int] = {}
+        while natural:
+            excess = self._width_of(columns, rows, shown, caps) - limit
+            if excess <= 0:
+                break
+            lowest = {i: max(floor, len(columns[i].name)) for i in natural}
+            narrowable = [i for i in natural if caps.get(i, natural[i]) > lowest[i]]
+            if not narrowable:
+                break
+            i = max(narrowable, key=lambda j: caps.get(j, natural[j]))
+            caps[i] = max(lowest[i], caps.get(i, natural[i]) - excess)
+        return caps
+
     def _rich_table(
-        self, columns: Sequence[Column], rows: Sequence[Sequence[Cell]], shown: Sequence[int], title: str | None
+        self,
+        columns: Sequence[Column],
+        rows: Sequence[Sequence[Cell]],
+        shown: Sequence[int],
+        title: str | None,
+        caps: dict[int, int] | None = None,
     ):  # type: ignore[no-untyped-def]
         from rich import box
         from rich.table import Table
         from rich.text import Text
 
+        caps = caps or {}
         table = Table(
             title=Text(title) if title and self.tty else None,
             box=box.HEAVY_HEAD if self.tty else box.MARKDOWN,
         )
         for i in shown:
             col = columns[i]
-            table.add_column(Text(col.name), justify="right" if col.right else "left", no_wrap=True)
+            justify = "right" if col.right else "left"
+            if i in caps:  # free text wraps within its cell, a long word folded: nothing is cut
+                table.add_column(Text(col.name), justify=justify, max_width=caps[i], overflow="fold")
+            else:
+                table.add_column(Text(col.name), justify=justify, no_wrap=True)
         for row in rows:
             cells = [row[i] for i in shown]
             table.add_row(
@@ -146,11 +200,11 @@ class Console:
             )
         return table
 
-    def _print_table(self, table, title: str | None) -> None:  # type: ignore[no-untyped-def]
-        from rich.console import Console as RichConsole
-
+    def _print_table(self, table, title: str | None, limit: int | None) -> None:  # type: ignore[no-untyped-def]
         if not self.tty:
-            if title:
+            if title and limit:
+                self._print_wrapped(title, limit)
+            elif title:
                 print(title, file=self.stream)
             with self._rich.capture() as cap:
                 self._rich.print(table)
@@ -158,10 +212,12 @@ class Console:
             return
         # Wider than the terminal: print at the table's own width (the terminal wraps the lines)
         # rather than let rich shorten cells to "…".
-        needed = RichConsole(width=100_000).measure(table).maximum
+        needed = _rendered_width(table)
         if needed <= self._rich.width:
             self._rich.print(table)
             return
+        from rich.console import Console as RichConsole
+
         wide = RichConsole(
             file=self.stream,
             width=needed,
@@ -252,6 +308,27 @@ def stdout_kept_for_output() -> Iterator[TextIO]:
         real.flush()
         os.dup2(saved, fd)
         os.close(saved)
+
+
+def _column_width(column: Column, cells: Sequence[Cell]) -> int:
+    """The widest line of a column's header and cells, in terminal cells."""
+    from rich.cells import cell_len
+
+    texts = [column.name, *(c[0] if isinstance(c, tuple) else c for c in cells)]
+    return max(cell_len(line) for text in texts for line in (text.splitlines() or [""]))
+
+
+def _rendered_width(table) -> int:  # type: ignore[no-untyped-def]
+    """The widest line ``table`` prints as, borders and padding included."""
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console as RichConsole
+
+    buf = io.StringIO()
+    console = RichConsole(file=buf, width=100_000, color_system=None, highlight=False, markup=False, emoji=False)
+    console.print(table)
+    return max((cell_len(line.rstrip()) for line in buf.getvalue().splitlines()), default=0)
 
 
 def size_text(nbytes: int) -> str:

@@ -136,7 +136,7 @@ def _check_repository(args: argparse.Namespace, out: Console) -> int:
         for r in results
     ]
     out.table(
-        [Column("model"), Column("versions"), Column("result"), Column("problem")],
+        [Column("model"), Column("versions"), Column("result"), Column("problem", wrap=True)],
         rows,
         title=f"{args.check_repository}",
     )

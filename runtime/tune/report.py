@@ -31,7 +31,7 @@ def table(candidates: Sequence[Candidate]) -> tuple[list[Column], list[list[Cell
     cols += [Column("in flight", True), Column("batch", True), Column("img/s", True), Column("95% CI", True, 2)]
     cols += [Column("p50 ms", True, 2), Column("p99 ms", True, 1), Column("requests", True, 3)]
     cols += [Column("SQNR dB", True, 2), Column("cold start s", True, 3), Column("measured", priority=3)]
-    cols += [Column("verdict")]
+    cols += [Column("verdict", wrap=True)]
     cells: list[list[Cell]] = []
     for c in candidates:
         f = c.best
@@ -91,7 +91,7 @@ def why(chosen: Candidate, runner_up: Candidate | None, lead: Interval | None, t
 def serve_table(search: ServeSearch) -> tuple[list[Column], list[list[Cell]]]:
     cols = [Column("instances", True), Column("max batch", True), Column("preferred", priority=2)]
     cols += [Column("delay us", True, 2), Column("clients", True), Column("img/s", True), Column("p50 ms", True, 2)]
-    cols += [Column("p99 ms", True, 1), Column("formed batch", True, 2), Column("result")]
+    cols += [Column("p99 ms", True, 1), Column("formed batch", True, 2), Column("result", wrap=True)]
     cells: list[list[Cell]] = []
     for s in search.configs:
         mark: Cell = (s.status, "green" if s.status == "ok" else "red" if s.status != "misses target" else "yellow")

@@ -141,6 +141,8 @@ def test_columns_env_and_wide(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = io.StringIO()
     assert Console(stream).table(WIDE_COLUMNS, WIDE_ROW) == ["detail", "extra"]
     assert "1.25" in stream.getvalue(), "columns of priority 0 always stay, even where they do not fit"
+    # Defect: the line naming what was left out was itself wider than the width it spoke of
+    assert max(len(line) for line in stream.getvalue().splitlines()) <= 40, stream.getvalue()
     stream = io.StringIO()
     assert Console(stream).table(WIDE_COLUMNS, WIDE_ROW, wide=True) == []
     assert "d" * 60 in stream.getvalue() and "left out" not in stream.getvalue()
@@ -152,3 +154,77 @@ def test_terminal_table_fits_the_terminal() -> None:
     console._rich.width = 45
     assert console.table(WIDE_COLUMNS, WIDE_ROW) == ["detail", "extra"]
     assert "e" * 30 not in stream.getvalue() and "(--wide shows them)" in stream.getvalue()
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def test_piped_table_measures_every_cell_and_wraps_free_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect: tune's table printed 112 characters under its own "left out to fit 100" line: cells wider
+    than their headers (``int8.opt-cpu``, ``meets target; unstable``) were not what the fitting measured."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    cols = [Column("#", True), Column("engine"), Column("prec"), Column("streams x threads"), Column("img/s", True)]
+    cols += [Column("p99 ms", True, 1), Column("measured", priority=3), Column("verdict", wrap=True)]
+    reason = "failed: parity check against PyTorch: SQNR 3.2 dB is below the 20 dB the accuracy budget allows"
+    rows = [
+        ["1", "onnxruntime", "int8.opt-cpu", "2 streams x 1 thread", "12345", "1.23", "confirmed",
+         ("meets target; unstable", "yellow")],
+        ["2", "openvino", "bf16.opt-cpu", "1 stream x 2 threads", "", "", "", (reason, "red")],
+    ]  # fmt: skip
+    stream = io.StringIO()
+    hidden = Console(stream).table(cols, rows, title="Candidates for lenet5 on CPU: " + "a long machine name " * 5)
+    text = stream.getvalue()
+    assert max(len(line) for line in _lines(text)) <= 100, text
+    assert hidden == ["p99 ms", "measured"], "least needed first, free text wrapped to 30 before more go"
+    assert " ".join(text.split()).count("int8.opt-cpu") == 1 and "12345" in text
+    words = [w for line in _lines(text) if line.startswith("|") for w in line.split("|")[-2].split()]
+    assert " ".join(words).endswith(reason), "the wrapped verdict keeps every word, in order"
+    wide = io.StringIO()
+    assert Console(wide).table(cols, rows, wide=True) == []
+    assert reason in wide.getvalue(), "--wide: every column, every cell on one line"
+
+
+def test_zoo_list_fits_the_pipe_and_columns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Defect: ``python -m exporter --list | cat`` was 163 characters wide and ignored ``COLUMNS=40``."""
+    from tests.helpers import run_cli
+
+    for width in (100, 40):
+        r = run_cli("exporter", "--list", env={"COLUMNS": str(width)})
+        assert r.returncode == 0, r.stderr
+        assert max(len(line) for line in _lines(r.stdout)) <= width, r.stdout
+        assert "| name " in r.stdout and "| resnet18 " in r.stdout and "--wide" in r.stdout
+    assert "| GFLOPs |" in run_cli("exporter", "--list", env={"COLUMNS": "100"}).stdout
+    wide = run_cli("exporter", "--list", "--wide", env={"COLUMNS": "100"})
+    assert wide.returncode == 0 and "| description " in wide.stdout and "left out" not in wide.stdout
+
+
+def test_precision_auto_table_fits_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect: the candidate column, padded for ``greedy: 12 layer(s) float by dB recovered per ms <- chosen``,
+    made the --precision auto table 140 characters wide."""
+    from types import SimpleNamespace as NS
+
+    from exporter.__main__ import print_search
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    label = "greedy: 12 layer(s) float by dB recovered per ms"
+    cand = dict(float_layers=["a"] * 12, sqnr_db=31.25, cosine_min=0.99912, accuracy_drop_pp=None, passed=True,
+                latency_ms=1.234, speedup=2.51, speedup_low=2.01, speedup_high=3.02)  # fmt: skip
+    search = NS(
+        candidates=[NS(label="all layers int8", chosen=False, **cand), NS(label=label, chosen=True, **cand)],
+        budget="SQNR >= 20 dB against fp32",
+        fp32_ms=3.1,
+        fp32_low_ms=3.0,
+        fp32_high_ms=3.3,
+        engine="onnxruntime",
+        batch_size=1,
+        threads=2,
+        notes=[],
+    )
+    stream = io.StringIO()
+    print_search(Console(stream), NS(search=search, name="resnet18", written=False, message="nothing written"))
+    text = stream.getvalue()
+    assert max(len(line) for line in _lines(text)) <= 100, text
+    assert "2.51x (2.01-3.02)" in text, "figures are never wrapped"
+    words = [w for line in _lines(text) if line.startswith("|") for w in line.split("|")[1].split()]
+    assert f"{label} <- chosen" in " ".join(words), "the wrapped label keeps every word, in order"

@@ -147,10 +147,13 @@ def test_fixed_batch_graph_is_refused_when_batching(resolved_lenet, tmp_path: Pa
     # and a hand-made repository holding such a graph under a batching config is refused by the check
     write_repository_model(resolved_lenet, tmp_path / "repo", ModelOptions(max_batch=8))
     (tmp_path / "repo" / "lenet5" / "1" / "model.onnx").write_bytes(fixed)
-    r = run_cli("runtime.serve", "--check-repository", str(tmp_path / "repo"))
+    r = run_cli("runtime.serve", "--check-repository", str(tmp_path / "repo"), env={"COLUMNS": "100"})
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "fixed batch dimension of 1" in errors[0], r.stderr
+    # Defect: the problem made the table's row ~150 characters wide in a pipe; it wraps in its cell now
+    assert max(len(line) for line in r.stdout.splitlines()) <= 100, r.stdout
+    assert "fixed batch" in r.stdout and "FAIL" in r.stdout, r.stdout
 
 
 def test_preferred_batch_size_above_max_is_refused(resolved_lenet) -> None:

@@ -40,5 +40,6 @@ def tuned(tune_arts: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuned:
     pytest.importorskip("tritonclient.grpc")
     out = tmp_path_factory.mktemp("tune") / "out"
     result = run_cli("runtime.tune", "resnet_cifar", "--target", "throughput", *QUICK_TUNE,
-                     "--artifacts-dir", str(tune_arts), "--output", str(out), timeout=900)  # fmt: skip
+                     "--artifacts-dir", str(tune_arts), "--output", str(out), timeout=900,
+                     env={"COLUMNS": "100"})  # fmt: skip
     return Tuned(tune_arts, out, result)

@@ -16,6 +16,9 @@ def test_tune_sweeps_every_candidate_and_explains_its_choice(tuned: Tuned) -> No
     r = tuned.result
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Candidates for resnet_cifar on CPU" in r.stdout and "| streams x threads " in r.stdout
+    # Defect: the table was 112 characters wide in a pipe, under its own "left out to fit 100" line
+    table = r.stdout.split("chosen: ")[0].splitlines()
+    assert max(len(line) for line in table) <= 100, r.stdout
     chosen_line = next(line for line in r.stdout.splitlines() if line.startswith("chosen: "))
     assert " img/s, p99 " in chosen_line and "; next best " in chosen_line and ", batch " in chosen_line
     report = read_report(tuned.out)
