@@ -48,9 +48,13 @@ def first_line(exc: BaseException) -> str:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """How code failed, in a few words: ``ValueError: bad value``, or ``it called sys.exit(7)``."""
+    """How code failed, in a few words: ``ValueError: bad value``, or ``it called sys.exit(7) (at m.py:9, in
+    forward)``: code that ends the run (``sys.exit``, a ``BaseException`` of its own) is placed at the user's line,
+    since its message rarely says where it came from."""
     if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r})"
+        return f"it called sys.exit({exc.code!r}){_where_outside(exc)}"
+    if not isinstance(exc, Exception):
+        return f"{type(exc).__name__}: {first_line(exc)}{_where_outside(exc)}"
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
@@ -117,7 +121,7 @@ def run_guarded(body: Callable[[], int], *, interrupted: str) -> int:
             raise
         # No command body raises SystemExit (arguments are parsed before it runs): this one came
         # from code the user gave (a builder, a forward), run somewhere no other guard caught it.
-        print(f"error: the model's code ended the run: {describe_exception(exc)}{_where_outside(exc)}", file=sys.stderr)
+        print(f"error: the model's code ended the run: {describe_exception(exc)}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

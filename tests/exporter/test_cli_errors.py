@@ -157,8 +157,8 @@ BUILDERS = textwrap.dedent(
     "args, message",
     [
         (["b.py:two_lines", "--input-shape", "4"], "calling b.py:two_lines() failed: RuntimeError: boom"),
-        (["b.py:leaves", "--input-shape", "4"], "calling b.py:leaves() failed: it called sys.exit(3)"),
-        (["exits.py:Net", "--input-shape", "4"], "importing exits.py failed: it called sys.exit('bye')"),
+        (["b.py:leaves", "--input-shape", "4"], "calling b.py:leaves() failed: it called sys.exit(3) (at "),
+        (["exits.py:Net", "--input-shape", "4"], "importing exits.py failed: it called sys.exit('bye') (at "),
         (["lenet5", "--weights", "sparse.pth"], "sparse or other non-dense tensors"),
         (["lenet5", "--input-shape", "3x99999x99999"], "GB of memory"),
         (["lenet5", "--calibration-dir", "somewhere"], "--calibration-dir go(es) with --precision int8"),

@@ -4,6 +4,7 @@ random state; nothing reseeded, recalibrated or modified."""
 from __future__ import annotations
 
 import gc
+import re
 import textwrap
 import warnings
 from pathlib import Path
@@ -139,9 +140,9 @@ HOSTILE = textwrap.dedent(
 @pytest.mark.parametrize(
     "ref, message, code",
     [
-        ("Exits", "exits: the forward pass at input 2x4 failed: it called sys.exit(7)", 3),
+        ("Exits", "exits: the forward pass at input 2x4 failed: it called sys.exit(7) (at ", 3),
         ("ExitsAtOne", "the model's code ended the run: it called sys.exit(0) (at ", 1),
-        ("raises_mine", "calling hostile.py:raises_mine() failed: Mine: their own stop", 2),
+        ("raises_mine", "calling hostile.py:raises_mine() failed: Mine: their own stop (at ", 2),
         ("ForwardRaisesMine", "the forward pass at input 2x4 failed: Mine: in forward", 3),
         ("instance", "hostile.py:instance is a Linear instance, not a builder: name its class or a function", 2),
         ("built_async", "hostile.py:built_async is an async function: the builder must be a plain function", 2),
@@ -170,6 +171,8 @@ def test_user_code_that_ends_the_run_is_one_line(
         gc.collect()  # a coroutine never awaited warns when it is collected
     err = capsys.readouterr().err
     assert_one_line_err(returned, err, message, code=code, after_progress=ref in ("ExitsAtOne", "Random"))
+    if message.endswith("(at "):  # code that ends the run is placed at the user's own line
+        assert re.search(r"\(at \S*hostile\.py:\d+, in \w+\)", err), err
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
 
