@@ -71,15 +71,20 @@ def _calibration_files(root: Path) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | {".npy", ".npz"})
     if not files:
         raise UserError(f"no PNG/JPEG/.npy/.npz files in {root}")
-    for f in files:  # a FIFO would block the read forever, a link to /dev/zero never end
-        problem = file_problem(f)
-        if problem:
-            raise UserError(f"calibration file {f} {problem}: remove it from {root}")
+    for f in files:
+        _regular(f, root, "calibration")
     return files
 
 
-def _read_calibration_file(f: Path, channels: int) -> torch.Tensor:
-    """One calibration file at its own size, (N, C, H, W) in the model's input range."""
+def _regular(f: Path, root: Path, what: str) -> None:
+    """A FIFO would block the read forever, a link to /dev/zero never end: refused before reading."""
+    problem = file_problem(f)
+    if problem:
+        raise UserError(f"{what} file {f} {problem}: remove it from {root}")
+
+
+def _read_calibration_file(f: Path, channels: int, what: str = "calibration") -> torch.Tensor:
+    """One calibration (or evaluation) file at its own size, (N, C, H, W) in the model's input range."""
     from PIL import Image
 
     try:
@@ -93,7 +98,7 @@ def _read_calibration_file(f: Path, channels: int) -> torch.Tensor:
         img = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
         return torch.as_tensor(img[None]) * 2 - 1
     except Exception as exc:
-        raise UserError(f"cannot read calibration file {f}: {exc}") from exc
+        raise UserError(f"cannot read {what} file {f}: {exc}") from exc
 
 
 def load_calibration_dir(path: str | Path, input_shape: tuple[int, ...], limit: int = 512) -> torch.Tensor:
@@ -135,6 +140,7 @@ def load_labelled(path: str | Path, input_shape: tuple[int, ...], limit: int = 5
     ys: list[torch.Tensor] = []
     if npz:
         for f in npz:
+            _regular(f, root if root.is_dir() else root.parent, "evaluation")
             try:
                 with np.load(f) as data:
                     x, y = torch.as_tensor(data["x"], dtype=torch.float32), torch.as_tensor(data["y"]).long()
@@ -151,7 +157,8 @@ def load_labelled(path: str | Path, input_shape: tuple[int, ...], limit: int = 5
         for label, folder in enumerate(classes):
             files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             for f in files:
-                xs.append(_fit(_read_calibration_file(f, input_shape[0]), input_shape))
+                _regular(f, root, "evaluation")
+                xs.append(_fit(_read_calibration_file(f, input_shape[0], "evaluation"), input_shape))
                 ys.append(torch.tensor([label]))
     else:
         raise UserError(f"evaluation set not found: {root}")

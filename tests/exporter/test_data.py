@@ -44,3 +44,26 @@ def test_npz_with_x_and_y(tmp_path: Path) -> None:
         load_labelled(tmp_path / "empty", (3, 16, 16))
     with pytest.raises(UserError, match="evaluation set not found"):
         load_labelled(tmp_path / "missing", (3, 16, 16))
+
+
+@pytest.mark.parametrize("layout", ["image_folder", "npz"])
+def test_a_special_file_in_an_evaluation_set_is_refused_unread(tmp_path: Path, layout: str) -> None:
+    """Defect (new-user trial): a FIFO in --eval-dir hung the search forever (--calibration-dir refused it);
+    an unreadable image there was called a "calibration file"."""
+    import os
+
+    if layout == "npz":
+        os.mkfifo(tmp_path / "a.npz")
+    else:
+        (tmp_path / "0").mkdir()
+        _png(tmp_path / "0" / "good.png", 10)
+        os.mkfifo(tmp_path / "0" / "a.png")
+    with pytest.raises(UserError, match=r"evaluation file .*a\.(npz|png) is a FIFO"):
+        load_labelled(tmp_path, (3, 16, 16))
+
+
+def test_an_unreadable_evaluation_image_is_called_an_evaluation_file(tmp_path: Path) -> None:
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read evaluation file"):
+        load_labelled(tmp_path, (3, 16, 16))
