@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -494,6 +495,17 @@ def validate_name(name: str) -> str:
 
 def artifact_dir(name: str, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR) -> Path:
     return Path(artifacts_dir) / validate_name(name)
+
+
+def results_name(directory: Path, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR) -> str:
+    """The folder name a command keeps an artifact's results under (``tune/``, ``profile/``): the
+    folder's own name for the artifact at ``artifacts_dir/<name>``, else ``<name>-<8 hex digits of its
+    resolved path>``, so two folders never share (and replace) each other's results, whatever their
+    names: ``/tmp/x/lenet5`` is ``lenet5-1a2b3c4d`` beside ``artifacts/lenet5``'s ``lenet5``."""
+    resolved = Path(directory).resolve()
+    if resolved == (Path(artifacts_dir) / resolved.name).resolve():
+        return resolved.name
+    return f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
 
 
 def manifest_path(directory: Path) -> Path:

@@ -121,7 +121,7 @@ def _profile(args: argparse.Namespace, out: Console) -> int:
     config.validate()
     ensure_writable_dir(args.output)  # before the long run, not after it
     profile = profile_artifact(config, say=err.print)
-    files = write_profile(args.output, profile, top)
+    files = write_profile(args.output, profile, top, args.artifacts_dir)
     if args.json:
         out.stream.write(profile.json_text() + "\n")
         out.stream.flush()

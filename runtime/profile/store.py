@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exporter.artifact import DEFAULT_ARTIFACTS_DIR, results_name
 from exporter.files import atomic_outputs, ensure_writable_dir, remove_stale_partials
 
 from .plot import layers_png
@@ -14,18 +15,21 @@ from .records import Profile
 DEFAULT_OUTPUT = Path("artifacts") / "profile"
 
 
-def profile_dir(output: Path, profile: Profile) -> Path:
-    """Named after the artifact's folder (the graph's), not its manifest's name: a renamed or copied
-    artifact (same manifest name) must not share, and replace, another's profiles."""
+def profile_dir(output: Path, profile: Profile, artifacts_dir: Path = DEFAULT_ARTIFACTS_DIR) -> Path:
+    """Named after the artifact's folder (the graph's), not its manifest's name, by
+    :func:`exporter.artifact.results_name`: a renamed or copied artifact, or a folder of the same name
+    elsewhere, never shares, and replaces, another's profiles."""
     size = "" if profile.input_shape is None else "." + "x".join(map(str, profile.input_shape[1:]))
-    folder = Path(profile.file).parent.name or profile.artifact
+    folder = results_name(Path(profile.file).parent, artifacts_dir)
     return output / folder / f"{profile.graph}.{profile.engine}.{profile.device}.b{profile.batch_size}{size}"
 
 
-def write_profile(output: Path, profile: Profile, top: int | None = None) -> list[Path]:
+def write_profile(
+    output: Path, profile: Profile, top: int | None = None, artifacts_dir: Path = DEFAULT_ARTIFACTS_DIR
+) -> list[Path]:
     """Write the profile's files; return their paths."""
     ensure_writable_dir(output)
-    directory = profile_dir(output, profile)
+    directory = profile_dir(output, profile, artifacts_dir)
     if directory.is_dir():
         remove_stale_partials(directory)
     png = layers_png(profile, top)

@@ -116,10 +116,12 @@ class TuneConfig:
 
     @property
     def output(self) -> Path:
-        from exporter.artifact import locate
+        from exporter.artifact import locate, results_name
 
         if self.output_dir is not None:
             return Path(self.output_dir)
-        # named after the artifact's folder, not its manifest's name: a renamed or copied artifact
-        # (same manifest name) must not share, and replace, another's results
-        return Path(self.artifacts_dir) / "tune" / locate(self.artifact, self.artifacts_dir).directory.name
+        # named after the artifact's folder, not its manifest's name, and hashed when the folder is not
+        # artifacts_dir/<name>: a renamed or copied artifact, or a namesake elsewhere, must not share,
+        # and replace, another's results
+        directory = locate(self.artifact, self.artifacts_dir).directory
+        return Path(self.artifacts_dir) / "tune" / results_name(directory, self.artifacts_dir)

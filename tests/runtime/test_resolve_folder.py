@@ -125,5 +125,26 @@ def test_tune_and_profile_results_are_named_after_the_folder(renamed) -> None:  
     fields = dict(artifact="lenet5", graph="fp32", engine="onnxruntime", device="cpu", batch_size=1)
     ours = Profile.model_construct(file=str(mine / "lenet5.onnx"), input_shape=[1, 3, 32, 32], **fields)
     theirs = Profile.model_construct(file=str(arts / "lenet5" / "lenet5.onnx"), input_shape=[1, 3, 32, 32], **fields)
-    assert profile_dir(arts / "profile", ours) != profile_dir(arts / "profile", theirs)
-    assert profile_dir(arts / "profile", ours).parent.name == "mine"
+    assert profile_dir(arts / "profile", ours, arts) != profile_dir(arts / "profile", theirs, arts)
+    assert profile_dir(arts / "profile", ours, arts).parent.name == "mine"
+
+
+def test_two_folders_of_one_name_never_share_results(exported, tmp_path: Path) -> None:
+    """Defect: ``runtime.profile /tmp/x/lenet5`` and ``runtime.profile lenet5`` (artifacts/lenet5) both
+    wrote artifacts/profile/lenet5/..., each replacing the other's profile (tune the same)."""
+    from runtime.profile.records import Profile
+    from runtime.profile.store import profile_dir
+    from runtime.tune.config import TuneConfig
+
+    arts, elsewhere = tmp_path / "arts", tmp_path / "x" / "lenet5"
+    shutil.copytree(exported("lenet5").directory, arts / "lenet5")
+    shutil.copytree(exported("lenet5").directory, elsewhere)
+    ours, theirs = TuneConfig(artifact=str(elsewhere), artifacts_dir=arts).output, arts / "tune" / "lenet5"
+    assert TuneConfig(artifact="lenet5", artifacts_dir=arts).output == theirs
+    assert ours != theirs and ours.parent == theirs.parent and ours.name.startswith("lenet5-")
+    assert ours == TuneConfig(artifact=str(elsewhere / "lenet5.onnx"), artifacts_dir=arts).output  # stable
+    fields = dict(artifact="lenet5", graph="fp32", engine="onnxruntime", device="cpu", batch_size=1)
+    mine = Profile.model_construct(file=str(elsewhere / "lenet5.onnx"), input_shape=[1, 3, 32, 32], **fields)
+    home = Profile.model_construct(file=str(arts / "lenet5" / "lenet5.onnx"), input_shape=[1, 3, 32, 32], **fields)
+    assert profile_dir(arts / "profile", home, arts).parent.name == "lenet5"
+    assert profile_dir(arts / "profile", mine, arts).parent.name == ours.name
