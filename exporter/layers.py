@@ -21,6 +21,7 @@ artifact, including names the graphs never held:
   or weights (``onnx::Conv_193_DequantizeLinear``): plumbing nodes take the module of the layer whose
   tensor they carry, weights that of the layer reading them (:func:`map_variant`);
 * onnxruntime's optimized graphs rename fused nodes: ``/conv1/Conv_token_1`` (a QLinearConv),
+  ``fused /fc/Gemm`` (a FusedGemm: the Gemm with the activation after it),
   ``InsertedPrecisionFreeCast_...`` (an fp16 node it runs in fp32 on a CPU),
   ``/relu/Relu_output_0_nchwc`` (a Conv with its ReLU fused, named after the ReLU's output tensor):
   engine suffixes are stripped, tensor names lead to the node that produced them, and a fused
@@ -62,6 +63,7 @@ _FAMILIES: dict[str, frozenset[str]] = {
 #: Suffixes (and prefixes) engines add to a node's or a tensor's name, stripped one at a time.
 _SUFFIXES = (
     re.compile(r"_kernel_time$"),  # onnxruntime profiler event
+    re.compile(r"^fused "),  # onnxruntime's Gemm+Activation (FusedGemm): "fused <the Gemm's name>"
     re.compile(r"^InsertedPrecisionFreeCast_"),  # onnxruntime running an fp16 graph's node in fp32 (CPU)
     re.compile(r"_fence_(before|after)$"),
     re.compile(r"_nchwc$"),
@@ -244,14 +246,26 @@ class LayerIndex:
             if candidate in self.graph.op:
                 node = self._compute_node(candidate, op_type)
                 return Match(self.nodes.get(node) or self._scope(node), node, "fused" if node != candidate else "node")
-            if candidate in self.nodes:
-                return Match(self.nodes[candidate], candidate, "node")
+            if candidate in self.nodes:  # a variant's node: its fp32 node, where it has one, carries its FLOPs
+                module = self.nodes[candidate]
+                base = self._base_node(name, op_type)
+                return Match(module, base if base and self.nodes.get(base) == module else candidate, "node")
             producer = self.graph.producer.get(candidate)
             if producer is not None:
                 node = self._compute_node(producer, op_type)
                 return Match(self.nodes.get(node) or self._scope(node), node, "fused" if node != producer else "tensor")
         module = self._scope(name)
         return Match(module, None, "scope" if module else "none")
+
+    def _base_node(self, name: str, op_type: str | None) -> str | None:
+        """The fp32 graph's node that ``name`` (a variant's or an engine's name for it) stands for, if any."""
+        for candidate in _candidates(name):
+            if candidate in self.graph.op:
+                return self._compute_node(candidate, op_type)
+            producer = self.graph.producer.get(candidate)
+            if producer is not None:
+                return self._compute_node(producer, op_type)
+        return None
 
     def _scope(self, name: str) -> str | None:
         """The module of the longest recorded scope prefix of ``name``."""

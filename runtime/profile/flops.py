@@ -2,7 +2,8 @@
 
 Counted the way torch's ``FlopCounterMode`` counts them (2 per multiply-accumulate, convolutions and
 matrix products only; a bias, a ReLU or a pool costs nothing here): a Conv is
-``2 x output elements x (input channels / group) x kernel area``, a Gemm or MatMul ``2 x M x N x K``.
+``2 x output elements x (input channels / group) x kernel area`` (a QLinearConv or ConvInteger the
+same, from its weight), a Gemm or MatMul ``2 x M x N x K``.
 The graph's BatchNorms are folded into its convolutions, so the count is the graph's, which for the
 zoo equals FlopCounterMode's on the PyTorch model (checked in the tests). Needs no PyTorch model.
 """
@@ -32,7 +33,8 @@ def _fixed(model: onnx.ModelProto, input_shape: Sequence[int]) -> onnx.ModelProt
 
 
 def node_flops(model: onnx.ModelProto, input_shape: Sequence[int]) -> dict[str, int]:
-    """Operations of each Conv, ConvTranspose, Gemm and MatMul node at ``input_shape`` (batch included)."""
+    """Operations of each Conv, ConvTranspose, QLinearConv, ConvInteger, Gemm and MatMul node (of the
+    standard ONNX domain) at ``input_shape`` (batch included)."""
     inferred = shape_inference.infer_shapes(_fixed(model, input_shape), data_prop=True)
     shapes: dict[str, list[int]] = {}
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
@@ -50,11 +52,20 @@ def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     return next((int(a.i) for a in node.attribute if a.name == name), default)
 
 
+#: Quantized convolutions and the input index of their weight (QLinearConv: x, x_scale, x_zero_point, w, ...).
+_QUANTIZED_CONV = {"QLinearConv": 3, "ConvInteger": 1}
+
+
 def _flops(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
     def known(name: str) -> list[int] | None:
         dims = shapes.get(name)
         return dims if dims and all(d > 0 for d in dims) else None
 
+    if node.domain not in ("", "ai.onnx"):  # an engine's own layout (NCHWc, NHWC): shapes mean other things
+        return None
+    if node.op_type in _QUANTIZED_CONV:  # as the Conv it stands for: w [Cout, Cin/group, k...]
+        w, y = known(node.input[_QUANTIZED_CONV[node.op_type]]), known(node.output[0])
+        return None if w is None or y is None else 2 * math.prod(y) * math.prod(w[1:])
     if node.op_type in ("Conv", "ConvTranspose"):
         w, y = known(node.input[1]), known(node.output[0])
         if w is None or y is None:

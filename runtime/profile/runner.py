@@ -223,6 +223,8 @@ def profile_artifact(config: ProfileConfig, say: Callable[[str], None] = lambda 
         run.note(f"{artifact.name} was exported before layer maps were recorded: layers are node names (export again)")
     base = onnx.load(str(artifact.path()), load_external_data=False)
     flops = node_flops(base, (config.batch_size, *shape))
+    if key != art.BASE:  # a variant's own quantized nodes (a QLinearConv of a QOperator graph) count as well
+        flops = {**node_flops(onnx.load_from_string(resolved.graph), (config.batch_size, *shape)), **flops}
     precisions = {compute_precision(n.precision, choice.device, config.tf32) for n in measured.nodes if n.precision}
     machine = run.peaks(choice, session, threads, precisions)
     errors, sqnr_source = run.errors(artifact, key, index)

@@ -79,11 +79,17 @@ def test_every_node_maps_to_the_module_that_traced_it() -> None:
 
 
 @pytest.fixture(scope="module")
-def base_index() -> tuple[LayerIndex, art.LayerMap]:
-    """resnet18-style names (a fused ReLU, a repeated call), resolved through a recorded map."""
+def net_graph() -> tuple[onnx.ModelProto, art.LayerMap]:
+    """Net's fp32 graph and its recorded map."""
     model = Net().eval()
     graph = trace_to_onnx(model, torch.zeros(2, 3, 8, 8), 17)
-    layers = map_modules(model, graph)
+    return graph, map_modules(model, graph)
+
+
+@pytest.fixture(scope="module")
+def base_index(net_graph) -> tuple[LayerIndex, art.LayerMap]:
+    """resnet18-style names (a fused ReLU, a repeated call), resolved through a recorded map."""
+    graph, layers = net_graph
     return LayerIndex(layers, graph), layers
 
 
@@ -99,6 +105,8 @@ def base_index() -> tuple[LayerIndex, art.LayerMap]:
         # a QLinearConv of an offline-optimized int8 graph, and onnxruntime's QDQ fusion names
         ("/stages/stages.0/stages.0.1/conv2/Conv_token_12", "QLinearConv", "stages.0.1.conv2", "node"),
         ("/stages/stages.0/stages.0.1/conv2/Conv_quant", "QLinearConv", "stages.0.1.conv2", "node"),
+        # onnxruntime's Gemm+Relu (FusedGemm) is "fused " and the Gemm's name
+        ("fused /head/Gemm", "FusedGemm", "head", "node"),
         # an fp16 graph's fused Conv that onnxruntime runs in fp32 on a CPU
         ("InsertedPrecisionFreeCast_/stem/stem.1/Relu_output_0_nchwc", "Conv", "stem.0", "fused"),
         # OpenVINO's layer names
@@ -116,6 +124,19 @@ def test_names_engines_report_lead_back_to_the_module(base_index, name, op, modu
     match = index.resolve(name, op)
     assert (match.module, match.via) == (module, via)
     assert index.module_of(name, op) == module
+
+
+def test_a_name_a_variant_recorded_still_leads_to_the_fp32_node(net_graph) -> None:
+    """Defect: with an int8.opt-cpu variant recorded, its QLinearConv names matched that variant's map
+    first, so the row kept the variant's node, whose FLOPs the fp32 graph does not count (empty G op/s)."""
+    graph, layers = net_graph
+    conv = next(n for n, m in layers.nodes.items() if m == "stages.0.1.conv2")
+    token = conv + "_token_12"
+    index = LayerIndex(layers, graph, [{token: "stages.0.1.conv2", "Transpose_token_3": "head"}])
+    match = index.resolve(token, "QLinearConv")
+    assert (match.module, match.node, match.via) == ("stages.0.1.conv2", conv, "node")
+    # a name with no fp32 node keeps its own
+    assert index.resolve("Transpose_token_3", "Transpose").node == "Transpose_token_3"
 
 
 def test_the_nodes_of_a_module(base_index) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from exporter import artifact as art
 from exporter.export import export_model
+from exporter.variants import build_variant
 from runtime.profile import ProfileConfig, profile_artifact
 from runtime.profile.records import MIN_COVERAGE
 from tests.helpers import write_user_model
@@ -122,3 +123,23 @@ def test_resnet18_profile_covers_its_time(exported, tmp_path: Path) -> None:
     assert int8.coverage.fraction >= 0.9, int8.coverage.line()
     ov = _profile(root, "resnet18", threads=2, runs=20, engine="openvino", precision="int8", sqnr=False)
     assert convs <= {r.layer for r in ov.layers}
+
+
+def test_lenet5_fused_gemms_and_int8_convolutions_keep_their_modules_and_flops(lenet_dir: Path) -> None:
+    """Defects: onnxruntime's FusedGemm ("fused /fullconn_layer/fullconn_layer.0/Gemm") mapped to no
+    module, and with an int8.opt-cpu variant recorded the int8 QLinearConv rows had no FLOPs."""
+    arts = lenet_dir.parent
+    fp32 = _profile(arts, "lenet5")
+    rows = {r.layer: r for r in fp32.layers}
+    assert not [r.layer for r in fp32.layers if r.layer.startswith("fused ")]
+    gemms = [r for r in fp32.layers if "FusedGemm" in r.op_types]
+    assert gemms, "onnxruntime no longer fuses lenet5's Gemm+ReLU: this test checks nothing"
+    for r in gemms:
+        assert r.module is not None and r.module_type == "Linear" and r.flops, r
+    for key in (art.VariantKey("int8"), art.VariantKey("int8", "cpu")):
+        build_variant(lenet_dir, key)
+    int8 = _profile(arts, "lenet5", precision="int8", sqnr=False)
+    convs = [r for r in int8.layers if "QLinearConv" in r.op_types]
+    assert {r.module for r in convs} == {"conv_layer.0", "conv_layer.2"}
+    for r in convs:
+        assert r.flops == rows[r.module].flops and r.achieved_gflops, r
