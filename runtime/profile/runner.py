@@ -92,6 +92,12 @@ def _graph_key(config: ProfileConfig) -> art.VariantKey | None:
     return art.VariantKey.parse(config.precision)
 
 
+def has_sqnr(key: art.VariantKey) -> bool:
+    """Whether the graph ``key`` names gets per-layer SQNR against fp32: every variant of another
+    precision (fp16, int8, auto's mixed graph, and their offline-optimized forms), never fp32 itself."""
+    return key.precision != art.BASE.precision
+
+
 def input_shape(config: ProfileConfig, manifest: art.Manifest) -> tuple[int, ...]:
     """The per-sample shape to profile at: the export size, or ``--input-size`` on a dynamic-size graph."""
     shape = manifest.input_shape
@@ -162,7 +168,7 @@ class _Run:
     ) -> tuple[dict[str, LayerError], str | None]:
         """Each layer's SQNR for a variant (``--explain``'s figures), or why there are none."""
         c = self.config
-        if not c.sqnr or key.precision not in ("int8", "fp16"):
+        if not c.sqnr or not has_sqnr(key):
             return {}, None
         from exporter.reference import rebuild
 

@@ -1,4 +1,5 @@
-"""Operations per node: a quantized convolution counts as the Conv it stands for."""
+"""Operations per node: a quantized convolution counts as the Conv it stands for; and which graphs get
+per-layer SQNR: every variant of another precision."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from exporter import artifact as art
 from runtime.profile.flops import node_flops
+from runtime.profile.runner import has_sqnr
 
 
 def _quantized_convs() -> onnx.ModelProto:
@@ -35,3 +38,15 @@ def test_quantized_convolutions_count_as_the_conv_they_stand_for() -> None:
     """Defect: an int8 QLinearConv had no FLOPs (empty G op/s, % peak) while a Gemm beside it had them."""
     flops = node_flops(_quantized_convs(), (2, 4, 8, 8))
     assert flops == {"qconv": 2 * (2 * 6 * 8 * 8) * 4 * 9, "iconv": 2 * (2 * 6 * 6 * 6) * 4 * 9}
+
+
+def test_every_variant_of_another_precision_gets_sqnr() -> None:
+    """Defect: ``--precision auto`` (the mixed graph) had no SQNR column while int8 had one."""
+    assert [has_sqnr(art.VariantKey.parse(k)) for k in ("auto", "int8", "fp16", "int8.opt-cpu", "fp32")] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert not has_sqnr(art.BASE)  # bf16 is OpenVINO's hint on this graph: nothing to compare
