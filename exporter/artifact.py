@@ -690,4 +690,20 @@ def open_artifact(directory: Path) -> Artifact:
     manifest = read_manifest(directory)
     if manifest is None:
         raise ArtifactError(f"no artifact in {directory} ({MANIFEST_FILE} missing)")
-    return Artifact(directory, manifest)
+    return Artifact(directory, _weights_in_folder(directory, manifest))
+
+
+def _weights_in_folder(directory: Path, manifest: Manifest) -> Manifest:
+    """A copied or moved artifact keeps using its own weights file: where the recorded path is gone and
+    the folder holds a file of that name (``exporter.train --export`` saves the checkpoint beside the
+    graph), that file is the artifact's weights. Its sha256 is still checked against the recorded one
+    wherever the weights are loaded, so another file of the same name is refused, never used."""
+    recorded = manifest.weights.path
+    if manifest.weights.kind != "file" or recorded is None or Path(recorded).is_file():
+        return manifest
+    here = directory / Path(recorded).name
+    if not here.is_file():
+        return manifest
+    weights = manifest.weights.model_copy(update={"path": str(here)})
+    settings = manifest.settings.model_copy(update={"weights": str(here)})
+    return manifest.model_copy(update={"weights": weights, "settings": settings})

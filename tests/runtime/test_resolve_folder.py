@@ -148,3 +148,29 @@ def test_two_folders_of_one_name_never_share_results(exported, tmp_path: Path) -
     home = Profile.model_construct(file=str(arts / "lenet5" / "lenet5.onnx"), input_shape=[1, 3, 32, 32], **fields)
     assert profile_dir(arts / "profile", home, arts).parent.name == "lenet5"
     assert profile_dir(arts / "profile", mine, arts).parent.name == ours.name
+
+
+def test_a_copied_artifact_uses_the_weights_file_in_its_own_folder(tmp_path: Path) -> None:
+    """Defect (new-user trial): the manifest records the weights' absolute path, so a copy of a trained
+    artifact whose original was moved away failed ("the weights it was exported with are gone") although
+    the same checkpoint sat in the copy. The folder's own file is used; its sha256 is still checked."""
+    import torch
+
+    from exporter.zoo import get_model
+
+    original = tmp_path / "a" / "lenet5"
+    original.mkdir(parents=True)
+    torch.manual_seed(3)
+    torch.save(get_model("lenet5").state_dict(), original / "lenet5.pth")
+    export_model("lenet5", weights=original / "lenet5.pth", directory=original)
+    copy = tmp_path / "b" / "lenet5"
+    shutil.copytree(original, copy)
+    shutil.rmtree(tmp_path / "a")  # the recorded path is gone
+    opened = art.open_artifact(copy)
+    assert opened.manifest.weights.path == str(copy / "lenet5.pth")
+    proc = run_cli("runtime.parity", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    torch.manual_seed(4)  # another checkpoint of the same name: refused, never used
+    torch.save(get_model("lenet5").state_dict(), copy / "lenet5.pth")
+    proc = run_cli("runtime.parity", str(copy), "--no-rebuild")
+    assert proc.returncode != 0 and "changed since lenet5 was exported" in proc.stderr, proc.stderr
