@@ -353,6 +353,10 @@ def _check_variant_flags(args: argparse.Namespace) -> None:
                    ("--engine", None if args.engine == "onnxruntime" else args.engine)) if v is not None]  # fmt: skip
     if search_only and args.precision != "auto":
         raise UserError(f"{', '.join(search_only)} go(es) with --precision auto")
+    if args.precision == "auto":
+        from runtime.precision.budget import budget_from
+
+        budget_from(args.max_loss_db, args.min_cosine, args.max_accuracy_drop)  # a bad budget: one line, before work
     if args.precision == "auto" and (args.optimize_for or args.all):
         raise UserError("--precision auto searches one model's graph: without --optimize-for and --all")
     if args.eval_dir is not None and not args.eval_dir.exists():

@@ -110,9 +110,10 @@ def print_report(out: Console, result: LoadTestResult, *, wide: bool = False) ->
         (r for r in result.triton_rows() if r.throughput_ips), key=lambda r: r.throughput_ips or 0, default=None
     )
     if local and local.throughput_ips and best_any:
+        clients = f"{best_any.concurrency} client{'s' if best_any.concurrency != 1 else ''}"
         out.print(
             f"local onnxruntime at batch {local.batch_size} in a loop: {local.throughput_ips:.0f} img/s; "
-            f"Triton's best ({best_any.concurrency} clients): {best_any.throughput_ips:.0f} img/s "
+            f"Triton's best ({clients}): {best_any.throughput_ips:.0f} img/s "
             f"({(best_any.throughput_ips or 0) / local.throughput_ips:.2f}x)"
         )
     p99_missing = [r for r in result.rows if r.p99_ms is None and r.requests]

@@ -63,6 +63,8 @@ def budget_from(max_loss_db: float | None, min_cosine: float | None, max_accurac
     metric, value = given[0]
     if not math.isfinite(value):
         raise UserError(f"the budget must be a finite number, got {value}")
+    if metric == "sqnr" and value <= 0:  # below 0 dB the noise is larger than the output itself
+        raise UserError(f"--max-loss-db is the output SQNR to keep, in dB above 0, got {value:g}")
     if metric == "cosine" and not 0 < value <= 1:
         raise UserError(f"--min-cosine must be in (0, 1], got {value:g}")
     if metric == "accuracy" and not 0 <= value <= 100:

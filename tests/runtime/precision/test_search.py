@@ -31,6 +31,16 @@ def test_budget_flags_and_defaults() -> None:
         budget_from(30.0, 0.99, None)
     with pytest.raises(UserError, match="--min-cosine must be in"):
         budget_from(None, 1.5, None)
+    with pytest.raises(UserError, match="in dB above 0"):
+        budget_from(-5.0, None, None)
+
+
+@pytest.mark.parametrize("flags", [["--max-loss-db", "-5"], ["--min-cosine", "2"], ["--max-accuracy-drop", "-1"]])
+def test_a_bad_budget_is_one_line_before_any_work(flags: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Defect (new-user trial): --max-loss-db -5 ran the search; --min-cosine 2 failed only after "reusing ..."."""
+    proc = run_cli("exporter", "lenet5", "--precision", "auto", *flags, "--artifacts-dir", str(tmp_path / "a"))
+    assert_one_line(proc, "--", code=2)
+    assert proc.stdout == "" and not (tmp_path / "a").exists()
     with pytest.raises(UserError, match="needs labelled images"):
         needs_labels(Budget("accuracy", 1.0), labelled=False)
     base = default_tolerance("cpu", "int8")
