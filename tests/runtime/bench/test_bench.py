@@ -63,8 +63,11 @@ def test_bench_writes_strict_json_csv_and_plot(
     table = [line for line in printed.out.splitlines() if line.startswith("|")]
     assert "| model " in table[0] and " vs pytorch |" in table[0] and "…" not in printed.out
     assert max(map(len, table)) <= 100, table[0]
-    left_out = next(line for line in printed.out.splitlines() if line.startswith("columns left out to fit 100"))
-    assert "x floor" in left_out and left_out.endswith("(--wide shows them)")
+    lines = printed.out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("columns left out to fit 100"))
+    end = next(i for i in range(start, len(lines)) if lines[i].endswith("(--wide shows them)"))
+    left_out = " ".join(lines[start : end + 1])  # wrapped to the width like every line
+    assert "x floor" in left_out and max(len(line) for line in lines[start : end + 1]) <= 100
     assert "fp32 peak" in printed.out and "CPU features: AVX-512" in printed.out
     assert "running on CPU" in printed.err
     assert "[1/4" in printed.err and "[4/4" in printed.err and "lenet5 batch 1: onnxruntime fp32" in printed.err
