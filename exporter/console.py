@@ -127,8 +127,8 @@ class Console:
             self._print_wrapped(
                 f"columns left out to fit {limit} characters: {', '.join(names)} (--wide shows them)", limit
             )
-        needed = self._width_of(columns, rows, shown, caps)
-        if not wide and needed > limit:  # only cells that must not be cut are left: say so, never silently wider
+        needed = 0 if wide else self._width_of(columns, rows, shown, caps)  # rendered again only where it matters
+        if needed > limit:  # only cells that must not be cut are left: say so, never silently wider
             self._print_wrapped(f"this table is {needed} characters wide: its columns do not fit {limit}", limit)
         if not self.tty:
             print(file=self.stream, flush=True)

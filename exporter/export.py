@@ -215,7 +215,8 @@ def export_model(
         # is one line on stderr.
         prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
         directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
-        check_folder(directory)  # a --name that is a symlink loop: refused now, not after the whole export
+        if folder is None:  # a --name that is a symlink loop: refused now, not after the whole export
+            check_folder(directory)
         # refused now rather than after the whole export (and again under the lock)
         held, _unreadable = _previous(directory)
         if folder is not None and held is not None:
