@@ -615,16 +615,10 @@ def build_variant(
                 manifest.min_size,
             )
             graph = onnx.load(str(stage))
-            shapes = io_shapes(graph)
-            if any(not dims or dims[0] != art.BATCH_DIM for dims in shapes.values()):
-                raise ExportFailed(f"the {key} graph lost the symbolic batch: {shapes}")
-            if manifest.dynamic_size and any(
-                dims[2:4] != [art.HEIGHT_DIM, art.WIDTH_DIM] for dims in [shapes[i.name] for i in manifest.inputs]
-            ):
-                raise ExportFailed(f"the {key} graph lost the symbolic height/width: {shapes}")
             optimization = facts.get("optimization")
-            if not (isinstance(optimization, art.OptimizationRecord) and optimization.level == "all"):
-                onnx.checker.check_model(graph)  # level "all" writes onnxruntime-only operators
+            # level "all" writes onnxruntime-only operators, which the ONNX checker refuses
+            standard = not (isinstance(optimization, art.OptimizationRecord) and optimization.level == "all")
+            check_variant_graph(graph, manifest, key, checker=standard)
             data = stage.read_bytes()
         tolerance = facts.pop("tolerance", None)
         parity = facts.pop("parity", None)
@@ -650,11 +644,42 @@ def build_variant(
             **facts,  # type: ignore[arg-type]
         )
         remove_stale_partials(directory)
-        require_free_space(directory, len(data), final.name)
-        with atomic_outputs(directory) as writer:
-            writer.write_bytes(final, data)
-            art.write_manifest(writer, directory, manifest.with_variant(record))
+        record_and_write(directory, manifest, final, data, record)
     return VariantResult(artifact.name, key, final, record, time.perf_counter() - started)
+
+
+def check_variant_graph(
+    graph: onnx.ModelProto, manifest: art.Manifest, key: art.VariantKey, *, checker: bool = True
+) -> None:
+    """Refuse a variant graph that lost the artifact's symbolic batch, or (``manifest.dynamic_size``) its
+    symbolic height and width; then, where ``checker``, run the ONNX checker on it."""
+    shapes = io_shapes(graph)
+    if any(not dims or dims[0] != art.BATCH_DIM for dims in shapes.values()):
+        raise ExportFailed(f"the {key} graph lost the symbolic batch: {shapes}")
+    if manifest.dynamic_size and any(
+        shapes.get(i.name, [])[2:4] != [art.HEIGHT_DIM, art.WIDTH_DIM] for i in manifest.inputs
+    ):
+        raise ExportFailed(f"the {key} graph lost the symbolic height/width: {shapes}")
+    if checker:
+        onnx.checker.check_model(graph)
+
+
+def record_and_write(
+    directory: Path,
+    manifest: art.Manifest,
+    final: Path,
+    data: bytes,
+    record: art.VariantRecord,
+    extra_files: Sequence[tuple[Path, bytes]] = (),
+) -> None:
+    """Write a variant's graph ``data`` as ``final``, ``extra_files`` beside it (a plot) and the manifest
+    with ``record`` last, all or nothing, after checking the disk has room for them."""
+    require_free_space(directory, len(data) + sum(len(b) for _, b in extra_files), final.name)
+    with atomic_outputs(directory) as writer:
+        writer.write_bytes(final, data)
+        for path, content in extra_files:
+            writer.write_bytes(path, content)
+        art.write_manifest(writer, directory, manifest.with_variant(record))
 
 
 def _variant_layers(manifest: art.Manifest, base: Path, graph: onnx.ModelProto) -> art.LayerMap | None:

@@ -7,11 +7,10 @@ from pathlib import Path
 import onnx
 
 from exporter import artifact as art
-from exporter.errors import ExportFailed
-from exporter.files import atomic_outputs, require_free_space, sha256_bytes
-from exporter.graph import io_shapes, io_spec, op_counts
+from exporter.files import sha256_bytes
+from exporter.graph import io_spec, op_counts
 from exporter.layers import map_variant
-from exporter.variants import cpu_int8_features
+from exporter.variants import check_variant_graph, cpu_int8_features, record_and_write
 
 from .candidates import Work
 
@@ -47,10 +46,7 @@ def write_auto(
     artifact, manifest = work.artifact, work.artifact.manifest
     data = work.graphs[chosen]
     graph = onnx.load_from_string(data)
-    shapes = io_shapes(graph)
-    if any(not dims or dims[0] != art.BATCH_DIM for dims in shapes.values()):
-        raise ExportFailed(f"the auto graph lost the symbolic batch: {shapes}")
-    onnx.checker.check_model(graph)
+    check_variant_graph(graph, manifest, AUTO)
     png = None
     plot = artifact.directory / plot_name(artifact.name)
     try:
@@ -70,10 +66,5 @@ def write_auto(
         io_dtype="float32", quantization=_quantization(work, chosen),
         precision_search=search, parity=work.parities[chosen], layers=layers,
     )  # fmt: skip
-    require_free_space(artifact.directory, len(data) + len(png or b""), final.name)
-    with atomic_outputs(artifact.directory) as writer:
-        writer.write_bytes(final, data)
-        if png is not None:
-            writer.write_bytes(plot, png)
-        art.write_manifest(writer, artifact.directory, manifest.with_variant(record))
+    record_and_write(artifact.directory, manifest, final, data, record, [(plot, png)] if png is not None else [])
     return record, final, plot if png is not None else None

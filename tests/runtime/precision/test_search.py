@@ -214,3 +214,23 @@ def test_the_auto_variant_is_never_built_as_a_plain_variant(lenet_dir: Path) -> 
 
     with pytest.raises(UserError, match="chosen by the precision search"):
         build_variant(lenet_dir, AUTO)
+
+
+def test_a_dynamic_size_auto_graph_that_lost_its_height_and_width_is_refused(lenet_dir: Path) -> None:
+    """Defect (review): write_auto checked the symbolic batch only, so a dynamic-size artifact could be given an
+    auto graph of one fixed size. lenet5's own graph (symbolic batch, fixed 32x32) stands for such a graph."""
+    from types import SimpleNamespace
+
+    from exporter.errors import ExportFailed
+    from runtime.precision.store import write_auto
+
+    artifact = art.open_artifact(lenet_dir)
+    m = artifact.manifest
+    dynamic = m.model_copy(update={"settings": m.settings.model_copy(update={"dynamic_size": True})})
+    assert dynamic.dynamic_size
+    fixed = artifact.path().read_bytes()
+    work = SimpleNamespace(artifact=SimpleNamespace(manifest=dynamic, directory=lenet_dir, name=m.name), graphs=[fixed])
+    before = (lenet_dir / "manifest.json").read_bytes()
+    with pytest.raises(ExportFailed, match="the auto graph lost the symbolic height/width"):
+        write_auto(work, None, 0)  # type: ignore[arg-type]
+    assert (lenet_dir / "manifest.json").read_bytes() == before and not (lenet_dir / "lenet5.auto.onnx").exists()
