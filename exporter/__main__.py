@@ -361,6 +361,15 @@ def _check_variant_flags(args: argparse.Namespace) -> None:
         raise UserError("--precision auto searches one model's graph: without --optimize-for and --all")
     if args.eval_dir is not None and not args.eval_dir.exists():
         raise UserError(f"evaluation set not found: {args.eval_dir}")
+    if args.precision == "auto" and args.eval_dir is not None:
+        from runtime.precision.budget import check_eval_size, default_budget
+
+        from .data import count_labelled
+
+        # counted, not decoded (the input shape may not be known yet): too few images for the budget is one
+        # line before anything is exported or searched
+        budget = budget_from(args.max_loss_db, args.min_cosine, args.max_accuracy_drop) or default_budget(True)
+        check_eval_size(budget, count_labelled(args.eval_dir))
     if args.fp16_io and args.precision != "fp16":
         raise UserError("--fp16-io goes with --precision fp16")
     if args.calibration_dir is not None and not args.calibration_dir.is_dir():

@@ -21,6 +21,8 @@ from .files import file_problem
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+#: The most labelled images an evaluation set is read to.
+EVAL_LIMIT = 50_000
 
 
 @dataclass
@@ -130,38 +132,62 @@ def load_calibration_groups(
     return [torch.cat(g).contiguous() for g in groups.values()]
 
 
-def load_labelled(path: str | Path, input_shape: tuple[int, ...], limit: int = 50_000) -> Split:
+def _labelled_files(root: Path) -> tuple[list[Path], list[list[Path]]]:
+    """An evaluation set's files: its ``.npz`` files, else its image files per class (classes sorted)."""
+    npz = [root] if root.suffix == ".npz" else sorted(root.glob("*.npz")) if root.is_dir() else []
+    if npz:
+        for f in npz:
+            _regular(f, root if root.is_dir() else root.parent, "evaluation")
+        return npz, []
+    if not root.is_dir():
+        raise UserError(f"evaluation set not found: {root}")
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise UserError(f"{root} holds neither .npz files nor one subfolder per class")
+    per_class = [sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) for folder in classes]
+    for f in (f for files in per_class for f in files):
+        _regular(f, root, "evaluation")
+    return [], per_class
+
+
+def _read_npz(f: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        with np.load(f) as data:
+            x, y = torch.as_tensor(data["x"], dtype=torch.float32), torch.as_tensor(data["y"]).long()
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"cannot read {f} as x and y: {first_line(exc)}") from exc
+    if len(x) != len(y):
+        raise UserError(f"{f}: {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def count_labelled(path: str | Path, limit: int = EVAL_LIMIT) -> int:
+    """How many labelled images :func:`load_labelled` would return from ``path``, without decoding images
+    (an ``.npz``'s arrays are read): known before a model's input shape is."""
+    root = Path(path)
+    npz, per_class = _labelled_files(root)
+    n = sum(len(_read_npz(f)[1].reshape(-1)) for f in npz) + sum(len(files) for files in per_class)
+    if not n:
+        raise UserError(f"no labelled images in {root}")
+    return min(n, limit)
+
+
+def load_labelled(path: str | Path, input_shape: tuple[int, ...], limit: int = EVAL_LIMIT) -> Split:
     """A labelled evaluation set: an ImageFolder (one subfolder per class, classes in sorted order, as
     torchvision numbers them; images resized to the model's input) or ``.npz`` files holding ``x``
     (N, C, H, W in the model's input range, or N, H, W) and integer ``y``."""
     root = Path(path)
-    npz = [root] if root.suffix == ".npz" else sorted(root.glob("*.npz")) if root.is_dir() else []
+    npz, per_class = _labelled_files(root)
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
-    if npz:
-        for f in npz:
-            _regular(f, root if root.is_dir() else root.parent, "evaluation")
-            try:
-                with np.load(f) as data:
-                    x, y = torch.as_tensor(data["x"], dtype=torch.float32), torch.as_tensor(data["y"]).long()
-            except (OSError, KeyError, ValueError) as exc:
-                raise UserError(f"cannot read {f} as x and y: {first_line(exc)}") from exc
-            if len(x) != len(y):
-                raise UserError(f"{f}: {len(x)} images but {len(y)} labels")
-            xs.append(_fit(x[:, None] if x.ndim == 3 else x, input_shape))
-            ys.append(y.reshape(-1))
-    elif root.is_dir():
-        classes = sorted(p for p in root.iterdir() if p.is_dir())
-        if not classes:
-            raise UserError(f"{root} holds neither .npz files nor one subfolder per class")
-        for label, folder in enumerate(classes):
-            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            for f in files:
-                _regular(f, root, "evaluation")
-                xs.append(_fit(_read_calibration_file(f, input_shape[0], "evaluation"), input_shape))
-                ys.append(torch.tensor([label]))
-    else:
-        raise UserError(f"evaluation set not found: {root}")
+    for f in npz:
+        x, y = _read_npz(f)
+        xs.append(_fit(x[:, None] if x.ndim == 3 else x, input_shape))
+        ys.append(y.reshape(-1))
+    for label, files in enumerate(per_class):
+        for f in files:
+            xs.append(_fit(_read_calibration_file(f, input_shape[0], "evaluation"), input_shape))
+            ys.append(torch.tensor([label]))
     if not xs:
         raise UserError(f"no labelled images in {root}")
     return Split(torch.cat(xs)[:limit].contiguous(), torch.cat(ys)[:limit])

@@ -52,6 +52,36 @@ def needs_labels(budget: Budget, labelled: bool) -> None:
         )
 
 
+#: The fewest labelled images an accuracy budget is judged on, however loose the budget: below it a top-1
+#: figure is a handful of images, not an accuracy.
+MIN_EVAL_IMAGES = 100
+
+
+def min_eval_images(max_drop_pp: float) -> int:
+    """The fewest labelled images that resolve a top-1 budget of ``max_drop_pp`` points.
+
+    With n images top-1 moves in steps of 100/n points, so a budget under one step is not a budget: one
+    image flipped already breaks it. The rule: 100/n at most the budget (n >= 100/PP) and n >= 100
+    (:data:`MIN_EVAL_IMAGES`). A budget of 0 (no image may be lost) needs only the 100.
+    """
+    if max_drop_pp <= 0:
+        return MIN_EVAL_IMAGES
+    return max(MIN_EVAL_IMAGES, math.ceil(100 / max_drop_pp - 1e-9))  # 1e-9: 100/0.25 is 400, not 401
+
+
+def check_eval_size(budget: Budget, n: int) -> None:
+    """Refuse an accuracy ``budget`` that ``n`` labelled images cannot resolve (:func:`min_eval_images`)."""
+    if budget.metric != "accuracy":
+        return
+    need = min_eval_images(budget.threshold)
+    if n < need:
+        raise UserError(
+            f"{n} labelled images are too few for a budget of {budget.threshold:g} top-1 points: they measure "
+            f"top-1 in steps of {100 / max(n, 1):.3g} points (100/{n}); it needs at least {need} images (one image's "
+            f"step at most the budget, and at least {MIN_EVAL_IMAGES} images)"
+        )
+
+
 def budget_from(max_loss_db: float | None, min_cosine: float | None, max_accuracy_drop: float | None) -> Budget | None:
     """The budget the flags name (at most one); None: the search's default (:func:`default_budget`)."""
     given = [(m, v) for m, v in (("sqnr", max_loss_db), ("cosine", min_cosine), ("accuracy", max_accuracy_drop))

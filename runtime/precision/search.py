@@ -51,7 +51,7 @@ from ..bench.defaults import DEFAULT_MAX_CI_WIDTH as MAX_CI_WIDTH
 from ..bench.stats import Interval
 from ..compare import default_tolerance
 from ..parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS
-from .budget import Budget, default_budget, needs_labels
+from .budget import Budget, check_eval_size, default_budget, needs_labels
 from .candidates import Judge, Quantizer, Work, describe
 from .layers import (
     ISLAND_SHARE,
@@ -100,6 +100,8 @@ class SearchConfig:
             raise UserError(f"unknown target {self.target!r}: choose cpu or cuda")
         if self.batch_size < 1:
             raise UserError("--batch-size must be at least 1")
+        if self.eval_set is not None:  # before any work: a set too small for the budget is known now
+            check_eval_size(self.budget or default_budget(True), len(self.eval_set.y))
 
 
 @dataclass
@@ -257,6 +259,8 @@ def _run(
     labelled, labelled_name = _labelled(reference, config)
     budget = config.budget or default_budget(labelled is not None)
     needs_labels(budget, labelled is not None)
+    if labelled is not None:
+        check_eval_size(budget, len(labelled.y))
     config = replace(config, budget=budget)
     fp32 = artifact.path().read_bytes()  # read once: staged for int8, indexed by layer, timed as the baseline
     model, removed = strip_identity_ops(onnx.load_from_string(fp32))

@@ -49,6 +49,37 @@ def test_a_bad_budget_is_one_line_before_any_work(flags: list[str], tmp_path) ->
     assert Budget("accuracy", 0.3).tolerance(base).max_accuracy_drop == pytest.approx(0.003)
 
 
+def test_an_eval_set_too_small_for_the_budget_is_one_line_before_any_work(tmp_path: Path) -> None:
+    """Defect (review): 4 labelled images measure top-1 in steps of 25 points, yet a 0.3-point budget was
+    searched against them (one image flipped breaks it). Refused before anything is exported."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "four.npz", x=rng.random((4, 1, 32, 32), dtype=np.float32), y=np.arange(4))
+    proc = run_cli("exporter", "lenet5", "--precision", "auto", "--eval-dir", str(tmp_path),
+                   "--max-accuracy-drop", "0.3", "--artifacts-dir", str(tmp_path / "a"))  # fmt: skip
+    assert_one_line(proc, "4 labelled images are too few for a budget of 0.3 top-1 points", code=2)
+    assert "steps of 25 points (100/4)" in proc.stderr and "at least 334 images" in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "a").exists()
+
+
+def test_the_eval_set_rule_is_a_step_within_the_budget_and_100_images() -> None:
+    import torch
+
+    from exporter.data import Split
+    from runtime.precision.budget import check_eval_size, min_eval_images
+
+    assert [min_eval_images(pp) for pp in (0.3, 0.25, 0.1, 1.0, 5.0, 0.0)] == [334, 400, 1000, 100, 100, 100]
+    check_eval_size(Budget("accuracy", 0.3), 360)  # the digits' held-out set meets the default budget
+    check_eval_size(Budget("sqnr", 25.0), 4)  # an SQNR budget does not read the labels
+    with pytest.raises(UserError, match="at least 100 images"):
+        check_eval_size(Budget("accuracy", 5.0), 99)
+    with pytest.raises(UserError, match="too few"):
+        SearchConfig(
+            budget=Budget("accuracy", 0.3), eval_set=Split(torch.zeros(4, 1, 8, 8), torch.arange(4))
+        ).validate()
+
+
 def test_int8_order_is_time_saved_per_noise_and_noises_add() -> None:
     costs = [
         art.LayerCost(layer="a", nodes=["a"], recovered_db=None, alone_int8_sqnr_db=30.0, cost_ms=1.0),
