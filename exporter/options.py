@@ -164,6 +164,17 @@ def output(parser: Parser, *, default: Path, what: str) -> None:
     add(parser, "--output", type=Path, default=default, metavar="DIR", help=f"{what} (default {default})")
 
 
+def output_under_artifacts(parser: Parser, *, folder: str, what: str) -> None:
+    """``--output DIR`` whose default is ``folder`` inside ``--artifacts-dir`` (:func:`output_dir` resolves it)."""
+    add(parser, "--output", type=Path, default=None, metavar="DIR",
+        help=f"{what} (default {folder}/ inside --artifacts-dir: {ARTIFACTS_DIR / folder})")  # fmt: skip
+
+
+def output_dir(output: Path | None, artifacts_dir: Path, folder: str) -> Path:
+    """``--output`` where given, else ``folder`` inside ``--artifacts-dir`` (as runtime.tune's output follows it)."""
+    return Path(output) if output is not None else Path(artifacts_dir) / folder
+
+
 def json_flag(parser: Parser, *, help: str = "print JSON instead of tables") -> None:
     """``--json``: strict JSON on stdout instead of tables."""
     add(parser, "--json", action="store_true", help=help)

@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-parity", action="store_true", help="time without checking parity first")
     d.add_argument("--no-roofline", action="store_true", help="skip the machine's peak and bandwidth probe")
     o = p.add_argument_group("files")
-    options.output(
-        o, default=DEFAULT_OUTPUT, what="results folder: results.json, results.csv, latency.png, runs/<run-id>/"
+    options.output_under_artifacts(
+        o, folder=DEFAULT_OUTPUT.name, what="results folder: results.json, results.csv, latency.png, runs/<run-id>/"
     )
     options.artifacts_dir(o, writes=True)
     options.no_rebuild(o)
@@ -242,7 +242,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         parity=not args.no_parity,
         roofline=not args.no_roofline,
         references=tuple(args.reference),
-        output_dir=args.output,
+        output_dir=options.output_dir(args.output, args.artifacts_dir, DEFAULT_OUTPUT.name),
         artifacts_dir=args.artifacts_dir,
         rebuild=not args.no_rebuild,
         baseline=args.baseline,

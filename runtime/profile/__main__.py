@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--top", type=int, help="rows in the table (default 25; 0: every layer; the JSON holds all)")
     options.wide(o)
     options.json_flag(o, help="print the profile as JSON instead of the table")
-    options.output(
-        o, default=DEFAULT_OUTPUT, what="folder of profile.json and layers.png, under NAME/GRAPH.ENGINE.DEVICE.bN/"
+    options.output_under_artifacts(
+        o, folder=DEFAULT_OUTPUT.name, what="folder of profile.json and layers.png, under NAME/GRAPH.ENGINE.DEVICE.bN/"
     )
     options.artifacts_dir(o)
     options.no_rebuild(o)
@@ -119,9 +119,10 @@ def _profile(args: argparse.Namespace, out: Console) -> int:
         tf32=not args.no_tf32,
     )
     config.validate()
-    ensure_writable_dir(args.output)  # before the long run, not after it
+    output = options.output_dir(args.output, args.artifacts_dir, DEFAULT_OUTPUT.name)
+    ensure_writable_dir(output)  # before the long run, not after it
     profile = profile_artifact(config, say=err.print)
-    files = write_profile(args.output, profile, top, args.artifacts_dir)
+    files = write_profile(output, profile, top, args.artifacts_dir)
     if args.json:
         out.stream.write(profile.json_text() + "\n")
         out.stream.flush()

@@ -531,3 +531,18 @@ def test_a_wide_interval_is_flagged_unstable_in_the_table_the_json_the_csv_and_t
     assert "not to be trusted (4 of 4 rows" in printed
     flagged = [u for u in doc["untrustworthy"] if "onnxruntime fp32" in u and "median 95% CI spans" in u]
     assert len(flagged) == 2, doc["untrustworthy"]
+
+
+def test_results_follow_artifacts_dir_and_nothing_lands_in_the_default(arts: Path, tmp_path: Path) -> None:
+    """Defect (review): without --output the bench wrote artifacts/bench under the working folder whatever
+    --artifacts-dir said (runtime.tune already followed it)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    args = ["--models", "lenet5", "--batch-size", "1", "--engines", "onnxruntime", "--min-samples", "3"]
+    args += ["--min-seconds", "0", "--max-seconds", "1", "--warmup", "1", "--threads", "1", "--no-roofline"]
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.bench", *args, "--artifacts-dir", str(arts)],
+        cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (arts / "bench" / "results.json").is_file() and list(cwd.iterdir()) == []

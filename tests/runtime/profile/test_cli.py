@@ -86,3 +86,15 @@ def test_a_user_model_without_its_code_goes_on_without_sqnr(tmp_path: Path) -> N
     with_code = run_cli("runtime.profile", *args, "--reference", f"{source}:Net")
     assert with_code.returncode == 0, with_code.stderr
     assert "SQNR dB" in with_code.stdout
+
+
+def test_profiles_follow_artifacts_dir_and_nothing_lands_in_the_default(exported, tmp_path: Path) -> None:
+    """Defect (review): without --output the profile wrote artifacts/profile under the working folder
+    whatever --artifacts-dir said (runtime.tune already followed it)."""
+    arts, cwd = tmp_path / "artifacts", tmp_path / "cwd"
+    shutil.copytree(exported("lenet5").directory, arts / "lenet5")
+    cwd.mkdir()
+    args = ["lenet5", "--artifacts-dir", str(arts), "--threads", "1", "--runs", "3", "--warmup", "1", "--no-peaks"]
+    done = run_cli("runtime.profile", *args, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list((arts / "profile" / "lenet5").glob("*/profile.json")) and list(cwd.iterdir()) == []
