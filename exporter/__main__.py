@@ -516,7 +516,7 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
     for note in s.notes:
         out.print(f"note: {note}", style="yellow")
     if not outcome.written:
-        out.print(outcome.message, style="yellow")
+        out.paragraph(outcome.message, style="yellow")  # "int8 does not pay here: ...": about 190 characters
         return
     out.print(f"variant auto -> {outcome.path} ({outcome.seconds:.0f}s)", style="bold green")
     for reason in s.float_reasons:

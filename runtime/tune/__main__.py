@@ -141,7 +141,7 @@ def _tune(args: argparse.Namespace, out: Console) -> int:
                   wide=args.wide)  # fmt: skip
         if deploy.served.note:
             out.print(deploy.served.note)
-    out.print(("chosen: " if deploy is not None else "nothing deployed: ") + report.why)
+    out.paragraph(("chosen: " if deploy is not None else "nothing deployed: ") + report.why)  # ~320 characters
     for path in result.files:
         out.print(f"wrote {path}")
     if deploy is not None:

@@ -136,6 +136,18 @@ def test_search_that_does_not_pay_writes_nothing(lenet_dir: Path, monkeypatch: p
     assert not outcome.written and "does not pay" in outcome.message and "0.70x" in outcome.message
     assert (lenet_dir / "manifest.json").read_bytes() == before
     assert not (lenet_dir / "lenet5.auto.onnx").exists() and not list(lenet_dir.glob("*.png"))
+    # printed as a paragraph wrapped to the width (it was one line of about 190 characters)
+    import io
+
+    from exporter.__main__ import print_search
+    from exporter.console import Console
+
+    monkeypatch.setenv("COLUMNS", "80")
+    printed = io.StringIO()
+    print_search(Console(printed), outcome)
+    lines = printed.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("int8 does not pay here"))
+    assert " ".join(lines[start:]) == outcome.message and max(len(line) for line in lines[start:]) <= 80
 
 
 def test_an_impossible_budget_is_one_line_and_writes_nothing(lenet_dir: Path) -> None:
@@ -162,7 +174,8 @@ def test_cli_on_lenet5_says_whether_it_paid(lenet_dir: Path) -> None:
     written = (lenet_dir / "lenet5.auto.onnx").exists()
     assert written == (proc.returncode == 0) and "all layers int8" in proc.stdout
     if not written:
-        assert "does not pay" in proc.stdout and "nothing written" in proc.stdout
+        text = " ".join(proc.stdout.split())  # the line is a paragraph wrapped to the width
+        assert "does not pay" in text and "nothing written" in text
         assert "auto" not in art.open_artifact(lenet_dir).manifest.variants
 
 

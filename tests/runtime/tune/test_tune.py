@@ -19,8 +19,13 @@ def test_tune_sweeps_every_candidate_and_explains_its_choice(tuned: Tuned) -> No
     # Defect: the table was 112 characters wide in a pipe, under its own "left out to fit 100" line
     table = r.stdout.split("chosen: ")[0].splitlines()
     assert max(len(line) for line in table) <= 100, r.stdout
-    chosen_line = next(line for line in r.stdout.splitlines() if line.startswith("chosen: "))
+    # the choice is a paragraph wrapped to the width (it was one line of about 320 characters)
+    lines = r.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("chosen: "))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("wrote "))
+    chosen_line = " ".join(lines[start:end])
     assert " img/s, p99 " in chosen_line and "; next best " in chosen_line and ", batch " in chosen_line
+    assert max(len(line) for line in lines[start:end]) <= 100, lines[start:end]
     report = read_report(tuned.out)
     # 2 engines x 2 precisions x 2 stream splits x 2 batch sizes, each a candidate with figures or why not
     assert len(report.candidates) == 16
@@ -71,7 +76,9 @@ def test_a_latency_target_no_candidate_meets_deploys_nothing(tune_arts: Path, tm
     r = run_cli("runtime.tune", "resnet_cifar", "--target", "latency", "--p99-ms", "0.001", *quick,
                 "--engines", "onnxruntime", "--artifacts-dir", str(tune_arts), "--output", str(out))  # fmt: skip
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "nothing deployed: no candidate meets p99 <= 0.001 ms: the lowest measured p99 is" in r.stdout
+    assert "nothing deployed: no candidate meets p99 <= 0.001 ms: the lowest measured p99 is" in " ".join(
+        r.stdout.split()
+    )
     assert (out / "tune.json").is_file() and not (out / "deploy.json").exists() and not (out / "repository").exists()
 
 
