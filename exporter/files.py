@@ -212,20 +212,22 @@ def remove_stale_partials(directory: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def scratch_dir(directory: Path, label: str) -> Iterator[Path]:
+def scratch_dir(directory: Path, label: str, *, tempfiles: bool = True) -> Iterator[Path]:
     """A hidden ``.LABEL.<random>.partial`` folder inside ``directory`` for intermediate files,
     removed on exit.
 
     Libraries that make their own temporary files (onnxruntime's quantizer) are pointed at it
     too, so a run killed outright leaves its scratch where :func:`remove_stale_partials` finds
-    it, not hundreds of MB in the system's temporary folder.
+    it, not hundreds of MB in the system's temporary folder. ``tempfiles=False`` leaves them where
+    they were: a local server's workspace holds Unix sockets, whose paths must stay short.
     """
     try:
         path = Path(tempfile.mkdtemp(prefix=f".{label}.", suffix=PARTIAL_SUFFIX, dir=directory))
     except OSError as exc:
         raise UserError(describe_os_error(exc, f"cannot write in {directory}")) from exc
     previous = tempfile.tempdir
-    tempfile.tempdir = str(path)
+    if tempfiles:
+        tempfile.tempdir = str(path)
     try:
         yield path
     finally:

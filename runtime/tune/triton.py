@@ -252,35 +252,34 @@ def serving_path(config: TuneConfig, resolved: Resolved, options: ModelOptions, 
     """Load-test the trivial model (:func:`runtime.tune.overhead.identity_graph`) as the winner is served
     (``options``, ``batch``, ``level`` clients) and add its requests per second to ``record``.
 
-    Its graph lives in a temporary folder inside the tune output while it is served. A failure is
-    noted in ``record``, never raised: the search's figures stand without it.
+    Its graph lives in a scratch folder inside the tune output while it is served (hidden, ``.partial``,
+    removed after). The server's own workspace stays where every load test's goes: it holds pytriton's
+    Unix sockets, whose paths must stay short. A failure is noted in ``record``, never raised: the
+    search's figures stand without it.
     """
-    import shutil
-    import tempfile
     from dataclasses import replace
-    from pathlib import Path
+
+    from exporter.files import scratch_dir
 
     from ..serve import ServedGraph
     from .overhead import identity_graph
 
     config.output.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="serving-path-", dir=config.output))
     try:
         graph = identity_graph(resolved.graph)
-        path = folder / "identity.onnx"
-        path.write_bytes(graph)
-        manifest = resolved.artifact.manifest
-        served = ServedGraph(
-            name=resolved.artifact.name, variant=str(resolved.key), path=path, graph=graph,
-            input_shape=tuple(manifest.input_shape),
-            min_size=tuple(manifest.min_size) if manifest.min_size else None,  # type: ignore[arg-type]
-        )  # fmt: skip
-        result, _info = load_test(config, replace(resolved, graph=graph), options, batch, (level,), served=served)
+        with scratch_dir(config.output, "serving-path", tempfiles=False) as folder:
+            path = folder / "identity.onnx"
+            path.write_bytes(graph)
+            manifest = resolved.artifact.manifest
+            served = ServedGraph(
+                name=resolved.artifact.name, variant=str(resolved.key), path=path, graph=graph,
+                input_shape=tuple(manifest.input_shape),
+                min_size=tuple(manifest.min_size) if manifest.min_size else None,  # type: ignore[arg-type]
+            )  # fmt: skip
+            result, _info = load_test(config, replace(resolved, graph=graph), options, batch, (level,), served=served)
     except UserError as exc:
         record.note = f"the serving path was not measured: {first_line(exc)[:300]}"
         return
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     rows = [r for r in result.triton_rows() if r.throughput_rps]
     if result.parity is None or not result.parity.passed or not rows:
         record.note = "the serving path's trivial model " + ("gave no figure" if rows or not result.parity

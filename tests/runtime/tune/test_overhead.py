@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -113,3 +115,59 @@ def test_no_check_without_a_measured_serving_path() -> None:
     charge_serving_path(out, _chosen())
     assert out.corrected_predicted_ips is None and out.within_15pct is None and out.check is None
     assert describe(out) == "the serving path was not measured: x"
+
+
+def test_the_trivial_model_is_built_and_checked_once_per_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect (review): every probe of the serving path parsed the winner's graph and checked its Identity again."""
+    from runtime.tune import overhead
+
+    monkeypatch.setattr(overhead, "_IDENTITY", {}, raising=False)
+    checked: list[int] = []
+    real = onnx.checker.check_model
+    monkeypatch.setattr(onnx.checker, "check_model", lambda m, *a, **k: (checked.append(1), real(m, *a, **k))[1])
+    graph = _relu_graph()
+    first = identity_graph(graph)
+    assert identity_graph(bytes(graph)) == first and len(checked) == 1  # equal bytes: the same graph
+    other = onnx.load_model_from_string(graph)
+    other.graph.name = "other"
+    identity_graph(other.SerializeToString())
+    assert len(checked) == 2
+
+
+def test_the_serving_path_probe_writes_only_a_scratch_folder_inside_the_tune_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect (review): the probe's graph went to a plain mkdtemp folder (not hidden, not ``.partial``: a killed
+    tune left it where no clean-up looks). Triton is faked: the probe's files are what is checked."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from exporter import artifact as art
+    from exporter.errors import UserError
+    from exporter.files import PARTIAL_SUFFIX
+    from runtime.resolve import Resolved
+    from runtime.serve import ModelOptions
+    from runtime.tune import triton
+    from runtime.tune.config import TuneConfig
+
+    system_tmp, out = tmp_path / "system-tmp", tmp_path / "out"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    seen: list[Path] = []
+
+    def fake_load_test(config, resolved, options, batch, levels, served=None):  # type: ignore[no-untyped-def]
+        seen.append(served.path)
+        # the server's workspace (pytriton's Unix sockets) stays in the system's temporary folder, as for any load test
+        assert tempfile.gettempdir() == str(system_tmp)
+        assert served.path.read_bytes() == resolved.graph == identity_graph(_relu_graph())
+        raise UserError("no Triton here")
+
+    monkeypatch.setattr(triton, "load_test", fake_load_test)
+    artifact = SimpleNamespace(name="relu", manifest=SimpleNamespace(input_shape=[3, 8, 8], min_size=None))
+    resolved = Resolved(artifact=artifact, key=art.VariantKey("fp32"), graph=_relu_graph())  # type: ignore[arg-type]
+    record = ServingOverhead(protocol="grpc", concurrency=1, request_batch=1, instances=1, max_batch_size=1)
+    triton.serving_path(TuneConfig(artifact="relu", output_dir=out), resolved, ModelOptions(), 1, 1, record)
+    assert record.note == "the serving path was not measured: no Triton here"
+    folder = seen[0].parent
+    assert folder.parent == out and folder.name.startswith(".serving-path.") and folder.name.endswith(PARTIAL_SUFFIX)
+    assert list(out.iterdir()) == [] and list(system_tmp.iterdir()) == []
