@@ -56,12 +56,15 @@ from .candidates import Judge, Quantizer, Work, describe
 from .layers import (
     ISLAND_SHARE,
     alone_int8,
+    below_budget,
     int8_order,
     layer_costs,
     layer_times,
+    noisiest_first,
     predicted_int8_sqnr,
     quantizable_layers,
     sensitivities,
+    speedup_bound,
 )
 from .timing import time_candidates
 
@@ -70,6 +73,8 @@ ENGINES = ("onnxruntime", "openvino")
 GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 #: After a greedy candidate passes, sets with this many more int8 layers are tried in turn while they pass.
 UPWARD_STEPS = (2, 4, 8)
+#: The noise-first candidates: the layers alone below the budget float, then this many more of the noisiest.
+NOISE_FIRST_STEPS = (0, 2, 4, 8, 16)
 #: Probe images the sensitivities are measured on (the parity check's distribution, other samples).
 PROBE_IMAGES = 8
 PROBE_SEED = 777
@@ -178,10 +183,21 @@ def _greedy_try(work: Work, order: list[art.LayerCost], k: int, floor: float) ->
     return work.try_graph(label, nodes, [c.layer for c in float_layers]).passed
 
 
+@dataclass
+class Measured:
+    """What the search measured per layer: each one's sensitivities and cost, fp32's and all-int8's summed
+    layer times (ms) and the noise left with every layer float (relative to the signal)."""
+
+    costs: list[art.LayerCost]
+    fp32_total_ms: float
+    int8_total_ms: float
+    floor: float
+
+
 def _measure_layers(
     work: Work, model: onnx.ModelProto, fp32: bytes, all_int8: bytes, x: np.ndarray, config: SearchConfig
-) -> tuple[list[art.LayerCost], float, float]:
-    """Each layer's sensitivities and cost; the all-int8 graph's summed layer time; the noise left all-float."""
+) -> Measured:
+    """Each layer's sensitivities and cost, profiled in the deployment engine."""
     layers = quantizable_layers(model, work.index)
     engine, judge, step = config.engine, work.judge, work.step
     step(f"profiling fp32 and all-int8 per layer ({engine}, batch {config.batch_size}, {work.threads} threads)")
@@ -191,7 +207,35 @@ def _measure_layers(
     alone = alone_int8(layers, work.quantize, judge.probe_sqnr, step)
     all_float = judge.probe_sqnr(work.quantize(list(dict.fromkeys(n for la in layers for n in la.nodes)), "float"))
     floor = 0.0 if all_float is None else 10 ** (-all_float / 10)
-    return layer_costs(layers, recovered, alone, fp32_ms, int8_ms), sum(int8_ms.values()), floor
+    costs = layer_costs(layers, recovered, alone, fp32_ms, int8_ms)
+    return Measured(costs, sum(fp32_ms.values()), sum(int8_ms.values()), floor)
+
+
+def _noise_first(work: Work, measured: Measured, target_db: float) -> str | None:
+    """Candidates from the other end: the layers that alone int8 already miss the budget float (every graph
+    within it keeps them float), then the next noisiest ones too, until one passes. Returns a note with
+    the speed-up those necessary float layers leave at most (by the profile), or None where there are none."""
+    necessary = below_budget(measured.costs, target_db)
+    if not necessary:
+        return None
+    rest = [c for c in noisiest_first(measured.costs) if c not in necessary]
+    for extra in NOISE_FIRST_STEPS:
+        if extra > len(rest):
+            break
+        float_layers = [*necessary, *rest[:extra]]
+        nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
+        more = f" and the {extra} next noisiest" if extra else ""
+        label = f"noise-first: the {len(necessary)} layers alone below the budget float{more}"
+        if work.try_graph(label, nodes, [c.layer for c in float_layers]).passed:
+            break
+    bound = speedup_bound(measured.fp32_total_ms, measured.int8_total_ms, necessary)
+    worst = ", ".join(f"{c.layer} {c.alone_int8_sqnr_db:.1f} dB" for c in necessary[:3])
+    more = f" and {len(necessary) - 3} more" if len(necessary) > 3 else ""
+    limit = f": by the profile they leave at most {bound:.2f}x of fp32's speed" if bound is not None else ""
+    return (
+        f"{len(necessary)} layer(s) alone int8 already miss the budget ({worst}{more}), so every graph within it "
+        f"keeps them float{limit} (estimate; conversions at float islands cost more)"
+    )
 
 
 def _probe(reference: Prepared, labelled: Split | None) -> torch.Tensor:
@@ -298,11 +342,15 @@ def _run(
 
     x = check_batch(reference.input_shape, config.batch_size, 0, seed=PROBE_SEED).numpy()
     costs: list[art.LayerCost] = []
+    bound_note: str | None = None
     work.try_graph("all layers int8", [], [])
     if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
-        costs, int8_total, floor = _measure_layers(work, pre_model, fp32, all_int8, x, config)
+        measured = _measure_layers(work, pre_model, fp32, all_int8, x, config)
+        costs, target_db = measured.costs, _target_db(budget)
         _first_candidates(work, pre_model, prepared, images)
-        _greedy(work, int8_order(costs, ISLAND_SHARE * int8_total), _target_db(budget), floor)
+        if target_db is not None:
+            bound_note = _noise_first(work, measured, target_db)
+        _greedy(work, int8_order(costs, ISLAND_SHARE * measured.int8_total_ms), target_db, measured.floor)
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
         raise ExportFailed(
@@ -337,7 +385,7 @@ def _run(
         fp32_ms=fp32_t.value, fp32_low_ms=fp32_t.low, fp32_high_ms=fp32_t.high,
         float_layers=chosen.float_layers if pays else [],
         float_reasons=_reasons(chosen, costs, timed) if pays else [],
-        layers=costs, candidates=timed, notes=_unstable(fp32_t, timed),
+        layers=costs, candidates=timed, notes=[*_unstable(fp32_t, timed), *([bound_note] if bound_note else [])],
     )  # fmt: skip
     return search, work
 

@@ -278,3 +278,33 @@ def test_a_dynamic_size_auto_graph_that_lost_its_height_and_width_is_refused(len
     with pytest.raises(ExportFailed, match="the auto graph lost the symbolic height/width"):
         write_auto(work, None, 0)  # type: ignore[arg-type]
     assert (lenet_dir / "manifest.json").read_bytes() == before and not (lenet_dir / "lenet5.auto.onnx").exists()
+
+
+def test_noise_first_starts_from_the_layers_alone_below_the_budget_and_bounds_the_speedup() -> None:
+    """Layers whose alone-int8 SQNR misses the budget stay float in every passing graph: the noise-first
+    candidates start from them (noisiest first), add the next noisiest until one passes, and the note
+    gives the speed-up their fp32 time leaves at most."""
+    from runtime.precision.layers import below_budget, speedup_bound
+
+    alone = {"stem": 14.0, "mid": 19.0, "a": 24.0, "b": 30.0, "c": 40.0}
+    costs = [
+        art.LayerCost(layer=k, nodes=[k], recovered_db=None, alone_int8_sqnr_db=v, cost_ms=1.0, fp32_ms=4.0,
+                      int8_ms=1.0)  # fmt: skip
+        for k, v in alone.items()
+    ]
+    assert [c.layer for c in below_budget(costs, 21.5)] == ["stem", "mid"]
+    # fp32 20 ms in all, int8 5 ms: two layers back at 4 ms each -> 20 / (5 + 6) = 1.82x
+    assert speedup_bound(20.0, 5.0, below_budget(costs, 21.5)) == pytest.approx(20 / 11)
+    tried: list[list[str]] = []
+
+    class FakeWork:
+        def try_graph(self, label: str, nodes: list[str], layers: list[str]):  # type: ignore[no-untyped-def]
+            tried.append(layers)
+            return type("C", (), {"passed": len(layers) >= 4})()
+
+    measured = search_module.Measured(costs, 20.0, 5.0, 0.0)
+    note = search_module._noise_first(FakeWork(), measured, 21.5)  # type: ignore[arg-type]
+    assert tried == [["stem", "mid"], ["stem", "mid", "a", "b"]]
+    assert note is not None and "2 layer(s) alone int8 already miss the budget (stem 14.0 dB, mid 19.0 dB)" in note
+    assert "at most 1.82x of fp32's speed" in note
+    assert search_module._noise_first(FakeWork(), measured, 10.0) is None  # none below: no candidate, no note
