@@ -168,6 +168,31 @@ class ServedConfig(_Record):
     levels: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class BenchSetting(_Record):
+    """A bench setting (throughput mode) in the terms of a Triton configuration: the engine's streams, its
+    threads, the requests in flight and the images per request (see :func:`runtime.tune.deployment.served_setting`)."""
+
+    engine: str
+    precision: str
+    streams: int
+    threads_per_stream: int | None = None
+    #: all the threads the bench's engine gets (onnxruntime: streams x threads per stream; OpenVINO: its
+    #: INFERENCE_NUM_THREADS, shared by its streams)
+    threads: int
+    in_flight: int
+    batch: int
+    #: the server's mean formed batch (images per execution) the batch was rounded from; None: not recorded,
+    #: ``batch`` is the request batch
+    formed_batch: float | None = None
+
+    @property
+    def label(self) -> str:
+        """``4 streams x 1 thread, 4 in flight, batch 16``."""
+        from ..bench.rows import describe_setting
+
+        return f"{describe_setting(self.streams, self.threads_per_stream, self.in_flight)}, batch {self.batch}"
+
+
 class ServingOverhead(_Record):
     """The serving path's own cost (:mod:`runtime.tune.overhead`): a trivial model (ONNX ``Identity``
     with the artifact's input) load-tested on the local Triton as the winner was."""
@@ -211,18 +236,39 @@ class ServeSearch(_Record):
     served_final_p99_ms: float | None = None
     bench_after_ips: float | None = None
     served_over_bench_now: float | None = None
+    #: the served configuration in the bench, timed beside the chosen candidate right before and right after
+    #: the final check's load test: the served instances as the engine's streams and threads (as the repository
+    #: splits them), as many requests in flight as the instances (fewer where the clients' images bound it), at
+    #: the batch the server formed. The prediction the 15% check compares the final check's served figure with.
+    served_config_setting: BenchSetting | None = None
+    served_config_bench_before_ips: float | None = None
+    served_config_bench_after_ips: float | None = None
+    #: the mean of before and after
+    served_config_bench_ips: float | None = None
+    #: served_final_ips / served_config_bench_ips
+    served_final_over_served_config_bench: float | None = None
+    #: why the served configuration was not benched (None: it was, or no final check ran)
+    served_config_note: str | None = None
+    #: what the 15% check compares: "served configuration" (served_final_ips against
+    #: served_config_bench_ips, measured side by side), or "chosen candidate" (served_ips against
+    #: predicted_ips: the served configuration's bench is missing); None: no check
+    check_basis: Literal["served configuration", "chosen candidate"] | None = None
+    #: the served figure and the bench figure the check's predictions start from
+    check_served_ips: float | None = None
+    check_bench_ips: float | None = None
     #: the serving path measured with a trivial model, and the prediction that charges it:
-    #: request_batch / (request_batch / predicted_ips + serving_overhead.seconds_per_request)
+    #: request_batch / (request_batch / check_bench_ips + serving_overhead.seconds_per_request)
     serving_overhead: ServingOverhead | None = None
     corrected_predicted_ips: float | None = None
     #: from the range of the serving path's measurements
     corrected_predicted_low_ips: float | None = None
     corrected_predicted_high_ips: float | None = None
+    #: check_served_ips / corrected_predicted_ips
     served_over_corrected: float | None = None
-    #: min(predicted_ips, request_batch / serving_overhead.seconds_per_request): the costs fully overlapped
+    #: min(check_bench_ips, request_batch / serving_overhead.seconds_per_request): the costs fully overlapped
     pipelined_predicted_ips: float | None = None
     served_over_pipelined: float | None = None
-    #: served_ips within 15% of corrected_predicted_ips (and of pipelined_predicted_ips); None where missing
+    #: check_served_ips within 15% of corrected_predicted_ips (and of pipelined_predicted_ips); None where missing
     within_15pct: bool | None = None
     within_15pct_pipelined: bool | None = None
     check: str | None = None

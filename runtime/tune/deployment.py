@@ -22,7 +22,7 @@ from exporter.files import sha256_bytes
 from ..bench.engines import graph_key
 from ..resolve import Resolved, resolve
 from ..serve import ModelOptions, check_repository, default_model_name, write_repository_model
-from .deploy import REPOSITORY, Candidate, Machine, TritonModel
+from .deploy import REPOSITORY, BenchSetting, Candidate, Machine, ServedConfig, TritonModel
 
 DEFAULT_QUEUE_DELAY_US = 500
 
@@ -128,4 +128,61 @@ def with_batching(options: ModelOptions, instances: int, max_batch: int, preferr
     return replace(
         options, instances=instances, max_batch=max_batch, preferred_batch_sizes=preferred,
         max_queue_delay_us=delay_us, threads=threads,
+    )  # fmt: skip
+
+
+def candidate_setting(c: Candidate, threads: int) -> BenchSetting:
+    """The bench setting ``c`` was measured with (``threads``: all its threads, as the bench gave them)."""
+    return BenchSetting(
+        engine=c.engine, precision=c.precision, streams=c.streams, threads_per_stream=c.threads_per_stream,
+        threads=threads, in_flight=c.concurrency, batch=c.batch_size,
+    )  # fmt: skip
+
+
+def served_batch(formed: float | None, request_batch: int, max_batch: int, graph_batch: int | None) -> int:
+    """The batch the server ran, as a batch size the bench can time: ``formed`` (images per execution, the
+    load test's mean) to the nearest whole size the served graph takes, no larger than ``max_batch`` (Triton forms
+    none larger; 0: no batching, the request batch); ``request_batch`` where ``formed`` was not recorded.
+
+    ``graph_batch``: the graph's fixed batch dimension (None: symbolic, any size)."""
+    if graph_batch is not None:
+        return graph_batch
+    if formed is None or formed <= 0:
+        return request_batch
+    top = max_batch if max_batch > 0 else request_batch
+    return max(1, min(top, int(formed + 0.5)))  # half rounds up (Python's round() would take 12.5 to 12)
+
+
+def served_setting(c: Candidate, options: ModelOptions, served: ServedConfig, threads: int,
+                   graph_batch: int | None = None) -> BenchSetting:  # fmt: skip
+    """The bench setting that runs ``options`` as the server ran them in ``served`` (its load test).
+
+    * onnxruntime (and TensorRT): one session per instance, each with the repository's intra-op threads
+      (``options.threads``; unset: ``threads`` shared out between the instances, as the local server does);
+    * OpenVINO: the one compiled model's ``NUM_STREAMS`` streams on its ``INFERENCE_NUM_THREADS`` threads (unset:
+      the candidate's), each instance one infer request;
+    * in flight: one request per instance, fewer where the clients bound it (``clients x request batch``
+      images in the server make at most that many executions of the formed batch at once);
+    * the batch: the server's mean formed batch, rounded (:func:`served_batch`).
+
+    ``threads``: the candidate's threads in all (the bench's, :func:`runtime.tune.triton` ``_threads``).
+    """
+    request_batch = served.request_batch or c.batch_size
+    batch = served_batch(served.mean_formed_batch, request_batch, options.max_batch, graph_batch)
+    instances = max(1, options.instances)
+    clients = served.concurrency or instances
+    in_flight = max(1, min(instances, clients * request_batch // batch))
+    if options.backend == "openvino":
+        streams = options.openvino_streams or c.streams
+        total = options.threads or threads
+        per: int | None = max(1, total // streams)
+    else:
+        streams = instances
+        per = options.threads or max(1, threads // instances)
+        total = per * instances
+        if c.engine == "tensorrt":
+            per, total = None, threads
+    return BenchSetting(
+        engine=c.engine, precision=c.precision, streams=streams, threads_per_stream=per, threads=total,
+        in_flight=in_flight, batch=batch, formed_batch=served.mean_formed_batch,
     )  # fmt: skip

@@ -17,6 +17,11 @@ Two predictions follow, the bounds of how far the two costs overlap:
   path's own ceiling (``images per request / serving seconds per request``), as if they overlapped
   fully: neither stage can go faster than it does alone, so an upper bound.
 
+The bench's figure is that of the configuration served (its instances as the engine's streams and
+threads, its requests in flight, the batch the server formed), timed right before and right after
+the final check's load test, whose served figure the check compares; the chosen candidate's bench
+(the setting the sweep measured) stands in only where that is missing (:func:`check_basis`).
+
 On this project's 2-core machine the serving path alone turned out to be latency-bound (its
 clients wait on it without filling the cores), so its time overlaps the engine's: see the README.
 """
@@ -107,23 +112,59 @@ def pipelined_ips(bench_ips: float, batch: int, overhead_s: float) -> float:
 
 
 def check_line(served_ips: float, corrected: float, unstable: Sequence[str],
-               how: str = "with the serving path's cost added") -> tuple[bool, str]:  # fmt: skip
-    """Whether ``served_ips`` is within 15% of ``corrected``, and the sentence that says so with the figures."""
+               how: str = "with the serving path's cost added",
+               served: str = "served") -> tuple[bool, str]:  # fmt: skip
+    """Whether ``served_ips`` is within 15% of ``corrected``, and the sentence that says so with the figures.
+
+    ``served``: what names the served figure (``served ... in the final check``)."""
     ratio = served_ips / corrected
     met = abs(ratio - 1.0) <= TOLERANCE
     verdict = "met" if met else "not met"
     line = (
-        f"15% check {verdict}: served {served_ips:.0f} img/s is {ratio:.2f}x the {corrected:.0f} img/s predicted {how}"
+        f"15% check {verdict}: {served} {served_ips:.0f} img/s is {ratio:.2f}x the {corrected:.0f} img/s "
+        f"predicted {how}"
     )
     if unstable:
         line += f" (figures unstable: {'; '.join(unstable)})"
     return met, line
 
 
+@dataclass(frozen=True)
+class Basis:
+    """What the check compares: the served figure, the bench figure its predictions start from, and words."""
+
+    kind: str
+    served_ips: float | None
+    bench_ips: float
+    #: the bench, named: ``the bench of the served configuration, 4 streams x 1 thread, 4 in flight, batch 16:
+    #: 230 img/s before, 220 after``
+    benched: str
+    served: str
+
+
+def check_basis(out: ServeSearch, chosen: Candidate) -> Basis | None:
+    """The served configuration's bench against the final check's served figure, both measured side by side;
+    where that bench is missing, the chosen candidate's (``out.predicted_ips``) against ``out.served_ips``."""
+    setting = out.served_config_setting
+    if out.served_config_bench_ips and out.served_final_ips and setting is not None:
+        benched = (
+            f"the bench of the served configuration, {setting.label}: {out.served_config_bench_before_ips:.0f} "
+            f"img/s before, {out.served_config_bench_after_ips:.0f} after"
+        )
+        return Basis("served configuration", out.served_final_ips, out.served_config_bench_ips, benched,
+                     "served in the final check")  # fmt: skip
+    if not out.predicted_ips:
+        return None
+    benched = f"the bench of the chosen candidate, {chosen.setting}, {chosen.concurrency} in flight, batch "
+    benched += f"{chosen.batch_size}: {out.predicted_ips:.0f} img/s"
+    return Basis("chosen candidate", out.served_ips, out.predicted_ips, benched, "served")
+
+
 def charge_serving_path(out: ServeSearch, chosen: Candidate) -> None:
     """Fill ``out``'s serving-path figures: the overhead, the corrected prediction, the ratio and the 15% check.
 
-    Needs ``out.serving_overhead`` measured and ``out.predicted_ips``; ``out.served_ips`` for the check.
+    Needs ``out.serving_overhead`` measured, and the served configuration's bench (or ``out.predicted_ips``);
+    a served figure for the check (see :func:`check_basis`).
     """
     path = out.serving_overhead
     if path is None:
@@ -134,21 +175,26 @@ def charge_serving_path(out: ServeSearch, chosen: Candidate) -> None:
     path.seconds_per_request = got.seconds
     path.seconds_per_request_low, path.seconds_per_request_high = got.low, got.high
     path.unstable, path.unstable_reasons = bool(got.unstable_reasons), list(got.unstable_reasons)
-    if not out.predicted_ips:
+    basis = check_basis(out, chosen)
+    if basis is None:
         return
-    batch = path.request_batch
-    out.corrected_predicted_ips = corrected_ips(out.predicted_ips, batch, got.seconds)
-    out.corrected_predicted_low_ips = corrected_ips(out.predicted_ips, batch, got.high)
-    out.corrected_predicted_high_ips = corrected_ips(out.predicted_ips, batch, got.low)
-    out.pipelined_predicted_ips = pipelined_ips(out.predicted_ips, batch, got.seconds)
-    if not out.served_ips:
+    batch, bench = path.request_batch, basis.bench_ips
+    out.check_basis, out.check_bench_ips = basis.kind, bench  # type: ignore[assignment]
+    out.corrected_predicted_ips = corrected_ips(bench, batch, got.seconds)
+    out.corrected_predicted_low_ips = corrected_ips(bench, batch, got.high)
+    out.corrected_predicted_high_ips = corrected_ips(bench, batch, got.low)
+    out.pipelined_predicted_ips = pipelined_ips(bench, batch, got.seconds)
+    if not basis.served_ips:
         return
-    out.served_over_corrected = out.served_ips / out.corrected_predicted_ips
-    out.served_over_pipelined = out.served_ips / out.pipelined_predicted_ips
+    served = out.check_served_ips = basis.served_ips
+    out.served_over_corrected = served / out.corrected_predicted_ips
+    out.served_over_pipelined = served / out.pipelined_predicted_ips
     unstable = unstable_reasons(out, chosen)
-    out.within_15pct, added = check_line(out.served_ips, out.corrected_predicted_ips, unstable)
-    how = "as a pipeline (the slower of the bench and the serving path)"
-    out.within_15pct_pipelined, pipelined = check_line(out.served_ips, out.pipelined_predicted_ips, unstable, how)
+    how = f"with the serving path's cost added to {basis.benched}"
+    out.within_15pct, added = check_line(served, out.corrected_predicted_ips, unstable, how, basis.served)
+    how = f"as a pipeline (the slower of the serving path and {basis.benched})"
+    out.within_15pct_pipelined, pipelined = check_line(served, out.pipelined_predicted_ips, unstable, how,
+                                                       basis.served)  # fmt: skip
     out.check = f"{added}\n{pipelined}"
 
 
@@ -156,11 +202,15 @@ def unstable_reasons(out: ServeSearch, chosen: Candidate) -> list[str]:
     """Why the check's figures are not to be trusted as they stand (none: stable)."""
     reasons = [f"serving path: {r}" for r in (out.serving_overhead.unstable_reasons if out.serving_overhead else [])]
     best = chosen.best
-    if best is not None and best.unstable:
+    if out.check_basis != "served configuration" and best is not None and best.unstable:
         reasons.append(f"bench: {'; '.join(best.unstable_reasons) or 'flagged'}")
-    before, after = out.bench_before_ips, out.bench_after_ips
-    if before and after and abs(before - after) / ((before + after) / 2) > SPREAD_LIMIT:
-        reasons.append(f"the bench gave {before:.0f} img/s before the final check and {after:.0f} after")
+    pairs = [(out.bench_before_ips, out.bench_after_ips, "the bench")]
+    if out.check_basis == "served configuration":
+        pairs.append((out.served_config_bench_before_ips, out.served_config_bench_after_ips,
+                      "the bench of the served configuration"))  # fmt: skip
+    for before, after, what in pairs:
+        if before and after and abs(before - after) / ((before + after) / 2) > SPREAD_LIMIT:
+            reasons.append(f"{what} gave {before:.0f} img/s before the final check and {after:.0f} after")
     return reasons
 
 
@@ -174,13 +224,13 @@ def describe(out: ServeSearch) -> str | None:
         f"serving path (an Identity graph served the same way: {path.concurrency} clients, batches of "
         f"{path.request_batch}): {rates} requests/s, {path.seconds_per_request * 1e3:.2f} ms per request "
         f"({path.seconds_per_request_low * 1e3:.2f}-{path.seconds_per_request_high * 1e3:.2f}); "  # type: ignore[operator]
-        f"bench-only prediction {out.predicted_ips:.0f} img/s, with the serving path charged "
+        f"bench-only prediction {out.check_bench_ips or out.predicted_ips:.0f} img/s, with the serving path charged "
         f"{out.corrected_predicted_ips:.0f} img/s ({out.corrected_predicted_low_ips:.0f}-"
         f"{out.corrected_predicted_high_ips:.0f})"
     )
     alone = path.request_batch / path.seconds_per_request
     line += f", as a pipeline {out.pipelined_predicted_ips:.0f} img/s (the serving path alone: {alone:.0f} img/s)"
     if out.served_over_corrected is not None:
-        line += f"; served {out.served_ips:.0f} img/s, {out.served_over_corrected:.2f}x and "
+        line += f"; served {out.check_served_ips or out.served_ips:.0f} img/s, {out.served_over_corrected:.2f}x and "
         line += f"{out.served_over_pipelined:.2f}x"
     return line

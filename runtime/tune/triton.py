@@ -21,13 +21,15 @@ the bench's prediction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from exporter.errors import UserError, first_line
 
 from ..resolve import Resolved
 from ..serve import ConfigError, ModelOptions, build_config, graph_io
 from .config import TuneConfig
-from .deploy import Candidate, ServedConfig, ServeSearch, ServingOverhead
-from .deployment import with_batching
+from .deploy import BenchSetting, Candidate, ServedConfig, ServeSearch, ServingOverhead
+from .deployment import candidate_setting, served_setting, with_batching
 from .overhead import charge_serving_path, describe
 
 Move = tuple[int, int, tuple[int, ...], int]
@@ -153,15 +155,26 @@ def search(
         out.note = "no Triton configuration met the target: the deployment keeps the bench's settings"
         return out, options
     out.parity_through_server = True
-    hooks.step("final check: the bench, the winning configuration through Triton, the bench again")
+    hooks.step(
+        "final check: the bench (the chosen candidate and the served configuration), the winning "
+        "configuration through Triton, the bench again"
+    )
     final_check(config, resolved, chosen, best_options, best, out)
+    summarize(out, chosen, options, best)
+    return out, best_options
+
+
+def summarize(out: ServeSearch, chosen: Candidate, options: ModelOptions, best: ServedConfig) -> None:
+    """The search's figures beside the bench's, the serving path and the 15% check, into ``out`` and its note.
+
+    ``options``: the search's starting configuration (the chosen candidate as the bench measured it)."""
     predicted = chosen.best.throughput_ips if chosen.best else None
     out.predicted_ips, out.served_ips = predicted, best.throughput_ips
     if predicted and best.throughput_ips:
         out.served_over_predicted = best.throughput_ips / predicted
         out.note = (
             f"served through Triton: {best.throughput_ips:.0f} img/s ({best.concurrency} clients sending batches of "
-            f"{batch}), {out.served_over_predicted:.2f}x the {predicted:.0f} img/s the bench predicted"
+            f"{chosen.batch_size}), {out.served_over_predicted:.2f}x the {predicted:.0f} img/s the bench predicted"
         )
         if out.as_measured_ips:
             out.as_measured_over_predicted = out.as_measured_ips / predicted
@@ -174,65 +187,136 @@ def search(
             f"; final check: the bench {out.bench_before_ips:.0f} img/s before and {out.bench_after_ips:.0f} after, "
             f"Triton {out.served_final_ips:.0f} between: {out.served_over_bench_now:.2f}x"
         )
+    setting = out.served_config_setting
+    if out.served_final_over_served_config_bench is not None and setting is not None:
+        out.note = (out.note or "") + (
+            f"; the bench of the served configuration ({setting.label}): {out.served_config_bench_before_ips:.0f} "
+            f"img/s before and {out.served_config_bench_after_ips:.0f} after, Triton {out.served_final_ips:.0f} "
+            f"between: {out.served_final_over_served_config_bench:.2f}x"
+        )
+    elif out.served_config_note:
+        out.note = (out.note or "") + f"; {out.served_config_note}"
     charge_serving_path(out, chosen)
     path = describe(out)
     if path:
         out.note = (out.note or "") + f"\n{path}"
     if out.check:
         out.note = (out.note or "") + f"\n{out.check}"
-    return out, best_options
 
 
 def final_check(config: TuneConfig, resolved: Resolved, chosen: Candidate, options: ModelOptions,
                 best: ServedConfig, out: ServeSearch) -> None:  # fmt: skip
-    """The chosen candidate in the bench, the winning configuration through Triton, the bench again.
+    """The bench, the winning configuration through Triton, the bench again; the serving path around them.
 
     The sweep, the confirmation and the search happen minutes apart on a machine others may share;
-    this puts the two measurements side by side (the bench's figure is the mean of before and after).
+    this puts the measurements side by side. Each bench times two settings in interleaved rounds: the
+    chosen candidate as it was measured (the like-for-like figure) and the served configuration
+    (:func:`runtime.tune.deployment.served_setting`: the winner's instances, threads, requests in flight
+    and the batch the server formed), the prediction the 15% check compares with. A figure is the mean
+    of before and after.
     """
-    from ..bench.engines import ModelContext
-    from ..bench.throughput import Setting, measure_throughput_interleaved, prepare_streams
-    from ..bench.timing import TimingPolicy
-    from ..sessions import SessionConfig
-
-    def bench() -> float | None:
-        import numpy as np
-
-        from exporter.data import random_input
-
-        ctx = ModelContext(
-            name=resolved.artifact.name, artifact=resolved.artifact, graphs={str(resolved.key): resolved.graph},
-            graph_paths={str(resolved.key): str(resolved.path)}, reference=None, device=chosen_device(chosen),
-            session=SessionConfig(device=chosen_device(chosen), allow_spinning=False), threads=_threads(chosen),
-        )  # fmt: skip
-        x = random_input(tuple(resolved.artifact.manifest.input_shape), chosen.batch_size, seed=config.seed).numpy()
-        workers = prepare_streams(chosen.engine, ctx, chosen.precision, x, Setting(chosen.streams, chosen.concurrency))
-        seconds = max(2.0, config.serve_seconds)
-        policy = TimingPolicy(min_samples=5, min_seconds=seconds, max_seconds=4 * seconds, warmup=2)
-        timed = measure_throughput_interleaved([workers], policy)[0]
-        ctx.release()
-        return float(1.0 / np.median(timed.windows)) if timed.windows else None
-
     level = best.concurrency or 1
     path = out.serving_overhead = ServingOverhead(
         protocol="grpc", concurrency=level, request_batch=chosen.batch_size, instances=options.instances,
         max_batch_size=options.max_batch,
     )  # fmt: skip
+    as_chosen = candidate_setting(chosen, _threads(chosen))
+    served = out.served_config_setting = served_setting(chosen, options, best, _threads(chosen),
+                                                        _graph_batch(resolved.graph))  # fmt: skip
+    settings = [as_chosen] if _same(served, as_chosen) else [as_chosen, served]
     try:
         serving_path(config, resolved, options, chosen.batch_size, level, path)
-        before = bench()
+        before = bench_settings(config, resolved, chosen, settings)
         result, _info = load_test(config, resolved, options, chosen.batch_size, (level,))
-        after = bench()
+        after = bench_settings(config, resolved, chosen, settings)
         serving_path(config, resolved, options, chosen.batch_size, level, path)
     except UserError as exc:
         out.note = f"final check failed: {first_line(exc)}"
         return
     rows = [r for r in result.triton_rows() if r.throughput_ips]
-    if before is None or after is None or not rows or result.parity is None or not result.parity.passed:
+    if not rows or result.parity is None or not result.parity.passed:
         return
-    out.bench_before_ips, out.bench_after_ips = before, after
     out.served_final_ips, out.served_final_p99_ms = rows[0].throughput_ips, rows[0].p99_ms
-    out.served_over_bench_now = (rows[0].throughput_ips or 0.0) / ((before + after) / 2)
+    served_now = rows[0].throughput_ips or 0.0
+    (b0, a0), (b1, a1) = (before[0], after[0]), (before[-1], after[-1])
+    if b0.ips is not None and a0.ips is not None:
+        out.bench_before_ips, out.bench_after_ips = b0.ips, a0.ips
+        out.served_over_bench_now = served_now / ((b0.ips + a0.ips) / 2)
+    if b1.ips is not None and a1.ips is not None:
+        out.served_config_bench_before_ips, out.served_config_bench_after_ips = b1.ips, a1.ips
+        out.served_config_bench_ips = (b1.ips + a1.ips) / 2
+        out.served_final_over_served_config_bench = served_now / out.served_config_bench_ips
+    else:
+        out.served_config_note = f"the served configuration was not benched: {b1.error or a1.error}"
+
+
+@dataclass(frozen=True)
+class Benched:
+    """One setting's figure in one bench: images per second (the median window), or why none."""
+
+    ips: float | None
+    error: str | None = None
+
+
+def _same(a: BenchSetting, b: BenchSetting) -> bool:
+    """Whether two settings time the same thing (the formed batch they came from aside)."""
+    return a.model_dump(exclude={"formed_batch"}) == b.model_dump(exclude={"formed_batch"})
+
+
+def _graph_batch(graph: bytes) -> int | None:
+    """The graph's fixed batch dimension (its first input's first), None where it is symbolic."""
+    try:
+        first = graph_io(graph).inputs[0]
+    except (ConfigError, IndexError):
+        return None
+    return None if not first.shape or first.batch_symbolic else int(first.shape[0])  # type: ignore[arg-type]
+
+
+def bench_settings(config: TuneConfig, resolved: Resolved, chosen: Candidate,
+                   settings: list[BenchSetting]) -> list[Benched]:  # fmt: skip
+    """Time ``settings`` of ``chosen``'s engine and graph together, in interleaved rounds (one figure each).
+
+    A setting that cannot be prepared or timed gives its reason, not a figure; the others still run.
+    """
+    import numpy as np
+
+    from exporter.data import random_input
+
+    from ..bench.engines import ModelContext
+    from ..bench.throughput import Setting, measure_throughput_interleaved, prepare_streams
+    from ..bench.timing import TimingPolicy
+    from ..sessions import SessionConfig
+
+    device = chosen_device(chosen)
+    shape = tuple(resolved.artifact.manifest.input_shape)
+    got: list[Benched | None] = [None] * len(settings)
+    contexts, workers, which = [], [], []
+    for i, s in enumerate(settings):
+        ctx = ModelContext(
+            name=resolved.artifact.name, artifact=resolved.artifact, graphs={str(resolved.key): resolved.graph},
+            graph_paths={str(resolved.key): str(resolved.path)}, reference=None, device=device,
+            session=SessionConfig(device=device, allow_spinning=False), threads=s.threads,
+        )  # fmt: skip
+        contexts.append(ctx)
+        x = random_input(shape, s.batch, seed=config.seed).numpy()
+        try:
+            workers.append(prepare_streams(s.engine, ctx, s.precision, x, Setting(s.streams, s.in_flight)))
+            which.append(i)
+        # any engine's failure at a batch size never timed before (OpenVINO's reshape, a session's
+        # allocation): that setting's figure is missing, the final check's others stand
+        except Exception as exc:
+            got[i] = Benched(None, f"{type(exc).__name__}: {first_line(exc)[:200]}")
+    seconds = max(2.0, config.serve_seconds)
+    policy = TimingPolicy(min_samples=5, min_seconds=seconds, max_seconds=4 * seconds * max(1, len(workers)),
+                          warmup=2)  # fmt: skip
+    try:
+        timed = measure_throughput_interleaved(workers, policy) if workers else []
+    finally:
+        for ctx in contexts:
+            ctx.release()
+    for i, t in zip(which, timed, strict=True):
+        got[i] = Benched(float(1.0 / np.median(t.windows))) if t.windows else Benched(None, t.error or "no window")
+    return [g if g is not None else Benched(None, "not timed") for g in got]
 
 
 def chosen_device(c: Candidate) -> str:

@@ -131,11 +131,20 @@ def test_serve_searches_triton_configurations_and_reports_beside_the_prediction(
     assert path.concurrency == served.chosen.concurrency and path.request_batch == deploy.chosen.batch_size
     assert path.instances == served.chosen.instances and path.max_batch_size == served.chosen.max_batch_size
     assert path.seconds_per_request == pytest.approx(sum(1 / r for r in path.requests_per_s) / 2)
-    expected = corrected_ips(served.predicted_ips, path.request_batch, path.seconds_per_request)
-    assert served.corrected_predicted_ips == pytest.approx(expected) and expected < served.predicted_ips
-    assert served.served_over_corrected == pytest.approx(served.served_ips / served.corrected_predicted_ips)
+    # the served configuration benched beside the final check's load test: the check's prediction
+    setting = served.served_config_setting
+    assert setting is not None and served.served_config_note is None, served.served_config_note
+    assert setting.engine == deploy.chosen.engine and setting.streams == served.chosen.instances  # onnxruntime
+    assert setting.in_flight <= served.chosen.instances and setting.batch <= served.chosen.max_batch_size
+    assert served.served_config_bench_before_ips and served.served_config_bench_after_ips
+    assert served.check_basis == "served configuration" and served.check_served_ips == served.served_final_ips
+    assert served.check_bench_ips == served.served_config_bench_ips
+    expected = corrected_ips(served.served_config_bench_ips, path.request_batch, path.seconds_per_request)
+    assert served.corrected_predicted_ips == pytest.approx(expected) and expected < served.served_config_bench_ips
+    assert served.served_over_corrected == pytest.approx(served.served_final_ips / served.corrected_predicted_ips)
     alone = path.request_batch / path.seconds_per_request
-    assert served.pipelined_predicted_ips == pytest.approx(min(served.predicted_ips, alone))
+    assert served.pipelined_predicted_ips == pytest.approx(min(served.served_config_bench_ips, alone))
+    assert served.check and f"the bench of the served configuration, {setting.label}" in served.check
     assert served.within_15pct_pipelined is not None
     assert served.within_15pct is not None and served.check and served.check in r.stdout
     assert "serving path (an Identity graph served the same way" in r.stdout
