@@ -218,9 +218,11 @@ def _noise_first(work: Work, measured: Measured, target_db: float) -> str | None
     necessary = below_budget(measured.costs, target_db)
     if not necessary:
         return None
+    if len(necessary) == len(measured.costs):
+        return f"every one of the {len(necessary)} layers alone int8 already misses the budget: no int8 graph meets it"
     rest = [c for c in noisiest_first(measured.costs) if c not in necessary]
     for extra in NOISE_FIRST_STEPS:
-        if extra > len(rest):
+        if extra >= len(rest):  # every layer float is the fp32 graph with conversions, not a candidate
             break
         float_layers = [*necessary, *rest[:extra]]
         nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
