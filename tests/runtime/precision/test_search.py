@@ -288,8 +288,9 @@ def test_noise_first_starts_from_the_layers_alone_below_the_budget_and_bounds_th
 
     alone = {"stem": 14.0, "mid": 19.0, "a": 24.0, "b": 30.0, "c": 40.0}
     costs = [
-        art.LayerCost(layer=k, nodes=[k], recovered_db=None, alone_int8_sqnr_db=v, cost_ms=1.0, fp32_ms=4.0,
-                      int8_ms=1.0)  # fmt: skip
+        art.LayerCost(
+            layer=k, nodes=[k], recovered_db=None, alone_int8_sqnr_db=v, cost_ms=1.0, fp32_ms=4.0, int8_ms=1.0
+        )  # fmt: skip
         for k, v in alone.items()
     ]
     assert [c.layer for c in below_budget(costs, 21.5)] == ["stem", "mid"]
