@@ -170,6 +170,8 @@ def summarize(out: ServeSearch, chosen: Candidate, options: ModelOptions, best: 
     ``options``: the search's starting configuration (the chosen candidate as the bench measured it)."""
     predicted = chosen.best.throughput_ips if chosen.best else None
     out.predicted_ips, out.served_ips = predicted, best.throughput_ips
+    failed = out.note  # a "final check failed: ..." from final_check: kept, after the figures that were measured
+    out.note = None
     if predicted and best.throughput_ips:
         out.served_over_predicted = best.throughput_ips / predicted
         out.note = (
@@ -202,6 +204,8 @@ def summarize(out: ServeSearch, chosen: Candidate, options: ModelOptions, best: 
         out.note = (out.note or "") + f"\n{path}"
     if out.check:
         out.note = (out.note or "") + f"\n{out.check}"
+    if failed:
+        out.note = f"{out.note}\n{failed}" if out.note else failed
 
 
 def final_check(config: TuneConfig, resolved: Resolved, chosen: Candidate, options: ModelOptions,

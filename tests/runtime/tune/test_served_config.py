@@ -247,3 +247,20 @@ def test_the_bench_times_each_setting_with_its_streams_threads_requests_in_fligh
     assert prepared == [("onnxruntime", "int8", 2, 2, 2, 8), ("onnxruntime", "int8", 4, 4, 4, 14)]
     assert [g.ips for g in got[:2]] == [pytest.approx(500.0), pytest.approx(500.0)]  # the median window
     assert got[2].ips is None and got[2].error == "RuntimeError: reshape failed"
+
+
+def test_a_failed_final_check_is_still_said_after_the_search_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect (review): summarize wrote the 'served through Triton' note over final_check's 'final check
+    failed: ...', so a check that never ran read like one that had."""
+    from exporter.errors import UserError
+    from runtime.tune import triton
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise UserError("the server went away")
+
+    monkeypatch.setattr(triton, "serving_path", broken)
+    out, _ = _final_check(tmp_path, monkeypatch, 189.0, {"chosen": [500.0, 480.0], "served": [200.0, 220.0]})
+    assert out.note is not None and "served through Triton" in out.note
+    assert out.note.endswith("final check failed: the server went away")
