@@ -182,7 +182,7 @@ def below_budget(costs: Sequence[LayerCost], target_db: float) -> list[LayerCost
 
     Noise grows as more layers go int8 (their noises add, or nearly: the measured sums hold within a dB or
     two), so every graph that meets the budget keeps these float: the search starts its noise-first
-    candidates from them, and their time bounds what int8 can gain (:func:`speedup_bound`)."""
+    candidates from them, and the graph with only them float runs about as fast as any within it can."""
     out = [c for c in costs if c.alone_int8_sqnr_db is not None and c.alone_int8_sqnr_db < target_db]
     return sorted(out, key=lambda c: c.alone_int8_sqnr_db or 0.0)
 
@@ -190,12 +190,3 @@ def below_budget(costs: Sequence[LayerCost], target_db: float) -> list[LayerCost
 def noisiest_first(costs: Sequence[LayerCost]) -> list[LayerCost]:
     """Layers by the noise they add alone int8, the most first (unmeasured ones last)."""
     return sorted(costs, key=lambda c: math.inf if c.alone_int8_sqnr_db is None else c.alone_int8_sqnr_db)
-
-
-def speedup_bound(fp32_total_ms: float, int8_total_ms: float, float_layers: Sequence[LayerCost]) -> float | None:
-    """The profile's estimate of the most a graph with ``float_layers`` float (the rest int8) gains over fp32:
-    fp32's summed layer times over all-int8's with those layers back at their fp32 times. Conversions at
-    the float islands' edges only add to the mixed graph's time, so its real speed-up is at most about this."""
-    extra = sum(max((c.fp32_ms or 0.0) - (c.int8_ms or 0.0), 0.0) for c in float_layers)
-    mixed = int8_total_ms + extra
-    return fp32_total_ms / mixed if mixed > 0 and fp32_total_ms > 0 else None

@@ -64,7 +64,6 @@ from .layers import (
     predicted_int8_sqnr,
     quantizable_layers,
     sensitivities,
-    speedup_bound,
 )
 from .timing import time_candidates
 
@@ -211,33 +210,51 @@ def _measure_layers(
     return Measured(costs, sum(fp32_ms.values()), sum(int8_ms.values()), floor)
 
 
-def _noise_first(work: Work, measured: Measured, target_db: float) -> str | None:
+@dataclass
+class NoiseFirst:
+    """What the noise-first candidates found: a note, and the index of the candidate with only the layers
+    that must stay float float (None where none was built)."""
+
+    note: str
+    base: int | None
+
+    def explain(self, timed: list[art.SearchCandidate]) -> str:
+        """The note with the measured speed-up of the graph with only those layers float: more float layers
+        only add time, so it is about the most any graph within the budget reaches."""
+        c = timed[self.base] if self.base is not None else None
+        if c is None or c.speedup is None:
+            return self.note
+        return (
+            f"{self.note}; with only them float the graph runs {c.speedup:.2f}x fp32 (95% interval "
+            f"{c.speedup_low:.2f}-{c.speedup_high:.2f}), about the most any graph within the budget reaches"
+        )
+
+
+def _noise_first(work: Work, measured: Measured, target_db: float) -> NoiseFirst | None:
     """Candidates from the other end: the layers that alone int8 already miss the budget float (every graph
-    within it keeps them float), then the next noisiest ones too, until one passes. Returns a note with
-    the speed-up those necessary float layers leave at most (by the profile), or None where there are none."""
+    within it keeps them float), then the next noisiest ones too, until one passes. None where no layer
+    alone misses the budget."""
     necessary = below_budget(measured.costs, target_db)
     if not necessary:
         return None
+    worst = ", ".join(f"{c.layer} {c.alone_int8_sqnr_db:.1f} dB" for c in necessary[:3])
+    more = f" and {len(necessary) - 3} more" if len(necessary) > 3 else ""
     if len(necessary) == len(measured.costs):
-        return f"every one of the {len(necessary)} layers alone int8 already misses the budget: no int8 graph meets it"
+        return NoiseFirst(f"every one of the {len(necessary)} layers alone int8 already misses the budget "
+                          f"({worst}{more}): no int8 graph meets it", None)  # fmt: skip
+    base = len(work.candidates)
     rest = [c for c in noisiest_first(measured.costs) if c not in necessary]
     for extra in NOISE_FIRST_STEPS:
         if extra >= len(rest):  # every layer float is the fp32 graph with conversions, not a candidate
             break
         float_layers = [*necessary, *rest[:extra]]
         nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
-        more = f" and the {extra} next noisiest" if extra else ""
-        label = f"noise-first: the {len(necessary)} layers alone below the budget float{more}"
+        more_float = f" and the {extra} next noisiest" if extra else ""
+        label = f"noise-first: the {len(necessary)} layers alone below the budget float{more_float}"
         if work.try_graph(label, nodes, [c.layer for c in float_layers]).passed:
             break
-    bound = speedup_bound(measured.fp32_total_ms, measured.int8_total_ms, necessary)
-    worst = ", ".join(f"{c.layer} {c.alone_int8_sqnr_db:.1f} dB" for c in necessary[:3])
-    more = f" and {len(necessary) - 3} more" if len(necessary) > 3 else ""
-    limit = f": by the profile they leave at most {bound:.2f}x of fp32's speed" if bound is not None else ""
-    return (
-        f"{len(necessary)} layer(s) alone int8 already miss the budget ({worst}{more}), so every graph within it "
-        f"keeps them float{limit} (estimate; conversions at float islands cost more)"
-    )
+    return NoiseFirst(f"{len(necessary)} layer(s) alone int8 already miss the budget ({worst}{more}), so every "
+                      "graph within it keeps them float", base)  # fmt: skip
 
 
 def _probe(reference: Prepared, labelled: Split | None) -> torch.Tensor:
@@ -344,14 +361,14 @@ def _run(
 
     x = check_batch(reference.input_shape, config.batch_size, 0, seed=PROBE_SEED).numpy()
     costs: list[art.LayerCost] = []
-    bound_note: str | None = None
+    noise_first: NoiseFirst | None = None
     work.try_graph("all layers int8", [], [])
     if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
         measured = _measure_layers(work, pre_model, fp32, all_int8, x, config)
         costs, target_db = measured.costs, _target_db(budget)
         _first_candidates(work, pre_model, prepared, images)
         if target_db is not None:
-            bound_note = _noise_first(work, measured, target_db)
+            noise_first = _noise_first(work, measured, target_db)
         _greedy(work, int8_order(costs, ISLAND_SHARE * measured.int8_total_ms), target_db, measured.floor)
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
@@ -387,7 +404,8 @@ def _run(
         fp32_ms=fp32_t.value, fp32_low_ms=fp32_t.low, fp32_high_ms=fp32_t.high,
         float_layers=chosen.float_layers if pays else [],
         float_reasons=_reasons(chosen, costs, timed) if pays else [],
-        layers=costs, candidates=timed, notes=[*_unstable(fp32_t, timed), *([bound_note] if bound_note else [])],
+        layers=costs, candidates=timed,
+        notes=[*_unstable(fp32_t, timed), *([noise_first.explain(timed)] if noise_first else [])],
     )  # fmt: skip
     return search, work
 

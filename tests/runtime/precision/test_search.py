@@ -280,35 +280,41 @@ def test_a_dynamic_size_auto_graph_that_lost_its_height_and_width_is_refused(len
     assert (lenet_dir / "manifest.json").read_bytes() == before and not (lenet_dir / "lenet5.auto.onnx").exists()
 
 
-def test_noise_first_starts_from_the_layers_alone_below_the_budget_and_bounds_the_speedup() -> None:
+def test_noise_first_starts_from_the_layers_alone_below_the_budget_and_says_how_fast_they_leave_it() -> None:
     """Layers whose alone-int8 SQNR misses the budget stay float in every passing graph: the noise-first
-    candidates start from them (noisiest first), add the next noisiest until one passes, and the note
-    gives the speed-up their fp32 time leaves at most."""
-    from runtime.precision.layers import below_budget, speedup_bound
+    candidates start from them (noisiest first) and add the next noisiest until one passes; the note gives
+    the measured speed-up of the graph with only them float (the most a passing graph can be expected to
+    reach; a profile-based estimate said 1.57x on vgg16_bn where that graph measured 2.08x)."""
+    from runtime.precision.layers import below_budget
 
     alone = {"stem": 14.0, "mid": 19.0, "a": 24.0, "b": 30.0, "c": 40.0}
-    costs = [
-        art.LayerCost(
-            layer=k, nodes=[k], recovered_db=None, alone_int8_sqnr_db=v, cost_ms=1.0, fp32_ms=4.0, int8_ms=1.0
-        )  # fmt: skip
-        for k, v in alone.items()
-    ]
+    costs = [art.LayerCost(layer=k, nodes=[k], recovered_db=None, alone_int8_sqnr_db=v, cost_ms=1.0)
+             for k, v in alone.items()]  # fmt: skip
     assert [c.layer for c in below_budget(costs, 21.5)] == ["stem", "mid"]
-    # fp32 20 ms in all, int8 5 ms: two layers back at 4 ms each -> 20 / (5 + 6) = 1.82x
-    assert speedup_bound(20.0, 5.0, below_budget(costs, 21.5)) == pytest.approx(20 / 11)
     tried: list[list[str]] = []
 
     class FakeWork:
+        candidates = [object()]  # all-int8 tried before
+
         def try_graph(self, label: str, nodes: list[str], layers: list[str]):  # type: ignore[no-untyped-def]
             tried.append(layers)
             return type("C", (), {"passed": len(layers) >= 4})()
 
     measured = search_module.Measured(costs, 20.0, 5.0, 0.0)
-    note = search_module._noise_first(FakeWork(), measured, 21.5)  # type: ignore[arg-type]
+    found = search_module._noise_first(FakeWork(), measured, 21.5)  # type: ignore[arg-type]
     assert tried == [["stem", "mid"], ["stem", "mid", "a", "b"]]
-    assert note is not None and "2 layer(s) alone int8 already miss the budget (stem 14.0 dB, mid 19.0 dB)" in note
-    assert "at most 1.82x of fp32's speed" in note
+    assert found is not None and found.base == 1
+    timed = [
+        art.SearchCandidate(label=str(i), float_layers=[], float_nodes=[], sqnr_db=None, cosine_min=None,
+                            passed=False, speedup=s, speedup_low=s - 0.1, speedup_high=s + 0.1)
+        for i, s in enumerate([3.0, 2.08])
+    ]  # fmt: skip
+    note = found.explain(timed)
+    assert note.startswith("2 layer(s) alone int8 already miss the budget (stem 14.0 dB, mid 19.0 dB)")
+    assert "with only them float the graph runs 2.08x fp32 (95% interval 1.98-2.18)" in note
     assert search_module._noise_first(FakeWork(), measured, 10.0) is None  # none below: no candidate, no note
+    every = search_module._noise_first(FakeWork(), measured, 50.0)
+    assert every is not None and every.base is None and "no int8 graph meets it" in every.note
 
 
 def test_a_residual_blocks_add_is_a_unit_the_search_can_keep_float(exported) -> None:  # type: ignore[no-untyped-def]
