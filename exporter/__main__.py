@@ -514,7 +514,7 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
     title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {s.engine}, batch {s.batch_size}, {s.threads} threads"
     out.table(cols, rows, title=title, wide=wide)
     for note in s.notes:
-        out.print(f"note: {note}", style="yellow")
+        out.paragraph(f"note: {note}", style="yellow")
     if not outcome.written:
         out.paragraph(outcome.message, style="yellow")  # "int8 does not pay here: ...": about 190 characters
         return

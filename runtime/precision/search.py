@@ -439,11 +439,13 @@ def _reasons(chosen: art.SearchCandidate, costs: list[art.LayerCost], timed: lis
     out = []
     for layer in chosen.float_layers:
         c = by_name.get(layer)
-        if c is None or c.recovered_db is None or c.cost_ms is None:
+        if c is None or c.recovered_db is None:
             out.append(f"{layer}: part of '{chosen.label}'")
-        else:
-            alone = f", alone int8 {c.alone_int8_sqnr_db:.1f} dB" if c.alone_int8_sqnr_db is not None else ""
-            out.append(f"{layer}: alone float it recovers {c.recovered_db:+.2f} dB{alone}, for {c.cost_ms:.3f} ms")
+            continue
+        alone = f", alone int8 {c.alone_int8_sqnr_db:.1f} dB" if c.alone_int8_sqnr_db is not None else ""
+        # a residual Add fused into its Conv (onnxruntime's Conv+Add+Relu) has no time of its own in the profile
+        cost = f"for {c.cost_ms:.3f} ms" if c.cost_ms is not None else "no time of its own in the profile (fused)"
+        out.append(f"{layer}: alone float it recovers {c.recovered_db:+.2f} dB{alone}, {cost}")
     cheaper = [c.label for c in timed if not c.passed and len(c.float_layers) < len(chosen.float_layers)]
     if cheaper:
         out.append(f"with fewer layers float the budget failed ({'; '.join(cheaper)})")

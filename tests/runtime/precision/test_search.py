@@ -334,3 +334,19 @@ def test_a_residual_blocks_add_is_a_unit_the_search_can_keep_float(exported) -> 
     assert adds and set(adds) <= covered
     block = next(la for la in layers if adds[0] in la.nodes)
     assert not any(n.op_type in ("Conv", "Gemm") for n in model.graph.node if n.name in block.nodes)
+
+
+def test_a_float_unit_without_a_time_of_its_own_still_gets_its_measured_reason() -> None:
+    """Defect (resnet50 run): a residual Add fused into its Conv has no profiled time, and its reason read only
+    "part of '<label>'", dropping the dB it was measured to recover and lose."""
+    costs = [
+        art.LayerCost(layer="layer1.0", nodes=["add"], recovered_db=0.12, alone_int8_sqnr_db=16.8, cost_ms=None),
+        art.LayerCost(layer="conv1", nodes=["c"], recovered_db=0.29, alone_int8_sqnr_db=15.6, cost_ms=0.309),
+    ]
+    chosen = art.SearchCandidate(label="x", float_layers=["layer1.0", "conv1"], float_nodes=[], sqnr_db=18.0,
+                                 cosine_min=None, passed=True)  # fmt: skip
+    reasons = search_module._reasons(chosen, costs, [chosen])
+    assert reasons == [
+        "layer1.0: alone float it recovers +0.12 dB, alone int8 16.8 dB, no time of its own in the profile (fused)",
+        "conv1: alone float it recovers +0.29 dB, alone int8 15.6 dB, for 0.309 ms",
+    ]
