@@ -34,6 +34,7 @@ from exporter.artifact import Artifact
 from exporter.errors import UserError, first_line
 from exporter.reference import Prepared
 
+from ..openvino_model import compile_config
 from ..sessions import (
     CUDA_PROVIDER,
     SessionConfig,
@@ -51,7 +52,6 @@ TORCH_ENGINES = ("pytorch", "torch-compile")
 #: Precisions other than the graph variants; only some engines take them.
 EXTRA_PRECISIONS = ("bf16",)
 
-OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def _install_hint(extra: str, package: str) -> str:
@@ -522,12 +522,7 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
     if len(model.inputs) != 1:
         raise UserError(f"openvino: {ctx.name} has {len(model.inputs)} inputs; the benchmark feeds one")
     model.reshape(list(x.shape))  # static shapes for this batch and size: OpenVINO's fastest path
-    config = {
-        "INFERENCE_PRECISION_HINT": OPENVINO_HINT.get(precision, "f32"),
-        "INFERENCE_NUM_THREADS": ctx.threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-    }
+    config = compile_config(precision, ctx.threads)
     read_s = time.perf_counter() - started
     started = time.perf_counter()
     compiled = core.compile_model(model, "CPU", config)

@@ -42,8 +42,9 @@ import numpy as np
 
 from exporter.errors import UserError, first_line
 
+from ..openvino_model import OPENVINO_HINT
 from ..sessions import create_session, create_tensorrt_session, run
-from .engines import OPENVINO_HINT, ModelContext, Runner, graph_key, wall_timer
+from .engines import ModelContext, Runner, graph_key, wall_timer
 from .rows import describe_setting
 from .stats import Interval, median_interval, ratio_interval, summarize, summarize_samples
 from .timing import TimingPolicy

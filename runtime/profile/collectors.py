@@ -26,6 +26,7 @@ import numpy as np
 
 from exporter.errors import UserError
 
+from ..openvino_model import compile_config
 from ..sessions import SessionConfig, create_session
 from .records import NodeTime
 from .trace import parse_trace, read_trace
@@ -139,7 +140,6 @@ class OnnxruntimeCollector:
 
 # --- OpenVINO -------------------------------------------------------------------------------
 
-OPENVINO_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
 _OV_PRECISIONS = {"u8": "int8", "i8": "int8", "f32": "fp32", "fp32": "fp32", "bf16": "bf16", "f16": "fp16"}
 _EXEC_SUFFIX = re.compile(r"_(I8|i8|U8|u8|f32|FP32|bf16|BF16|f16|FP16)$")
 
@@ -180,12 +180,7 @@ class OpenvinoCollector:
         core = ov.Core()
         model = core.read_model(graph)
         model.reshape(list(x.shape))
-        config = {
-            "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[self.precision],
-            "INFERENCE_NUM_THREADS": self.threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-        }
+        config = compile_config(self.precision, self.threads)
         profiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True})
         plain = core.compile_model(model, "CPU", config)
         feed = np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,74 @@
+"""How the project compiles a graph in OpenVINO: one place for the settings the bench, the profile and the
+parity check share, so that what is judged runs with the same precision hint as what is timed.
+
+Every compile reshapes the model to the concrete input shape it will run (OpenVINO's fastest path: a
+dynamic-shape model compiled as is re-plans its kernels on every call) and pins the inference precision
+hint (``f32`` for fp32 and int8 graphs: on CPUs with AVX512_BF16 or AMX OpenVINO's default runs the float
+parts in bf16, which is not the graph that was verified).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: The inference precision hint per graph precision: int8 graphs keep their float islands in f32.
+OPENVINO_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
+
+
+def compile_config(precision: str, threads: int) -> dict[str, str | int]:
+    """The compile properties for a latency run of a ``precision`` graph on ``threads`` threads."""
+    return {
+        "INFERENCE_PRECISION_HINT": OPENVINO_HINT.get(precision, "f32"),
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
+
+
+def inference_precision(compiled: object) -> str:
+    """The precision hint a compiled model reports (``f32``, ``bf16``), as OpenVINO names it."""
+    value = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
+    return {"<Type: 'float32'>": "f32", "<Type: 'bfloat16'>": "bf16"}.get(value, value)
+
+
+class OpenvinoInfer:
+    """Runs a graph in OpenVINO on inputs of any shape, one compiled model per shape (reshaped to it)."""
+
+    def __init__(self, graph: bytes, precision: str, threads: int) -> None:
+        import openvino as ov
+
+        self._ov = ov
+        self.core = ov.Core()
+        self.graph = graph
+        self.config = compile_config(precision, threads)
+        model = self.core.read_model(graph)
+        self.output_names = [o.get_any_name() for o in model.outputs]
+        self.providers = [f"OpenVINO {ov.__version__} CPU"]
+        self._compiled: dict[tuple[int, ...], object] = {}
+        #: what each compiled model reports, checked against what was asked
+        self.inference_precision: str | None = None
+
+    def compiled(self, shape: Sequence[int]) -> object:
+        """The model compiled for ``shape`` (cached)."""
+        key = tuple(int(s) for s in shape)
+        if key not in self._compiled:
+            model = self.core.read_model(self.graph)
+            model.reshape(list(key))
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            got = inference_precision(compiled)
+            if got != self.config["INFERENCE_PRECISION_HINT"]:
+                raise RuntimeError(f"openvino: asked for the {self.config['INFERENCE_PRECISION_HINT']} hint, got {got}")
+            self.inference_precision = got
+            self._compiled[key] = compiled
+        return self._compiled[key]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph on ``x``, as float32."""
+        feed = np.ascontiguousarray(x, dtype=np.float32)
+        compiled = self.compiled(feed.shape)
+        request = compiled.create_infer_request()  # type: ignore[attr-defined]
+        request.infer({0: feed})
+        n = len(compiled.outputs)  # type: ignore[attr-defined]
+        return [np.array(request.get_output_tensor(i).data, dtype=np.float32) for i in range(n)]
