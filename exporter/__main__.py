@@ -512,6 +512,9 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
         ])  # fmt: skip
     title = f"{outcome.name} --precision auto: {s.budget}; fp32 {s.fp32_ms:.3f} ms "
     title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {s.engine}, batch {s.batch_size}, {s.threads} threads"
+    if len(s.judged_in) > 1:  # the engine timed is also the engine judged: say with which precision hint
+        hint = f" ({s.inference_precision} hint)" if s.inference_precision else ""
+        title += f"; judged in {' and '.join(s.judged_in)}{hint}, the worst figures shown"
     out.table(cols, rows, title=title, wide=wide)
     for note in s.notes:
         out.paragraph(f"note: {note}", style="yellow")

@@ -133,6 +133,10 @@ class ParityRecord(_Record):
     passed: bool
     results: list[OutputComparison]
     accuracy: Accuracy | None = None
+    #: where the graph ran: onnxruntime (with ``providers``) or openvino, with the inference precision it ran
+    #: its float parts in (OpenVINO's hint, read back from the compiled model)
+    engine: str = "onnxruntime"
+    inference_precision: str | None = None
 
     def failures(self) -> list[str]:
         out = []
@@ -281,6 +285,19 @@ class LayerCost(_Record):
     int8_ms: float | None = None
 
 
+class EngineCheck(_Record):
+    """One engine's verdict on a search candidate: the parity check (and the labelled top-1) run in it."""
+
+    engine: str
+    #: the precision OpenVINO ran the float parts in (its hint, read back); None for onnxruntime
+    inference_precision: str | None = None
+    sqnr_db: float | None
+    cosine_min: float | None
+    accuracy_drop_pp: float | None = None
+    passed: bool
+    failure: str | None = None
+
+
 class SearchCandidate(_Record):
     """One mixed-precision graph the search built, verified against the budget and timed against fp32."""
 
@@ -304,6 +321,9 @@ class SearchCandidate(_Record):
     speedup_low: float | None = None
     speedup_high: float | None = None
     chosen: bool = False
+    #: each engine's verdict where the candidate was judged in more than onnxruntime (``--engine openvino``):
+    #: it passes only where every one passes, and ``sqnr_db``/``cosine_min`` are the worst of them
+    checks: list[EngineCheck] = Field(default_factory=list)
 
 
 class PrecisionSearchRecord(_Record):
@@ -329,6 +349,10 @@ class PrecisionSearchRecord(_Record):
     #: the Pareto plot (latency against loss) beside the graph, or None where matplotlib is missing
     plot: str | None = None
     notes: list[str] = Field(default_factory=list)
+    #: the engines every candidate was verified in (manifests from before this field: onnxruntime only)
+    judged_in: list[str] = Field(default_factory=lambda: ["onnxruntime"])
+    #: OpenVINO's inference precision hint the candidates were timed, profiled and judged with (engine openvino)
+    inference_precision: str | None = None
 
 
 class OptimizationRecord(_Record):

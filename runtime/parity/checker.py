@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from exporter.memory import check_fits
 from exporter.reference import Prepared, forward_outputs
 
 from ..compare import compare, default_tolerance
+from ..openvino_model import OpenvinoInfer
 from ..sessions import SessionConfig, create_session, run
 from . import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS, EXTRA_SIZES
 
@@ -45,6 +47,25 @@ def _run(sess, x: torch.Tensor) -> list[np.ndarray]:  # type: ignore[no-untyped-
     return [np.asarray(o, dtype=np.float32) for o in run(sess, x.numpy().astype(_feed_dtype(sess)))]
 
 
+Infer = Callable[[torch.Tensor], list[np.ndarray]]
+
+
+def _runner(
+    graph: bytes | Path, engine: str, config: SessionConfig, precision: str
+) -> tuple[Infer, list[str], str, list[str], OpenvinoInfer | None]:
+    """(infer, output names, device, providers, the OpenVINO runner or None) for ``engine``."""
+    if engine == "openvino":
+        if config.device != "cpu":
+            raise UserError("the OpenVINO parity check runs on the CPU")
+        data = graph.read_bytes() if isinstance(graph, Path) else graph
+        ov = OpenvinoInfer(data, precision, config.threads or os.cpu_count() or 1)
+        return (lambda x: ov(x.numpy())), ov.output_names, "cpu", ov.providers, ov
+    if engine != "onnxruntime":
+        raise UserError(f"unknown parity engine {engine!r}: choose onnxruntime or openvino")
+    sess, info = create_session(graph, config)
+    return (lambda x: _run(sess, x)), [o.name for o in sess.get_outputs()], info.device, info.providers, None
+
+
 def check(
     graph: bytes | Path,
     reference: Prepared,
@@ -58,6 +79,7 @@ def check(
     seed: int = DEFAULT_SEED,
     verified_with: tuple[str, Tolerance] | None = None,
     on_step: Callable[[str], None] | None = None,
+    engine: str = "onnxruntime",
 ) -> ParityRecord:
     """Compare ``graph`` with ``reference.model`` on every output, at every batch size and input size.
 
@@ -67,7 +89,9 @@ def check(
     trained on them). ``tolerance`` defaults to the provider's and precision's, or, given
     ``verified_with`` (device, tolerance), to the tolerance a variant was verified with on that
     device (an int8 graph of a network so sensitive that its own input rounding nears the
-    default, see :func:`exporter.variants.int8_tolerance`).
+    default, see :func:`exporter.variants.int8_tolerance`). ``engine="openvino"`` runs the graph in
+    OpenVINO on the CPU instead (``session`` gives only its threads), compiled as the bench and the
+    profile compile it (:mod:`runtime.openvino_model`: the same pinned precision hint).
     """
     step = on_step or (lambda _msg: None)
     batch_sizes = [int(b) for b in batch_sizes]
@@ -85,11 +109,10 @@ def check(
         check_fits(reference.model, shape, max(batch_sizes), what=reference.name)
 
     config = session or SessionConfig(device="cpu")
-    sess, info = create_session(graph, config)
-    if tolerance is None and verified_with is not None and verified_with[0] == info.device:
+    infer, names, device, providers, ov = _runner(graph, engine, config, precision)
+    if tolerance is None and verified_with is not None and verified_with[0] == device:
         tolerance = verified_with[1]
-    tol = tolerance or default_tolerance(info.device, precision, tf32=config.tf32)
-    names = [o.name for o in sess.get_outputs()]
+    tol = tolerance or default_tolerance(device, precision, tf32=config.tf32)
     results = []
     for j, shape in enumerate(shapes):
         size = (shape[1], shape[2]) if sizes else None
@@ -98,7 +121,7 @@ def check(
             step(f"parity batch {batch}" + (f" at {size[0]}x{size[1]}" if size else ""))
             x = check_batch(shape, batch, i, seed=seed + 97 * j, held_out=held_out)
             refs = forward_outputs(reference.model, x, reference.name)
-            outs = _run(sess, x)
+            outs = infer(x)
             if len(outs) != len(refs):
                 raise UserError(f"the graph has {len(outs)} outputs, the PyTorch model returns {len(refs)}")
             for name, r, o in zip(names, refs, outs):
@@ -111,7 +134,7 @@ def check(
         ref_logits = np.concatenate(
             [forward_outputs(reference.model, held_out.x[k : k + 128], reference.name)[0].numpy() for k in chunks]
         )
-        got_logits = np.concatenate([_run(sess, held_out.x[k : k + 128])[0] for k in chunks])
+        got_logits = np.concatenate([infer(held_out.x[k : k + 128])[0] for k in chunks])
         pt, ox = accuracy(ref_logits, held_out.y), accuracy(got_logits, held_out.y)
         failure = None
         if tol.max_accuracy_drop is not None and ox < pt - tol.max_accuracy_drop:
@@ -129,8 +152,10 @@ def check(
             failure=failure,
         )
     return ParityRecord(
-        device=info.device,
-        providers=info.providers,
+        device=device,
+        providers=providers,
+        engine=engine,
+        inference_precision=ov.inference_precision if ov is not None else None,
         precision=precision,
         inputs=f"{DIGITS} held-out" if use_digits else "random uniform [-1, 1)",
         seed=seed,

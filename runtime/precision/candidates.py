@@ -18,6 +18,7 @@ from exporter.reference import Prepared, forward_outputs
 from exporter.variants import quantize_int8
 
 from ..compare import compare
+from ..openvino_model import OpenvinoInfer
 from ..parity import check
 from ..sessions import SessionConfig, create_session, run
 
@@ -55,8 +56,64 @@ def topk_accuracy(logits: np.ndarray, labels: torch.Tensor) -> tuple[float, floa
 
 
 @dataclass
+class Verdict:
+    """A candidate's verdict: onnxruntime's parity record (the variant's), the drops, every engine's check."""
+
+    parity: art.ParityRecord
+    drop1: float | None
+    drop5: float | None
+    #: one per engine judged in where that is more than onnxruntime (empty for onnxruntime alone)
+    checks: list[art.EngineCheck]
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed and all(c.passed for c in self.checks)
+
+    @property
+    def failure(self) -> str | None:
+        """The first failure, onnxruntime's first; OpenVINO's named as such."""
+        failures = self.parity.failures()
+        if failures:
+            return failures[0]
+        return next((c.failure for c in self.checks if not c.passed), None)
+
+    def figures(self) -> tuple[float | None, float | None, float | None]:
+        """(SQNR, cosine, top-1 drop): the worst over the engines judged in."""
+        sqnr, cosine = figures(self.parity)
+        drop1 = self.drop1
+        for c in self.checks:
+            sqnr = _worst(sqnr, c.sqnr_db, min)
+            cosine = _worst(cosine, c.cosine_min, min)
+            drop1 = _worst(drop1, c.accuracy_drop_pp, max)
+        return sqnr, cosine, drop1
+
+
+def _worst(a: float | None, b: float | None, pick: Callable[[float, float], float]) -> float | None:
+    # None is "exact" for SQNR (no noise) and "not measured" for the drops: the other figure is the worse
+    return b if a is None else a if b is None else pick(a, b)
+
+
+def _engine_check(parity: art.ParityRecord, drop1: float | None, where: str) -> art.EngineCheck:
+    """One engine's verdict from its parity record, its failure prefixed with ``where``."""
+    sqnr, cosine = figures(parity)
+    failures = parity.failures()
+    return art.EngineCheck(
+        engine=parity.engine, inference_precision=parity.inference_precision, sqnr_db=sqnr, cosine_min=cosine,
+        accuracy_drop_pp=drop1, passed=parity.passed, failure=where + failures[0] if failures else None,
+    )  # fmt: skip
+
+
+@dataclass
 class Judge:
-    """Verifies candidates: the parity check with the budget's tolerance, and top-1/top-5 drops with labels."""
+    """Verifies candidates: the parity check with the budget's tolerance, and top-1/top-5 drops with labels.
+
+    With ``engine="openvino"`` every candidate is verified in onnxruntime and again in OpenVINO, compiled as
+    it is timed (:mod:`runtime.openvino_model`: the same pinned precision hint): OpenVINO runs a QDQ graph
+    with its own int8 kernels, so the graph deployed is the graph judged. The sensitivity probes
+    (:meth:`probe_sqnr`) stay in onnxruntime: they only rank layers, dozens of graphs each on one batch,
+    and a compile per graph in OpenVINO would cost more than the probe; every ranked candidate is still
+    judged in both engines.
+    """
 
     reference: Prepared
     tolerance: art.Tolerance
@@ -66,6 +123,7 @@ class Judge:
     labelled: Split | None = None
     max_drop_pp: float | None = None
     labelled_name: str = ""
+    engine: str = "onnxruntime"
     _probe_ref: np.ndarray | None = None
     _fp32_logits: np.ndarray | None = None
 
@@ -73,7 +131,8 @@ class Judge:
         return create_session(graph, SessionConfig(device="cpu", threads=self.threads))[0]
 
     def probe_sqnr(self, graph: bytes) -> float | None:
-        """The output SQNR of ``graph`` on the probe images: the quick figure the sensitivities rank by."""
+        """The output SQNR of ``graph`` on the probe images (in onnxruntime): the quick figure the sensitivities
+        rank by."""
         if self._probe_ref is None:
             self._probe_ref = forward_outputs(self.reference.model, self.probe, self.reference.name)[0].float().numpy()
         sess = self._session(graph)
@@ -88,18 +147,35 @@ class Judge:
             self._fp32_logits = _logits(lambda x: forward_outputs(model, x, name)[0].float().numpy(), self.labelled.x)
         return topk_accuracy(self._fp32_logits, self.labelled.y)
 
-    def __call__(
-        self, graph: bytes, step: Callable[[str], None]
+    def __call__(self, graph: bytes, step: Callable[[str], None]) -> Verdict:
+        """The verdict on ``graph``: onnxruntime's parity record (its accuracy that of the labelled set), the
+        top-1 and top-5 drops in points (None without labels), and OpenVINO's check where it is the engine."""
+        parity, drop1, drop5 = self._judge_in("onnxruntime", graph, step)
+        checks = []
+        if self.engine == "openvino":
+            ov, ov_drop1, _ = self._judge_in("openvino", graph, step)
+            where = f"in OpenVINO ({ov.inference_precision} hint): "
+            checks = [_engine_check(parity, drop1, ""), _engine_check(ov, ov_drop1, where)]
+        return Verdict(parity, drop1, drop5, checks)
+
+    def _infer(self, engine: str, graph: bytes) -> Callable[[torch.Tensor], np.ndarray]:
+        if engine == "openvino":
+            ov = OpenvinoInfer(graph, "int8", self.threads)
+            return lambda x: ov(x.numpy())[0]
+        sess = self._session(graph)
+        return lambda x: np.asarray(run(sess, x.numpy())[0], dtype=np.float32)
+
+    def _judge_in(
+        self, engine: str, graph: bytes, step: Callable[[str], None]
     ) -> tuple[art.ParityRecord, float | None, float | None]:
-        """The parity record (its accuracy that of the labelled set), and the top-1 and top-5 drops in points
-        (None without labels)."""
+        """The parity record of ``graph`` in ``engine`` (with the labelled set's accuracy), and the drops."""
+        session = SessionConfig(device="cpu", threads=self.threads)
         parity = check(graph, self.reference, precision="int8", sizes=self.sizes, tolerance=self.tolerance,
-                       session=SessionConfig(device="cpu", threads=self.threads), on_step=step)  # fmt: skip
+                       session=session, on_step=step, engine=engine)  # fmt: skip
         base = self.fp32_accuracy()
         if base is None or self.labelled is None or self._fp32_logits is None:
             return parity, None, None
-        sess = self._session(graph)
-        logits = _logits(lambda x: np.asarray(run(sess, x.numpy())[0], dtype=np.float32), self.labelled.x)
+        logits = _logits(self._infer(engine, graph), self.labelled.x)
         got = topk_accuracy(logits, self.labelled.y)
         drop1, drop5 = round((base[0] - got[0]) * 100, 3), round((base[1] - got[1]) * 100, 3)
         failure = None
@@ -140,17 +216,16 @@ class Work:
     def try_graph(self, label: str, nodes: list[str], layers: list[str]) -> art.SearchCandidate:
         self.step(f"candidate {len(self.candidates) + 1}: {label}")
         graph = self.quantize(nodes, f"cand{len(self.candidates)}")
-        parity, drop1, drop5 = self.judge(graph, lambda _m: None)
-        sqnr, cosine = figures(parity)
-        failures = parity.failures()
+        verdict = self.judge(graph, lambda _m: None)
+        sqnr, cosine, drop1 = verdict.figures()
         c = art.SearchCandidate(
             label=label, float_layers=layers, float_nodes=list(self.quantize.facts[f"cand{len(self.candidates)}"]
-            ["float_nodes"]), sqnr_db=sqnr, cosine_min=cosine, accuracy_drop_pp=drop1, top5_drop_pp=drop5,  # type: ignore[arg-type]
-            passed=parity.passed, failure=failures[0] if failures else None,
+            ["float_nodes"]), sqnr_db=sqnr, cosine_min=cosine, accuracy_drop_pp=drop1,  # type: ignore[arg-type]
+            top5_drop_pp=verdict.drop5, passed=verdict.passed, failure=verdict.failure, checks=verdict.checks,
         )  # fmt: skip
         self.candidates.append(c)
         self.graphs.append(graph)
-        self.parities.append(parity)
+        self.parities.append(verdict.parity)
         self.step(f"  {'passed' if c.passed else 'failed'}: " + describe(c))
         return c
 

@@ -9,7 +9,9 @@
    then greedy from all-float, layers made int8 by time saved per unit of noise they add alone (noise
    powers add): the largest set predicted to meet the budget, then smaller ones until one passes.
 4. Every candidate verified end to end (the parity check with the budget's tolerance, and top-1/top-5
-   over the labelled set where there is one), then all timed interleaved against fp32 in one group.
+   over the labelled set where there is one; with ``--engine openvino`` in onnxruntime and again in
+   OpenVINO, with the precision hint it is timed with: it passes only where both pass), then all timed
+   interleaved against fp32 in one group.
 5. The fastest passing candidate is written as the ``auto`` variant, with every candidate in the
    manifest and a Pareto PNG beside it, only where its speed-up's interval lies above 1.
 """
@@ -338,7 +340,7 @@ def _run(
     all_int8 = (tmp / "int8.onnx").read_bytes()
     tolerance = _tolerance(all_int8, reference, budget, step)
     judge = Judge(reference, tolerance, sizes, threads, _probe(reference, labelled), labelled,
-                  budget.threshold if budget.metric == "accuracy" else None, labelled_name)  # fmt: skip
+                  budget.threshold if budget.metric == "accuracy" else None, labelled_name, config.engine)  # fmt: skip
     index = LayerIndex(manifest.layers, onnx.load_from_string(fp32))
     calib_dir = config.calibration.calibration_dir
     work = Work(
@@ -406,8 +408,15 @@ def _run(
         float_reasons=_reasons(chosen, costs, timed) if pays else [],
         layers=costs, candidates=timed,
         notes=[*_unstable(fp32_t, timed), *([noise_first.explain(timed)] if noise_first else [])],
+        judged_in=["onnxruntime", *(["openvino"] if config.engine == "openvino" else [])],
+        inference_precision=_inference_precision(timed) if config.engine == "openvino" else None,
     )  # fmt: skip
     return search, work
+
+
+def _inference_precision(candidates: list[art.SearchCandidate]) -> str | None:
+    """OpenVINO's inference precision as the judge read it back (the hint the timing compiles with too)."""
+    return next((c.inference_precision for x in candidates for c in x.checks if c.engine == "openvino"), None)
 
 
 def _target_db(budget: Budget) -> float | None:
