@@ -53,7 +53,6 @@ TORCH_ENGINES = ("pytorch", "torch-compile")
 EXTRA_PRECISIONS = ("bf16",)
 
 
-
 def _install_hint(extra: str, package: str) -> str:
     return f"pip install -e '.[{extra}]' (or pip install {package})"
 
