@@ -164,3 +164,16 @@ def cuda_ready() -> bool:
         return torch.cuda.is_available() and cuda_usable()
     except ImportError:
         return False
+
+
+def relu_graph() -> bytes:
+    """A one-node ONNX graph (Relu) with a symbolic batch over 3x8x8 inputs: the smallest real graph to serve,
+    bench or wrap where a test needs one and the model does not matter."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    g = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "g", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from runtime.tune.deploy import Candidate, Figures, ServeSearch, ServingOverhead
 from runtime.tune.overhead import (
@@ -19,20 +18,11 @@ from runtime.tune.overhead import (
     overhead_from,
     pipelined_ips,
 )
-from tests.helpers import ort_run
-
-
-def _relu_graph() -> bytes:
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])
-    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])
-    g = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "g", [x], [y])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
+from tests.helpers import ort_run, relu_graph
 
 
 def test_the_trivial_model_returns_its_input_with_the_artifacts_input_and_opset() -> None:
-    graph = identity_graph(_relu_graph())
+    graph = identity_graph(relu_graph())
     model = onnx.load_model_from_string(graph)
     assert [n.op_type for n in model.graph.node] == ["Identity"]
     assert model.graph.input[0].name == "input" and model.ir_version == 8
@@ -125,7 +115,7 @@ def test_the_trivial_model_is_built_and_checked_once_per_graph(monkeypatch: pyte
     checked: list[int] = []
     real = onnx.checker.check_model
     monkeypatch.setattr(onnx.checker, "check_model", lambda m, *a, **k: (checked.append(1), real(m, *a, **k))[1])
-    graph = _relu_graph()
+    graph = relu_graph()
     first = identity_graph(graph)
     assert identity_graph(bytes(graph)) == first and len(checked) == 1  # equal bytes: the same graph
     other = onnx.load_model_from_string(graph)
@@ -159,12 +149,12 @@ def test_the_serving_path_probe_writes_only_a_scratch_folder_inside_the_tune_out
         seen.append(served.path)
         # the server's workspace (pytriton's Unix sockets) stays in the system's temporary folder, as for any load test
         assert tempfile.gettempdir() == str(system_tmp)
-        assert served.path.read_bytes() == resolved.graph == identity_graph(_relu_graph())
+        assert served.path.read_bytes() == resolved.graph == identity_graph(relu_graph())
         raise UserError("no Triton here")
 
     monkeypatch.setattr(triton, "load_test", fake_load_test)
     artifact = SimpleNamespace(name="relu", manifest=SimpleNamespace(input_shape=[3, 8, 8], min_size=None))
-    resolved = Resolved(artifact=artifact, key=art.VariantKey("fp32"), graph=_relu_graph())  # type: ignore[arg-type]
+    resolved = Resolved(artifact=artifact, key=art.VariantKey("fp32"), graph=relu_graph())  # type: ignore[arg-type]
     record = ServingOverhead(protocol="grpc", concurrency=1, request_batch=1, instances=1, max_batch_size=1)
     triton.serving_path(TuneConfig(artifact="relu", output_dir=out), resolved, ModelOptions(), 1, 1, record)
     assert record.note == "the serving path was not measured: no Triton here"

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from runtime.tune.deploy import BenchSetting, Candidate, Figures, ServedConfig, ServeSearch
 from runtime.tune.deployment import model_options, served_batch, served_setting, with_batching
+from tests.helpers import relu_graph
 
 
 def _chosen(engine: str = "onnxruntime", batch: int = 8) -> Candidate:
@@ -64,19 +65,10 @@ def test_the_served_setting_of_openvino_keeps_its_num_streams_and_threads_with_a
     assert served_setting(chosen, options, _won(formed=15.6), threads=2).batch == 16
 
 
-def _relu_graph() -> bytes:
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])
-    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])
-    g = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "g", [x], [y])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
-
-
 def test_the_graphs_batch_dimension_is_fixed_only_where_it_is_a_number() -> None:
     from runtime.tune.triton import _graph_batch
 
-    assert _graph_batch(_relu_graph()) is None
+    assert _graph_batch(relu_graph()) is None
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 8, 8])
     g = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "g", [x], [y])
@@ -116,7 +108,7 @@ def _final_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served_final: 
     won = won or _won()
     options = with_batching(model_options(chosen, "cpu", 2), won.instances, 16, (8, 16), 500)
     artifact = SimpleNamespace(name="relu", manifest=SimpleNamespace(input_shape=[3, 8, 8], min_size=None))
-    resolved = Resolved(artifact=artifact, key=art.VariantKey("int8"), graph=_relu_graph())  # type: ignore[arg-type]
+    resolved = Resolved(artifact=artifact, key=art.VariantKey("int8"), graph=relu_graph())  # type: ignore[arg-type]
     out = ServeSearch()
     triton.final_check(TuneConfig(artifact="relu", output_dir=tmp_path), resolved, chosen, options, won, out)
     triton.summarize(out, chosen, model_options(chosen, "cpu", 2), won)
@@ -237,7 +229,7 @@ def test_the_bench_times_each_setting_with_its_streams_threads_requests_in_fligh
     monkeypatch.setattr(throughput, "measure_throughput_interleaved", fake_measure)
     artifact = SimpleNamespace(name="relu", manifest=SimpleNamespace(input_shape=[3, 8, 8]),
                                path=lambda key: Path("relu.onnx"))  # fmt: skip
-    resolved = Resolved(artifact=artifact, key=art.VariantKey("int8"), graph=_relu_graph())  # type: ignore[arg-type]
+    resolved = Resolved(artifact=artifact, key=art.VariantKey("int8"), graph=relu_graph())  # type: ignore[arg-type]
     chosen = _chosen()
     options = with_batching(model_options(chosen, "cpu", 2), 4, 16, (8, 16), 500)
     served = served_setting(chosen, options, _won(), threads=2)
