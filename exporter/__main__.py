@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[*options.PRECISIONS, "auto"],
         default="fp32",
         help="fp16 (for CUDA) or int8 (for CPU) variant: NAME.fp16.onnx / NAME.int8.onnx; auto: the fastest "
-        "int8 graph within a budget, layers kept float by measured loss and time (NAME.auto.onnx)",
+        "int8 (--target cpu) or fp16 (--target cuda) graph within a budget, layers kept float by measured loss "
+        "and time (NAME.auto.onnx)",
     )
     o.add_argument(
         "--optimize-for",
@@ -112,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="labelled images to judge --max-accuracy-drop on: an ImageFolder (one subfolder per class) or "
         ".npz files with x and y",
     )  # fmt: skip
-    a.add_argument("--target", choices=options.TARGETS, help="where the graph will run (default cpu)")
+    a.add_argument(
+        "--target",
+        choices=options.TARGETS,
+        help="where the graph will run (default cpu: int8); cuda: fp16 on onnxruntime's CUDA provider",
+    )
     options.engine(a, choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="the engine latency is measured in (default onnxruntime)")  # fmt: skip
     options.threads(a, help="intra-op threads the candidates are timed with (default: one per core)")
@@ -355,8 +360,10 @@ def _check_variant_flags(args: argparse.Namespace) -> None:
         raise UserError(f"{', '.join(search_only)} go(es) with --precision auto")
     if args.precision == "auto":
         from runtime.precision.budget import budget_from
+        from runtime.precision.search import check_target
 
         budget_from(args.max_loss_db, args.min_cosine, args.max_accuracy_drop)  # a bad budget: one line, before work
+        check_target(args.target or "cpu", args.engine)  # --target cuda without a usable CUDA provider, too
     if args.precision == "auto" and (args.optimize_for or args.all):
         raise UserError("--precision auto searches one model's graph: without --optimize-for and --all")
     if args.eval_dir is not None and not args.eval_dir.exists():
@@ -511,7 +518,8 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
             fmt(c.latency_ms, ".3f", ""), speed,
         ])  # fmt: skip
     title = f"{outcome.name} --precision auto: {s.budget}; fp32 {s.fp32_ms:.3f} ms "
-    title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {s.engine}, batch {s.batch_size}, {s.threads} threads"
+    where = f"{s.engine} on CUDA" if s.device == "cuda" else f"{s.engine}"
+    title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {where}, batch {s.batch_size}, {s.threads} threads"
     if len(s.judged_in) > 1:  # the engine timed is also the engine judged: say with which precision hint
         hint = f" ({s.inference_precision} hint)" if s.inference_precision else ""
         title += f"; judged in {' and '.join(s.judged_in)}{hint}, the worst figures shown"

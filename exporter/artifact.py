@@ -34,8 +34,8 @@ from .errors import UserError, describe_os_error
 from .files import AtomicWriter, NotRegularFile, read_regular_text, sha256_file, strict_json
 from .options import ARTIFACTS_DIR, PRECISIONS, TARGETS
 
-#: A variant's precision: a graph precision, or ``auto``, the mixed int8/float graph the precision
-#: search chose (``NAME.auto.onnx``)
+#: A variant's precision: a graph precision, or ``auto``, the mixed int8/float (``--target cpu``) or
+#: fp16/float (``--target cuda``) graph the precision search chose (``NAME.auto.onnx``)
 VARIANT_PRECISIONS = (*PRECISIONS, "auto")
 
 SCHEMA_VERSION = 2
@@ -277,7 +277,8 @@ class LayerCost(_Record):
     nodes: list[str]
     #: output SQNR (dB, against PyTorch fp32) of the graph with only this layer float, minus that of all-int8
     recovered_db: float | None
-    #: output SQNR (dB) of the graph with only this layer int8 (every other layer float): its own noise
+    #: output SQNR (dB) of the graph with only this layer int8 (every other layer float): its own noise; in
+    #: a search for CUDA (``precision`` fp16) with only this layer fp16, and the times below are fp16's
     alone_int8_sqnr_db: float | None = None
     #: what keeping it float costs: its profiled time in fp32 minus in int8 (ms, batch of the search)
     cost_ms: float | None
@@ -338,6 +339,9 @@ class PrecisionSearchRecord(_Record):
     device: str
     threads: int
     batch_size: int
+    #: what the layers not kept float are: int8 (QDQ, ``--target cpu``) or fp16 (``--target cuda``); the
+    #: default is what every search before ``--target cuda`` made
+    precision: Literal["int8", "fp16"] = "int8"
     fp32_ms: float
     fp32_low_ms: float
     fp32_high_ms: float
@@ -377,6 +381,9 @@ class VariantRecord(_Record):
     identity_nodes_removed: int
     io_dtype: str
     kept_fp32_ops: list[str] = Field(default_factory=list)
+    #: an fp16 graph's nodes kept float32 by name (an ``auto`` graph the search made for CUDA: its float
+    #: layers and reductions; an int8 graph's float nodes are in ``quantization``)
+    float_nodes: list[str] = Field(default_factory=list)
     quantization: QuantizationRecord | None = None
     optimization: OptimizationRecord | None = None
     #: ``auto``: the precision search that chose this graph

@@ -171,6 +171,11 @@ def cuda_usable() -> bool:
     return _no_gpu_reason() is None
 
 
+def cuda_missing_reason() -> str | None:
+    """Why :func:`cuda_usable` is False, in words (no CUDA provider in this build, no GPU visible), or None."""
+    return _no_gpu_reason()
+
+
 def save_optimized(model: Path, out_path: Path, config: SessionConfig) -> list[str]:
     """Have onnxruntime write its optimized graph (at ``config.graph_optimization``) to ``out_path``;
     return the providers it was optimized for."""

@@ -1,6 +1,6 @@
-"""Building and judging candidate graphs: quantized with the same calibrated ranges, keeping some
-layers float, verified end to end against PyTorch with the budget's tolerance (and, with labels, top-1
-and top-5 over the whole labelled set)."""
+"""Building and judging candidate graphs: quantized with the same calibrated ranges (``--target cpu``) or
+made fp16 (``--target cuda``), keeping some layers float, verified end to end against PyTorch with the
+budget's tolerance (and, with labels, top-1 and top-5 over the whole labelled set)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from exporter import artifact as art
 from exporter.data import Split
 from exporter.layers import LayerIndex
 from exporter.reference import Prepared, forward_outputs
-from exporter.variants import quantize_int8
+from exporter.variants import FP16_KEEP_FP32, quantize_int8, to_fp16
 
 from ..compare import compare
 from ..openvino_model import OpenvinoInfer
@@ -41,6 +42,40 @@ class Quantizer:
         data = out.read_bytes()
         out.unlink()
         return data
+
+
+#: Reductions sum many values, which half precision can overflow or round away: float32 in every fp16 candidate.
+FP16_REDUCTIONS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
+                   "ReduceLogSumExp", "ReduceProd")  # fmt: skip
+
+
+@dataclass
+class HalfBuilder:
+    """Builds an fp16 graph from the fp32 one (``--target cuda``), some nodes float32: the same call as
+    :class:`Quantizer`. Besides the nodes asked for, onnxruntime's default block list, LRN
+    (:data:`~exporter.variants.FP16_KEEP_FP32`) and the reductions (:data:`FP16_REDUCTIONS`) stay float32."""
+
+    fp32: bytes
+    facts: dict[str, dict[str, object]] = field(default_factory=dict)
+    #: the op types of this graph kept float32 in every candidate (LRN, reductions)
+    kept_ops: list[str] = field(init=False)
+    _reductions: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        nodes = onnx.load_from_string(self.fp32).graph.node
+        ops = {n.op_type for n in nodes}
+        self.kept_ops = [op for op in (*FP16_KEEP_FP32, *FP16_REDUCTIONS) if op in ops]
+        self._reductions = [n.name for n in nodes if n.op_type in FP16_REDUCTIONS]
+
+    def __call__(self, keep_float: list[str], label: str) -> bytes:
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+        asked = {*keep_float, *self._reductions}
+        model = to_fp16(onnx.load_from_string(self.fp32), keep_float=sorted(asked))
+        blocked = {*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32}
+        kept = [n.name for n in model.graph.node if n.name in asked or n.op_type in blocked]
+        self.facts[label] = {"float_nodes": kept}
+        return model.SerializeToString()
 
 
 def _logits(infer: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor) -> np.ndarray:
@@ -124,11 +159,14 @@ class Judge:
     max_drop_pp: float | None = None
     labelled_name: str = ""
     engine: str = "onnxruntime"
+    #: where the candidates are verified and as what precision (``--target cuda``: fp16 on CUDA)
+    device: str = "cpu"
+    precision: str = "int8"
     _probe_ref: np.ndarray | None = None
     _fp32_logits: np.ndarray | None = None
 
     def _session(self, graph: bytes):  # type: ignore[no-untyped-def]
-        return create_session(graph, SessionConfig(device="cpu", threads=self.threads))[0]
+        return create_session(graph, SessionConfig(device=self.device, threads=self.threads))[0]
 
     def probe_sqnr(self, graph: bytes) -> float | None:
         """The output SQNR of ``graph`` on the probe images (in onnxruntime): the quick figure the sensitivities
@@ -169,8 +207,8 @@ class Judge:
         self, engine: str, graph: bytes, step: Callable[[str], None]
     ) -> tuple[art.ParityRecord, float | None, float | None]:
         """The parity record of ``graph`` in ``engine`` (with the labelled set's accuracy), and the drops."""
-        session = SessionConfig(device="cpu", threads=self.threads)
-        parity = check(graph, self.reference, precision="int8", sizes=self.sizes, tolerance=self.tolerance,
+        session = SessionConfig(device=self.device, threads=self.threads)
+        parity = check(graph, self.reference, precision=self.precision, sizes=self.sizes, tolerance=self.tolerance,
                        session=session, on_step=step, engine=engine)  # fmt: skip
         base = self.fp32_accuracy()
         if base is None or self.labelled is None or self._fp32_logits is None:
@@ -199,19 +237,23 @@ def figures(parity: art.ParityRecord) -> tuple[float | None, float | None]:
 
 @dataclass
 class Work:
-    """What every stage of the search shares: the artifact, its reference, the quantizer and the judge."""
+    """What every stage of the search shares: the artifact, its reference, the graph builder and the judge."""
 
     artifact: art.Artifact
     reference: Prepared
     calibration_dir: str | None
     threads: int
-    quantize: Quantizer
+    #: the graph builder: int8 (``--target cpu``) or fp16 (``--target cuda``)
+    quantize: Quantizer | HalfBuilder
     judge: Judge
     index: LayerIndex
     step: Callable[[str], None]
     candidates: list[art.SearchCandidate] = field(default_factory=list)
     graphs: list[bytes] = field(default_factory=list)
     parities: list[art.ParityRecord] = field(default_factory=list)
+    #: what the layers not kept float are (int8, fp16), as the candidates' labels say it
+    precision: str = "int8"
+    identity_nodes_removed: int = 0
 
     def try_graph(self, label: str, nodes: list[str], layers: list[str]) -> art.SearchCandidate:
         self.step(f"candidate {len(self.candidates) + 1}: {label}")

@@ -80,14 +80,15 @@ def _feeders(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]) -> list[
 
 
 def layer_times(
-    graph: bytes, x: np.ndarray, index: LayerIndex, engine: str, precision: str, threads: int
+    graph: bytes, x: np.ndarray, index: LayerIndex, engine: str, precision: str, threads: int, device: str = "cpu"
 ) -> dict[str, float]:
-    """Median time per layer (ms) of ``graph`` on ``x``, from ``runtime.profile``'s collectors."""
+    """Median time per layer (ms) of ``graph`` on ``x``, from ``runtime.profile``'s collectors, on ``device``
+    (``cuda``: onnxruntime's CUDA provider)."""
     run: EngineRun
     if engine == "openvino":
         run = OpenvinoCollector(threads, precision)(graph, x, 3, PROFILE_RUNS)
     else:
-        config = SessionConfig(device="cpu", threads=threads, allow_spinning=False)
+        config = SessionConfig(device=device, threads=threads, allow_spinning=False)
         run = OnnxruntimeCollector(config)(graph, x, 3, PROFILE_RUNS)
     times: dict[str, float] = {}
     for row in layer_rows(run.nodes, index):
@@ -150,11 +151,13 @@ def alone_int8(
     build: Callable[[list[str], str], bytes],
     measure: Callable[[bytes], float | None],
     step: Callable[[str], None],
+    precision: str = "int8",
 ) -> dict[str, float | None]:
-    """Output SQNR of the graph with only each layer int8 (every other layer float, inputs included)."""
+    """Output SQNR of the graph with only each layer int8 (or what ``build`` makes the layers not kept float:
+    fp16), every other layer float, inputs included."""
     out: dict[str, float | None] = {}
     for i, layer in enumerate(layers, 1):
-        step(f"sensitivity {i}/{len(layers)}: only {layer.name} int8")
+        step(f"sensitivity {i}/{len(layers)}: only {layer.name} {precision}")
         mine = set(layer.nodes)
         others = list(dict.fromkeys(n for other in layers if other is not layer for n in other.nodes if n not in mine))
         out[layer.name] = measure(build(others, f"alone.{i}"))
@@ -168,7 +171,8 @@ def sensitivities(
     base_sqnr: float | None,
     step: Callable[[str], None],
 ) -> dict[str, float | None]:
-    """SQNR recovered (dB) by each layer alone kept float, against the all-int8 graph's ``base_sqnr``."""
+    """SQNR recovered (dB) by each layer alone kept float, against the all-int8 (or all-fp16) graph's
+    ``base_sqnr``."""
     out: dict[str, float | None] = {}
     for i, layer in enumerate(layers, 1):
         step(f"sensitivity {i}/{len(layers)}: {layer.name} float")

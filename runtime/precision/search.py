@@ -1,5 +1,10 @@
 """The precision search: the fastest int8/float graph within a budget, by measured loss and measured time.
 
+``--target cpu`` (below) searches int8 QDQ graphs on the CPU; ``--target cuda`` the same way fp16 graphs
+on onnxruntime's CUDA provider: no calibration, all-fp16 first (LRN and reductions float32 in every
+candidate), then the same per-layer measurements and candidates (not the int8 rule's), each verified on
+CUDA with the same budget and timed there against fp32.
+
 1. Calibrate once (over every verified size for a dynamic-size graph) and build the all-int8 graph.
 2. Measure each quantizable layer (with the pools, ReLUs and Concats feeding it): the output SQNR with
    only it int8 and the SQNR recovered with only it float (on a fixed probe batch), and its cost, its
@@ -54,7 +59,7 @@ from ..bench.stats import Interval
 from ..compare import default_tolerance
 from ..parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS
 from .budget import Budget, check_eval_size, default_budget, needs_labels
-from .candidates import Judge, Quantizer, Work, describe
+from .candidates import FP16_REDUCTIONS, HalfBuilder, Judge, Quantizer, Work, describe
 from .layers import (
     ISLAND_SHARE,
     alone_int8,
@@ -70,6 +75,7 @@ from .layers import (
 from .timing import time_candidates
 
 ENGINES = ("onnxruntime", "openvino")
+TARGETS = ("cpu", "cuda")
 #: How many fewer int8 layers than the predicted set the later greedy candidates have.
 GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 #: After a greedy candidate passes, sets with this many more int8 layers are tried in turn while they pass.
@@ -95,19 +101,49 @@ class SearchConfig:
     eval_name: str | None = None
 
     def validate(self) -> None:
-        if self.engine not in ENGINES:
-            raise UserError(f"unknown engine {self.engine!r}: choose {', '.join(ENGINES)}")
-        if self.target == "cuda":
-            raise UserError(
-                "--precision auto --target cuda (fp16 with float fallback) is not built yet: this search "
-                "measures int8 on the CPU; use --target cpu"
-            )
-        if self.target != "cpu":
-            raise UserError(f"unknown target {self.target!r}: choose cpu or cuda")
+        check_target(self.target, self.engine)
         if self.batch_size < 1:
             raise UserError("--batch-size must be at least 1")
         if self.eval_set is not None:  # before any work: a set too small for the budget is known now
             check_eval_size(self.budget or default_budget(True), len(self.eval_set.y))
+
+
+def cuda_missing() -> str | None:
+    """Why onnxruntime's CUDA provider cannot run here, or None where a session on it was really created
+    (its providers read back: onnxruntime falls back to the CPU silently)."""
+    from onnx import TensorProto, helper
+
+    from ..sessions import SessionConfig, create_session, cuda_missing_reason
+
+    why = cuda_missing_reason()
+    if why:
+        return why
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", io[:1], io[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    try:
+        create_session(model.SerializeToString(), SessionConfig(device="cuda"))
+    except UserError as exc:  # CudaUnavailable: it fell back to the CPU; or the provider refused to load at all
+        return str(exc).removeprefix("--device cuda: ")
+    return None
+
+
+def check_target(target: str, engine: str) -> None:
+    """Refuse, in one line and before any work, a target this machine cannot search for."""
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r}: choose {', '.join(TARGETS)}")
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}: choose {', '.join(ENGINES)}")
+    if target != "cuda":
+        return
+    if engine != "onnxruntime":
+        raise UserError(f"--target cuda times onnxruntime's CUDA provider: --engine {engine} runs on the CPU")
+    why = cuda_missing()
+    if why:
+        raise UserError(
+            f"--precision auto --target cuda needs a CUDA GPU: onnxruntime's CUDA provider could not be created "
+            f"here: {why}; use --target cpu"
+        )
 
 
 @dataclass
@@ -153,9 +189,11 @@ def _first_candidates(work: Work, model: onnx.ModelProto, prepared: Path, images
         work.try_graph(label, nodes, layers)
 
 
-def _greedy(work: Work, order: list[art.LayerCost], target_db: float | None, floor: float) -> None:
-    """From all-float, the most time-saving layers per unit of noise made int8 (the rest float): the largest
-    such set predicted to meet an SQNR budget first, then smaller ones until one passes."""
+def _greedy(
+    work: Work, order: list[art.LayerCost], target_db: float | None, floor: float, precision: str = "int8"
+) -> None:
+    """From all-float, the most time-saving layers per unit of noise made int8 (``precision``: or fp16), the
+    rest float: the largest such set predicted to meet an SQNR budget first, then smaller ones until one passes."""
     n = len(order)
     if n < 2:
         return
@@ -165,29 +203,29 @@ def _greedy(work: Work, order: list[art.LayerCost], target_db: float | None, flo
         first = n - 1
     steps = [first, *sorted({first - s for s in GREEDY_STEPS if 0 < first - s}, reverse=True)]
     for k in steps:
-        if _greedy_try(work, order, k, floor):
+        if _greedy_try(work, order, k, floor, precision):
             break
     else:
         return
     # the prediction is conservative (noise of layers int8 together partly cancels): more int8 while it passes
     for step in UPWARD_STEPS:
-        if k + step >= n or not _greedy_try(work, order, k + step, floor):
+        if k + step >= n or not _greedy_try(work, order, k + step, floor, precision):
             return
 
 
-def _greedy_try(work: Work, order: list[art.LayerCost], k: int, floor: float) -> bool:
-    """Build and judge the graph with the first ``k`` layers of ``order`` int8, the rest float."""
+def _greedy_try(work: Work, order: list[art.LayerCost], k: int, floor: float, precision: str) -> bool:
+    """Build and judge the graph with the first ``k`` layers of ``order`` int8 (or fp16), the rest float."""
     float_layers = order[k:]
     nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
     predicted = predicted_int8_sqnr(order, k, floor)
-    label = f"greedy: {k} of {len(order)} layers int8 by time saved per noise (predicted {predicted:.1f} dB)"
+    label = f"greedy: {k} of {len(order)} layers {precision} by time saved per noise (predicted {predicted:.1f} dB)"
     return work.try_graph(label, nodes, [c.layer for c in float_layers]).passed
 
 
 @dataclass
 class Measured:
-    """What the search measured per layer: each one's sensitivities and cost, fp32's and all-int8's summed
-    layer times (ms) and the noise left with every layer float (relative to the signal)."""
+    """What the search measured per layer: each one's sensitivities and cost, fp32's and all-int8's (or
+    all-fp16's) summed layer times (ms) and the noise left with every layer float (relative to the signal)."""
 
     costs: list[art.LayerCost]
     fp32_total_ms: float
@@ -196,16 +234,18 @@ class Measured:
 
 
 def _measure_layers(
-    work: Work, model: onnx.ModelProto, fp32: bytes, all_int8: bytes, x: np.ndarray, config: SearchConfig
+    work: Work, model: onnx.ModelProto, fp32: bytes, all_low: bytes, x: np.ndarray, config: SearchConfig
 ) -> Measured:
-    """Each layer's sensitivities and cost, profiled in the deployment engine."""
+    """Each layer's sensitivities and cost, profiled in the deployment engine on the judge's device; ``all_low``
+    is the graph with every layer int8 (or fp16)."""
     layers = quantizable_layers(model, work.index)
-    engine, judge, step = config.engine, work.judge, work.step
-    step(f"profiling fp32 and all-int8 per layer ({engine}, batch {config.batch_size}, {work.threads} threads)")
-    fp32_ms = layer_times(fp32, x, work.index, engine, "fp32", work.threads)
-    int8_ms = layer_times(all_int8, x, work.index, engine, "int8", work.threads)
-    recovered = sensitivities(layers, work.quantize, judge.probe_sqnr, judge.probe_sqnr(all_int8), step)
-    alone = alone_int8(layers, work.quantize, judge.probe_sqnr, step)
+    engine, judge, step, low, device = config.engine, work.judge, work.step, work.precision, work.judge.device
+    where = f"{engine} {device}, batch {config.batch_size}, {work.threads} threads"
+    step(f"profiling fp32 and all-{low} per layer ({where})")
+    fp32_ms = layer_times(fp32, x, work.index, engine, "fp32", work.threads, device)
+    int8_ms = layer_times(all_low, x, work.index, engine, low, work.threads, device)
+    recovered = sensitivities(layers, work.quantize, judge.probe_sqnr, judge.probe_sqnr(all_low), step)
+    alone = alone_int8(layers, work.quantize, judge.probe_sqnr, step, precision=low)
     all_float = judge.probe_sqnr(work.quantize(list(dict.fromkeys(n for la in layers for n in la.nodes)), "float"))
     floor = 0.0 if all_float is None else 10 ** (-all_float / 10)
     costs = layer_costs(layers, recovered, alone, fp32_ms, int8_ms)
@@ -232,10 +272,10 @@ class NoiseFirst:
         )
 
 
-def _noise_first(work: Work, measured: Measured, target_db: float) -> NoiseFirst | None:
-    """Candidates from the other end: the layers that alone int8 already miss the budget float (every graph
-    within it keeps them float), then the next noisiest ones too, until one passes. None where no layer
-    alone misses the budget."""
+def _noise_first(work: Work, measured: Measured, target_db: float, precision: str = "int8") -> NoiseFirst | None:
+    """Candidates from the other end: the layers that alone int8 (``precision``: or fp16) already miss the
+    budget float (every graph within it keeps them float), then the next noisiest ones too, until one passes.
+    None where no layer alone misses the budget."""
     necessary = below_budget(measured.costs, target_db)
     if not necessary:
         return None
@@ -255,8 +295,8 @@ def _noise_first(work: Work, measured: Measured, target_db: float) -> NoiseFirst
         label = f"noise-first: the {len(necessary)} layers alone below the budget float{more_float}"
         if work.try_graph(label, nodes, [c.layer for c in float_layers]).passed:
             break
-    return NoiseFirst(f"{len(necessary)} layer(s) alone int8 already miss the budget ({worst}{more}), so every "
-                      "graph within it keeps them float", base)  # fmt: skip
+    return NoiseFirst(f"{len(necessary)} layer(s) alone {precision} already miss the budget ({worst}{more}), so "
+                      "every graph within it keeps them float", base)  # fmt: skip
 
 
 def _probe(reference: Prepared, labelled: Split | None) -> torch.Tensor:
@@ -305,10 +345,69 @@ def _not_worth_it(search: art.PrecisionSearchRecord) -> str:
         return "no candidate met the budget"
     best = max(passing, key=lambda c: c.speedup or 0.0)
     return (
-        f"int8 does not pay here: the fastest candidate within the budget ({best.label}) runs "
+        f"{search.precision} does not pay here: the fastest candidate within the budget ({best.label}) runs "
         f"{best.latency_ms:.3f} ms against fp32's {search.fp32_ms:.3f} ms, speed-up {best.speedup:.2f}x "
         f"(95% interval {best.speedup_low:.2f}-{best.speedup_high:.2f}, not above 1); nothing written"
     )
+
+
+@dataclass
+class Setup:
+    """What a target gives the common search: its graph builder, the tolerance candidates are verified with
+    and where (device, precision), the graph its layers are found in, the first candidate's label, and its
+    own extra candidates (the int8 rule's) to try after the layers are measured."""
+
+    build: Quantizer | HalfBuilder
+    tolerance: art.Tolerance
+    device: str
+    precision: str
+    layer_model: onnx.ModelProto
+    first_label: str
+    extra_candidates: Callable[[Work], None] = lambda _work: None
+    notes: list[str] = field(default_factory=list)
+
+
+def _int8_setup(
+    manifest: art.Manifest, reference: Prepared, config: SearchConfig, budget: Budget, model: onnx.ModelProto,
+    removed: int, tmp: Path, step: Callable[[str], None],
+) -> Setup:  # fmt: skip
+    """``--target cpu``: calibrate once; int8 QDQ graphs judged on the CPU."""
+    onnx.save(model, str(tmp / "stage.onnx"))
+    prepared = tmp / "pre.onnx"
+    pre_model = prepare_for_int8(tmp / "stage.onnx", prepared)
+    sizes = _sizes(manifest)
+    images, source = calibration_images(reference, config.calibration.calibration_dir, sizes, manifest.min_size)
+    options = dict(method=config.calibration.calibration_method, reduce_range=config.calibration.reduce_range,
+                   cache=tmp / "ranges.json")  # fmt: skip
+    step(f"calibrating on {sum(len(g) for g in images)} images ({source})")
+    facts = quantize_int8(prepared, tmp / "int8.onnx", images, **options)  # type: ignore[arg-type]
+    tolerance = _tolerance((tmp / "int8.onnx").read_bytes(), reference, budget, step)
+    quantizer = Quantizer(prepared, tmp, options)
+    quantizer.facts["calibration"] = {
+        **facts,
+        "calibration_images": sum(len(g) for g in images),
+        "calibration_source": source,
+        "sizes": [tuple(g.shape[-2:]) for g in images],
+        "identity_nodes_removed": removed,
+    }
+    return Setup(quantizer, tolerance, "cpu", "int8", pre_model, "all layers int8",
+                 lambda work: _first_candidates(work, pre_model, prepared, images))  # fmt: skip
+
+
+def _fp16_setup(budget: Budget, model: onnx.ModelProto) -> Setup:
+    """``--target cuda``: fp16 graphs judged on onnxruntime's CUDA provider, with the budget's demand on the
+    floors every auto graph is held to (no calibration, no input rounding: the input stays float32)."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    builder = HalfBuilder(model.SerializeToString())
+    kept = ", ".join(builder.kept_ops)
+    label = f"all layers fp16 ({kept} float32)" if kept else "all layers fp16 (no LRN or reduction to keep float32)"
+    note = (
+        f"fp16 candidates keep float32 the ops of onnxruntime's default block list ({len(DEFAULT_OP_BLOCK_LIST)} "
+        f"op types, none of a classic CNN's compute layers), LRN and the reductions ({', '.join(FP16_REDUCTIONS)})"
+    )
+    tolerance = budget.tolerance(default_tolerance("cuda", "auto"))
+    return Setup(builder, tolerance, "cuda", "fp16", model, label, notes=[note])
 
 
 def _run(
@@ -320,66 +419,77 @@ def _run(
     step: Callable[[str], None],
 ) -> tuple[art.PrecisionSearchRecord, Work]:
     manifest = artifact.manifest
-    sizes = _sizes(manifest)
     labelled, labelled_name = _labelled(reference, config)
     budget = config.budget or default_budget(labelled is not None)
     needs_labels(budget, labelled is not None)
     if labelled is not None:
         check_eval_size(budget, len(labelled.y))
     config = replace(config, budget=budget)
-    fp32 = artifact.path().read_bytes()  # read once: staged for int8, indexed by layer, timed as the baseline
+    fp32 = artifact.path().read_bytes()  # read once: staged for int8 or fp16, indexed by layer, timed as the baseline
     model, removed = strip_identity_ops(onnx.load_from_string(fp32))
-    onnx.save(model, str(tmp / "stage.onnx"))
-    prepared = tmp / "pre.onnx"
-    pre_model = prepare_for_int8(tmp / "stage.onnx", prepared)
-    images, source = calibration_images(reference, config.calibration.calibration_dir, sizes, manifest.min_size)
-    options = dict(method=config.calibration.calibration_method, reduce_range=config.calibration.reduce_range,
-                   cache=tmp / "ranges.json")  # fmt: skip
-    step(f"calibrating on {sum(len(g) for g in images)} images ({source})")
-    facts = quantize_int8(prepared, tmp / "int8.onnx", images, **options)  # type: ignore[arg-type]
-    all_int8 = (tmp / "int8.onnx").read_bytes()
-    tolerance = _tolerance(all_int8, reference, budget, step)
-    judge = Judge(reference, tolerance, sizes, threads, _probe(reference, labelled), labelled,
-                  budget.threshold if budget.metric == "accuracy" else None, labelled_name, config.engine)  # fmt: skip
-    index = LayerIndex(manifest.layers, onnx.load_from_string(fp32))
-    calib_dir = config.calibration.calibration_dir
-    work = Work(
-        artifact,
-        reference,
-        str(calib_dir) if calib_dir else None,
-        threads,
-        Quantizer(prepared, tmp, options),
-        judge,
-        index,
-        step,
-    )
-    work.quantize.facts["calibration"] = {
-        **facts,
-        "calibration_images": sum(len(g) for g in images),
-        "calibration_source": source,
-        "sizes": [tuple(g.shape[-2:]) for g in images],
-        "identity_nodes_removed": removed,
-    }
-
+    if config.target == "cuda":
+        setup = _fp16_setup(budget, model)
+    else:
+        setup = _int8_setup(manifest, reference, config, budget, model, removed, tmp, step)
+    judge = Judge(reference, setup.tolerance, _sizes(manifest), threads, _probe(reference, labelled), labelled,
+                  budget.threshold if budget.metric == "accuracy" else None, labelled_name,
+                  engine=config.engine, device=setup.device, precision=setup.precision)  # fmt: skip
+    calib_dir = config.calibration.calibration_dir if config.target == "cpu" else None
+    work = Work(artifact, reference, str(calib_dir) if calib_dir else None, threads, setup.build, judge,
+                LayerIndex(manifest.layers, onnx.load_from_string(fp32)), step, precision=setup.precision,
+                identity_nodes_removed=removed)  # fmt: skip
     x = check_batch(reference.input_shape, config.batch_size, 0, seed=PROBE_SEED).numpy()
     costs: list[art.LayerCost] = []
     noise_first: NoiseFirst | None = None
-    work.try_graph("all layers int8", [], [])
+    notes = list(setup.notes)
+    work.try_graph(setup.first_label, [], [])
     if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
-        measured = _measure_layers(work, pre_model, fp32, all_int8, x, config)
+        measured = _measure_layers(work, setup.layer_model, fp32, work.graphs[0], x, config)
         costs, target_db = measured.costs, _target_db(budget)
-        _first_candidates(work, pre_model, prepared, images)
+        setup.extra_candidates(work)
         if target_db is not None:
-            noise_first = _noise_first(work, measured, target_db)
-        _greedy(work, int8_order(costs, ISLAND_SHARE * measured.int8_total_ms), target_db, measured.floor)
+            noise_first = _noise_first(work, measured, target_db, work.precision)
+        order = int8_order(costs, ISLAND_SHARE * measured.int8_total_ms)
+        _greedy(work, order, target_db, measured.floor, work.precision)
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
         raise ExportFailed(
             f"no graph met the budget ({budget.describe()}) even with every layer the search ranked "
             f"float: best {best.label}: {describe(best)}; {best.failure}"
         )
-    step(f"timing {len(work.graphs)} candidates against fp32, interleaved ({config.engine})")
-    fp32_t, timings = time_candidates(artifact, fp32, work.graphs, x, config.engine, threads)
+    fp32_t, timed = _time(work, fp32, x, config, threads)
+    passing = [i for i, c in enumerate(timed) if c.passed]
+    fastest = max(passing, key=lambda i: timed[i].speedup or 0.0)
+    pays = (timed[fastest].speedup_low or 0.0) > 1.0
+    if pays:
+        timed[fastest] = timed[fastest].model_copy(update={"chosen": True})
+    work.candidates = timed
+    chosen = timed[fastest]
+    search = art.PrecisionSearchRecord(
+        budget=budget.describe(), metric=budget.metric, threshold=budget.threshold,  # type: ignore[arg-type]
+        target=config.target, engine=config.engine, device=work.judge.device, threads=threads,
+        batch_size=config.batch_size, precision=work.precision,  # type: ignore[arg-type]
+        fp32_ms=fp32_t.value, fp32_low_ms=fp32_t.low, fp32_high_ms=fp32_t.high,
+        float_layers=chosen.float_layers if pays else [],
+        float_reasons=_reasons(chosen, costs, timed, work.precision) if pays else [],
+        layers=costs, candidates=timed,
+        notes=[*_unstable(fp32_t, timed), *notes, *([noise_first.explain(timed)] if noise_first else [])],
+        judged_in=["onnxruntime", *(["openvino"] if config.engine == "openvino" else [])],
+        inference_precision=_inference_precision(timed) if config.engine == "openvino" else None,
+    )  # fmt: skip
+    return search, work
+
+
+def _time(
+    work: Work, fp32: bytes, x: np.ndarray, config: SearchConfig, threads: int
+) -> tuple[Interval, list[art.SearchCandidate]]:
+    """Every candidate timed against fp32 in one interleaved group, on the judge's device; the candidates with
+    their latencies and speed-ups."""
+    device = work.judge.device
+    work.step(f"timing {len(work.graphs)} candidates against fp32, interleaved ({config.engine} {device})")
+    fp32_t, timings = time_candidates(
+        work.artifact, fp32, work.graphs, x, config.engine, threads, device=device, precision=work.precision
+    )
     timed = [
         c.model_copy(
             update={
@@ -393,25 +503,7 @@ def _run(
         )  # fmt: skip
         for c, t in zip(work.candidates, timings)
     ]
-    passing = [i for i, c in enumerate(timed) if c.passed]
-    fastest = max(passing, key=lambda i: timed[i].speedup or 0.0)
-    pays = (timed[fastest].speedup_low or 0.0) > 1.0
-    if pays:
-        timed[fastest] = timed[fastest].model_copy(update={"chosen": True})
-    work.candidates = timed
-    chosen = timed[fastest]
-    search = art.PrecisionSearchRecord(
-        budget=budget.describe(), metric=budget.metric, threshold=budget.threshold,  # type: ignore[arg-type]
-        target=config.target, engine=config.engine, device="cpu", threads=threads, batch_size=config.batch_size,
-        fp32_ms=fp32_t.value, fp32_low_ms=fp32_t.low, fp32_high_ms=fp32_t.high,
-        float_layers=chosen.float_layers if pays else [],
-        float_reasons=_reasons(chosen, costs, timed) if pays else [],
-        layers=costs, candidates=timed,
-        notes=[*_unstable(fp32_t, timed), *([noise_first.explain(timed)] if noise_first else [])],
-        judged_in=["onnxruntime", *(["openvino"] if config.engine == "openvino" else [])],
-        inference_precision=_inference_precision(timed) if config.engine == "openvino" else None,
-    )  # fmt: skip
-    return search, work
+    return fp32_t, timed
 
 
 def _inference_precision(candidates: list[art.SearchCandidate]) -> str | None:
@@ -442,7 +534,9 @@ def _unstable(fp32: Interval, timed: list[art.SearchCandidate]) -> list[str]:
     ]
 
 
-def _reasons(chosen: art.SearchCandidate, costs: list[art.LayerCost], timed: list[art.SearchCandidate]) -> list[str]:
+def _reasons(
+    chosen: art.SearchCandidate, costs: list[art.LayerCost], timed: list[art.SearchCandidate], precision: str = "int8"
+) -> list[str]:
     """Why the chosen graph's layers stayed float: each one's measured gain and cost, and what failed with fewer."""
     by_name = {c.layer: c for c in costs}
     out = []
@@ -451,7 +545,7 @@ def _reasons(chosen: art.SearchCandidate, costs: list[art.LayerCost], timed: lis
         if c is None or c.recovered_db is None:
             out.append(f"{layer}: part of '{chosen.label}'")
             continue
-        alone = f", alone int8 {c.alone_int8_sqnr_db:.1f} dB" if c.alone_int8_sqnr_db is not None else ""
+        alone = f", alone {precision} {c.alone_int8_sqnr_db:.1f} dB" if c.alone_int8_sqnr_db is not None else ""
         # a residual Add fused into its Conv (onnxruntime's Conv+Add+Relu) has no time of its own in the profile
         cost = f"for {c.cost_ms:.3f} ms" if c.cost_ms is not None else "no time of its own in the profile (fused)"
         out.append(f"{layer}: alone float it recovers {c.recovered_db:+.2f} dB{alone}, {cost}")

@@ -10,9 +10,9 @@ from exporter import artifact as art
 from exporter.files import sha256_bytes
 from exporter.graph import io_spec, op_counts
 from exporter.layers import map_variant
-from exporter.variants import check_variant_graph, cpu_int8_features, record_and_write
+from exporter.variants import FP16_KEEP_FP32, check_variant_graph, cpu_int8_features, record_and_write
 
-from .candidates import Work
+from .candidates import FP16_REDUCTIONS, Work
 
 AUTO = art.VariantKey("auto")
 
@@ -58,12 +58,15 @@ def write_auto(
     spec = io_spec(graph)
     layers = map_variant(work.index, graph) if manifest.layers is not None else None
     final = artifact.path(AUTO)
+    fp16 = work.precision == "fp16"  # --target cuda: no quantization; the nodes kept float32 by name instead
+    float_nodes = list(work.quantize.facts[f"cand{chosen}"]["float_nodes"]) if fp16 else []  # type: ignore[call-overload]
     record = art.VariantRecord(
         key=str(AUTO), file=final.name, sha256=sha256_bytes(data), size_bytes=len(data), base_sha256=manifest.sha256,
         created=art.now(), nodes=len(graph.graph.node), op_counts=op_counts(graph),
         inputs=spec["inputs"], outputs=spec["outputs"],  # type: ignore[arg-type]
-        identity_nodes_removed=int(work.quantize.facts["calibration"]["identity_nodes_removed"]),  # type: ignore[call-overload]
-        io_dtype="float32", quantization=_quantization(work, chosen),
+        identity_nodes_removed=work.identity_nodes_removed, io_dtype="float32",
+        quantization=None if fp16 else _quantization(work, chosen),
+        kept_fp32_ops=[*FP16_KEEP_FP32, *FP16_REDUCTIONS] if fp16 else [], float_nodes=float_nodes,
         precision_search=search, parity=work.parities[chosen], layers=layers,
     )  # fmt: skip
     record_and_write(artifact.directory, manifest, final, data, record, [(plot, png)] if png is not None else [])

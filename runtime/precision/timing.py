@@ -36,17 +36,22 @@ def time_candidates(
     engine: str,
     threads: int,
     policy: TimingPolicy = POLICY,
+    *,
+    device: str = "cpu",
+    precision: str = "int8",
 ) -> tuple[Interval, list[Timing]]:
-    """fp32's latency and each candidate's latency and speed-up, all timed in one interleaved group."""
-    session = SessionConfig(device="cpu", threads=threads, allow_spinning=False)
+    """fp32's latency and each candidate's latency and speed-up, all timed in one interleaved group on
+    ``device`` (``cuda``: onnxruntime's CUDA provider, IO bound, which the engine reads back and refuses
+    a session that fell back to the CPU); ``precision`` names the candidates' graphs (int8, fp16)."""
+    session = SessionConfig(device=device, threads=threads, allow_spinning=False)
     runners = []
     for i, graph in enumerate([fp32, *candidates]):
         ctx = ModelContext(
-            name=artifact.name, artifact=artifact, graphs={"fp32": fp32, "int8": graph},
-            graph_paths={"fp32": artifact.manifest.file, "int8": f"candidate {i}"}, reference=None,
-            device="cpu", session=session, threads=threads,
+            name=artifact.name, artifact=artifact, graphs={"fp32": fp32, precision: graph},
+            graph_paths={"fp32": artifact.manifest.file, precision: f"candidate {i}"}, reference=None,
+            device=device, session=session, threads=threads,
         )  # fmt: skip
-        runners.append(prepare(engine, ctx, "fp32" if i == 0 else "int8", x))
+        runners.append(prepare(engine, ctx, "fp32" if i == 0 else precision, x))
     try:
         timed = measure_interleaved(runners, policy)
     finally:

@@ -95,7 +95,7 @@ def test_int8_order_is_time_saved_per_noise_and_noises_add() -> None:
 def _fake_timing(speedups: list[float]):  # type: ignore[no-untyped-def]
     """time_candidates as if measured: fp32 1 ms, candidate i at 1/speedups[i] ms with a 2% interval."""
 
-    def fake(artifact, fp32, candidates, x, engine, threads, policy=None):  # type: ignore[no-untyped-def]
+    def fake(artifact, fp32, candidates, x, engine, threads, policy=None, **_where):  # type: ignore[no-untyped-def]
         out = []
         for i, _ in enumerate(candidates):
             s = speedups[min(i, len(speedups) - 1)]
