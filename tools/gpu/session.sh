@@ -109,8 +109,9 @@ if ! grep -q "CUDA CHECK OK" "$OUT/env.txt" && [ "${SMOKE:-0}" != 1 ]; then
 fi
 
 # 1. the GPU tests (torch.compile's own is left to the compile run below, which times it on real models)
-step pytest 110 "$PY" -m pytest -m gpu -v -p no:cacheprovider --durations=0 \
+step pytest 170 "$PY" -m pytest -m gpu -v -p no:cacheprovider --durations=0 \
     tests/runtime/test_sessions.py tests/runtime/bench/test_bench.py tests/runtime/bench/test_cuda_limit_gpu.py \
+    tests/runtime/precision/test_fp16_search_gpu.py \
     --deselect tests/runtime/bench/test_cuda_limit_gpu.py::test_torch_compile_runs_max_autotune_on_cuda \
     2>&1 | tee "$OUT/pytest-gpu.txt"
 
