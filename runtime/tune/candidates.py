@@ -42,6 +42,10 @@ def precisions_to_sweep(config: TuneConfig, manifest: Manifest, cuda: bool) -> t
         if key.startswith("fp16") and not cuda:
             skipped[key] = "fp16 runs on CUDA"
             continue
+        search = manifest.variants[key].precision_search
+        if search is not None and search.precision == "fp16" and not cuda:  # --precision auto --target cuda
+            skipped[key] = "fp16 (the precision search's graph for CUDA) runs on CUDA"
+            continue
         if key.endswith(".opt-cuda") and not cuda:
             skipped[key] = "optimized for CUDA"
             continue

@@ -168,6 +168,14 @@ def test_the_cuda_search_writes_the_fastest_passing_fp16_graph(
     assert TensorProto.FLOAT16 in types and any(n.op_type == "Cast" for n in graph.graph.node)
     assert art.open_artifact(lenet_dir).stale_reason(AUTO) is None
     strict_load(lenet_dir / "manifest.json")
+    # the tune sweeps it on CUDA only, as it does the fp16 variant
+    from runtime.tune.candidates import precisions_to_sweep
+    from runtime.tune.config import TuneConfig
+
+    manifest = art.open_artifact(lenet_dir).manifest
+    cpu, skipped = precisions_to_sweep(TuneConfig("lenet5"), manifest, cuda=False)
+    assert "auto" not in cpu and "runs on CUDA" in skipped["auto"]
+    assert "auto" in precisions_to_sweep(TuneConfig("lenet5"), manifest, cuda=True)[0]
 
 
 def test_a_search_record_from_before_target_cuda_still_loads() -> None:
