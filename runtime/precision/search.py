@@ -282,8 +282,8 @@ def _noise_first(work: Work, measured: Measured, target_db: float, precision: st
     worst = ", ".join(f"{c.layer} {c.alone_int8_sqnr_db:.1f} dB" for c in necessary[:3])
     more = f" and {len(necessary) - 3} more" if len(necessary) > 3 else ""
     if len(necessary) == len(measured.costs):
-        return NoiseFirst(f"every one of the {len(necessary)} layers alone int8 already misses the budget "
-                          f"({worst}{more}): no int8 graph meets it", None)  # fmt: skip
+        return NoiseFirst(f"every one of the {len(necessary)} layers alone {precision} already misses the budget "
+                          f"({worst}{more}): no {precision} graph meets it", None)  # fmt: skip
     base = len(work.candidates)
     rest = [c for c in noisiest_first(measured.costs) if c not in necessary]
     for extra in NOISE_FIRST_STEPS:
