@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,6 +102,9 @@ class Row:
     min_ms: float | None
     max_ms: float | None
     mean_formed_batch: float | None = None
+    #: cores the whole machine kept busy on average over the measured window (clients, server and anything
+    #: else running; /proc/stat), None where it cannot be read
+    cpu_busy_cores: float | None = None
     executions: int | None = None
     queue_ms: float | None = None
     compute_ms: float | None = None
@@ -571,6 +575,28 @@ def _scrape_or_note(result: LoadTestResult, config: LoadTestConfig, host: str) -
         return None
 
 
+def cpu_jiffies() -> tuple[int, int, int] | None:
+    """(busy, total, cpus) from the ``cpu`` lines of /proc/stat: busy is everything but idle and iowait; None off
+    Linux. Busy cores over a window: the busy share of the total's difference times the CPUs."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    head = [int(v) for v in lines[0].split()[1:]] if lines and lines[0].startswith("cpu ") else []
+    if len(head) < 5:
+        return None
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    total = sum(head[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - head[3] - head[4], total, max(cpus, 1)
+
+
+def busy_cores(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
+    """Cores busy on average between two :func:`cpu_jiffies` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]) * after[2], 3)
+
+
 def _triton_row(
     result: LoadTestResult,
     config: LoadTestConfig,
@@ -588,13 +614,16 @@ def _triton_row(
     def scrape_when_measuring() -> None:  # the counters at the start of the measured window
         while time.perf_counter() < measure_from and not stop.event.is_set():
             time.sleep(0.005)
+        cpu["before"] = cpu_jiffies()
         box["before"] = _scrape_or_note(result, config, host)
 
+    cpu: dict[str, tuple[int, int, int] | None] = {}
     scraper = threading.Thread(target=scrape_when_measuring, daemon=True)
     scraper.start()
     latencies, errors, first_error, ends = _drive(
         config, result.model_name, output_names, arrays, level, measure_from, stop
     )
+    cpu_after = cpu_jiffies()
     scraper.join(timeout=10)
     before = box.get("before")
     after = _scrape_or_note(result, config, host) if before is not None else None
@@ -617,6 +646,7 @@ def _triton_row(
         concurrency=level,
         errors=errors,
         mean_formed_batch=finite_or_none(figures.mean_batch) if figures else None,
+        cpu_busy_cores=busy_cores(cpu.get("before"), cpu_after),
         executions=figures.executions if figures else None,
         queue_ms=figures.queue_us / 1e3 if figures and figures.queue_us is not None else None,
         compute_ms=figures.compute_us / 1e3 if figures and figures.compute_us is not None else None,

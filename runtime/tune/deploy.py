@@ -206,6 +206,9 @@ class ServingOverhead(_Record):
     #: its requests per second, once before and once after the final check's load test
     requests_per_s: list[float] = Field(default_factory=list)
     p50_ms: list[float] = Field(default_factory=list)
+    #: cores the machine kept busy during each measurement (/proc/stat), and the cores it has
+    busy_cores: list[float] = Field(default_factory=list)
+    cores: int | None = None
     #: seconds per request (the mean of the measurements' inverses), and their range
     seconds_per_request: float | None = None
     seconds_per_request_low: float | None = None
@@ -271,6 +274,11 @@ class ServeSearch(_Record):
     #: check_served_ips within 15% of corrected_predicted_ips (and of pipelined_predicted_ips); None where missing
     within_15pct: bool | None = None
     within_15pct_pipelined: bool | None = None
+    #: the serving path's CPU time and the engine's sharing the cores: ``min(pipelined, 1 / (1 / bench +
+    #: busy cores / (cores x serving path img/s)))`` (:func:`runtime.tune.overhead.shared_cores_ips`)
+    shared_predicted_ips: float | None = None
+    served_over_shared: float | None = None
+    within_15pct_shared: bool | None = None
     check: str | None = None
     note: str | None = None
 

@@ -15,7 +15,12 @@ Two predictions follow, the bounds of how far the two costs overlap:
   same fully busy cores, a lower bound otherwise;
 * **pipelined** (``pipelined_predicted_ips``): the slower of the bench's figure and the serving
   path's own ceiling (``images per request / serving seconds per request``), as if they overlapped
-  fully: neither stage can go faster than it does alone, so an upper bound.
+  fully: neither stage can go faster than it does alone, so an upper bound;
+* **shared cores** (``shared_predicted_ips``): the two overlap, but share the cores: the engine
+  needs ``cores / bench img/s`` core-seconds per image (the bench keeps every core busy), the serving
+  path ``busy cores / its img/s`` (the machine's busy cores while the Identity graph was served,
+  from /proc/stat); served is at most ``1 / (1 / bench + busy / (cores x path img/s))``, and at most
+  the pipelined bound.
 
 The bench's figure is that of the configuration served (its instances as the engine's streams and
 threads, its requests in flight, the batch the server formed), timed right before and right after
@@ -111,6 +116,13 @@ def pipelined_ips(bench_ips: float, batch: int, overhead_s: float) -> float:
     return min(bench_ips, batch / overhead_s)
 
 
+def shared_cores_ips(bench_ips: float, path_ips: float, busy: float, cores: int) -> float:
+    """Images per second when the engine (``cores / bench_ips`` core-seconds an image) and the serving path
+    (``busy / path_ips``) share ``cores``, never above the pipelined bound ``min(bench_ips, path_ips)``."""
+    shared = 1.0 / (1.0 / bench_ips + busy / (cores * path_ips))
+    return min(shared, bench_ips, path_ips)
+
+
 def check_line(served_ips: float, corrected: float, unstable: Sequence[str],
                how: str = "with the serving path's cost added",
                served: str = "served") -> tuple[bool, str]:  # fmt: skip
@@ -196,6 +208,15 @@ def charge_serving_path(out: ServeSearch, chosen: Candidate) -> None:
     out.within_15pct_pipelined, pipelined = check_line(served, out.pipelined_predicted_ips, unstable, how,
                                                        basis.served)  # fmt: skip
     out.check = f"{added}\n{pipelined}"
+    if path.busy_cores and path.cores:
+        busy = sum(path.busy_cores) / len(path.busy_cores)
+        alone = batch / got.seconds
+        out.shared_predicted_ips = shared_cores_ips(bench, alone, busy, path.cores)
+        out.served_over_shared = served / out.shared_predicted_ips
+        how = (f"with the serving path's CPU time sharing the {path.cores} cores (it kept {busy:.2f} busy for its "
+               f"{alone:.0f} img/s) with {basis.benched}")  # fmt: skip
+        out.within_15pct_shared, shared = check_line(served, out.shared_predicted_ips, unstable, how, basis.served)
+        out.check += f"\n{shared}"
 
 
 def unstable_reasons(out: ServeSearch, chosen: Candidate) -> list[str]:

@@ -21,6 +21,7 @@ the bench's prediction.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from exporter.errors import UserError, first_line
@@ -374,5 +375,8 @@ def serving_path(config: TuneConfig, resolved: Resolved, options: ModelOptions, 
                                                              else "failed parity through the server")  # fmt: skip
         return
     record.requests_per_s.append(float(rows[0].throughput_rps or 0.0))
+    if rows[0].cpu_busy_cores is not None:
+        record.busy_cores.append(float(rows[0].cpu_busy_cores))
+        record.cores = os.cpu_count() or 1  # the /proc/stat CPUs the busy share is counted over
     if rows[0].median_ms is not None:
         record.p50_ms.append(float(rows[0].median_ms))

@@ -76,7 +76,7 @@ def test_the_graphs_batch_dimension_is_fixed_only_where_it_is_a_number() -> None
 
 
 def _result(ips: float | None = None, rps: float | None = None) -> SimpleNamespace:
-    row = SimpleNamespace(throughput_ips=ips, throughput_rps=rps, p99_ms=50.0, median_ms=10.0)
+    row = SimpleNamespace(throughput_ips=ips, throughput_rps=rps, p99_ms=50.0, median_ms=10.0, cpu_busy_cores=None)
     return SimpleNamespace(parity=SimpleNamespace(passed=True), triton_rows=lambda: [row])
 
 
