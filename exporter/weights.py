@@ -112,10 +112,19 @@ def load_weights(model: nn.Module, path: str | Path, optional_prefixes: tuple[st
         raise UserError(f"weights file {p} {problem}: give the .pth file itself")
     if p.stat().st_size == 0:
         raise UserError(f"weights file {p} is empty")
+    with p.open("rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive; files of torch < 1.6 (and plain pickles) start with a pickle's PROTO
+    # opcode. Anything else (a text file) makes torch.load fail with a bare KeyError('101')
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise UserError(
+            f"weights file {p} is not a PyTorch checkpoint (torch.save writes a zip archive; it starts with "
+            f"{head!r}): give the .pth file torch.save wrote"
+        )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"cannot read weights file {p}: {first_line(exc)}") from exc
+        raise UserError(f"cannot read weights file {p} as a PyTorch checkpoint: {first_line(exc)}") from exc
     meta = obj.get("meta") if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) else None
     state = _extract_state_dict(obj, p)
     expected = model.state_dict()

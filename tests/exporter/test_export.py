@@ -303,14 +303,17 @@ def test_api_mistakes_say_what_is_wrong_and_what_to_do(target, kwargs: dict, mes
         (["tiny.py:Missing", "--input-shape", "3x8x8"], "defines no 'Missing' (it defines: TinyNet, make_tiny)"),
         (["tiny.py:NOT_A_MODEL", "--input-shape", "3x8x8"], "not a class or function"),
         (["nothere.py:Net", "--input-shape", "3x8x8"], "model file not found"),
-        (["lenet5", "--weights", "garbage.pth"], "cannot read weights file"),
+        # a text file: torch.load's own error was a bare "101" (KeyError of the first byte 'e')
+        (["lenet5", "--weights", "garbage.pth"], "garbage.pth is not a PyTorch checkpoint (torch.save writes a zip"),
+        (["lenet5", "--weights", "badzip.pth"], "cannot read weights file badzip.pth as a PyTorch checkpoint"),
         (["lenet5", "--artifacts-dir", "blocked/sub"], "cannot write in blocked/sub"),
         ([], "name a model"),
     ],
 )
 def test_cli_bad_input_gives_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
     (tmp_path / "tiny.py").write_text(USER_MODEL)
-    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "garbage.pth").write_bytes(b"hello, not weights")
+    (tmp_path / "badzip.pth").write_bytes(b"PK\x03\x04 but no archive after it")
     (tmp_path / "blocked").write_text("a file where a folder should be")
     proc = run_cli("exporter", *args, cwd=tmp_path)
     assert_one_line(proc, message)
