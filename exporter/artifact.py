@@ -711,6 +711,8 @@ def locate(ref: str, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR) -> Locat
         assert manifest is not None
         return Location(path, manifest.name)
     if "/" in ref or "\\" in ref:
+        if not path.exists():
+            raise ArtifactError(f"{ref} does not exist")
         raise ArtifactError(f"{ref} is not an artifact folder (no {MANIFEST_FILE} in it)")
     directory = artifact_dir(ref, artifacts_dir)
     return Location(directory, ref, zoo_default=not manifest_path(directory).exists())

@@ -115,6 +115,15 @@ def test_locate_says_a_missing_graph_does_not_exist(tmp_path: Path) -> None:
         art.locate(str(tmp_path / "missing.onnx"))
 
 
+def test_locate_says_a_missing_folder_does_not_exist(tmp_path: Path) -> None:
+    """Defect (hostile pass): a mistyped folder was reported as having no manifest.json in it."""
+    with pytest.raises(art.ArtifactError, match=r"nonexist does not exist$"):
+        art.locate(str(tmp_path / "nonexist"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(art.ArtifactError, match=r"empty is not an artifact folder \(no manifest.json in it\)"):
+        art.locate(str(tmp_path / "empty"))
+
+
 @pytest.mark.parametrize("name", ["../x", "/abs/x", "a/b", "..", ".hidden", "", "a\\b"])
 def test_names_that_leave_the_folder_are_refused(name: str) -> None:
     with pytest.raises(UserError, match="bad artifact name"):
