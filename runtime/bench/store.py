@@ -62,12 +62,20 @@ class ResultStore:
         self.saved_rows = 0
 
     def prove_writable(self) -> None:
-        """Fail now, with one line, if results could not be written later."""
-        ensure_writable_dir(self.output_dir)
-        require_free_space(self.output_dir, 8 << 20, "the benchmark's results")
-        runs = self.output_dir / RUNS
-        if runs.exists():
-            ensure_writable_dir(runs)
+        """Fail now, with one line, if results could not be written later; a refused run leaves no folder
+        it made on the way (a full disk left an empty ``bench/``)."""
+        missing = [p for p in (self.output_dir, *self.output_dir.parents) if not p.exists()]
+        try:
+            ensure_writable_dir(self.output_dir)
+            require_free_space(self.output_dir, 8 << 20, "the benchmark's results")
+            runs = self.output_dir / RUNS
+            if runs.exists():
+                ensure_writable_dir(runs)
+        except BaseException:
+            for folder in missing:  # deepest first; rmdir leaves anything that is not empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
 
     def _write(self, directory: Path, files: dict[str, bytes]) -> None:
         writer = AtomicWriter(directory)

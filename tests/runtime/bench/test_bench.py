@@ -546,3 +546,23 @@ def test_results_follow_artifacts_dir_and_nothing_lands_in_the_default(arts: Pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert (arts / "bench" / "results.json").is_file() and list(cwd.iterdir()) == []
+
+
+def test_a_run_refused_for_disk_space_leaves_no_folder_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect (hostile pass, a full 3 MB tmpfs): the refusal was one clear line, but the run had made
+    ``bench/`` on the way and left it empty. A folder that was there before stays."""
+    import shutil
+    from collections import namedtuple
+
+    from exporter.errors import UserError
+    from runtime.bench.store import ResultStore
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(3 << 20, 3 << 20, 0))
+    with pytest.raises(UserError, match="not enough disk space for the benchmark's results"):
+        ResultStore(tmp_path / "made" / "bench", "run1").prove_writable()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(UserError, match="not enough disk space"):
+        ResultStore(tmp_path / "kept", "run1").prove_writable()
+    assert (tmp_path / "kept").is_dir()
