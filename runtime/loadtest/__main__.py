@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds one request may take (default 30)")
     p.add_argument("--atol", type=float, help="override the parity check's absolute tolerance")
     p.add_argument("--rtol", type=float, help="override the parity check's relative tolerance")
-    options.output(p, default=DEFAULT_OUTPUT, what="results folder")
+    options.output_under_artifacts(p, folder=DEFAULT_OUTPUT.name, what="results folder")
     options.artifacts_dir(p)
     options.wide(p)
     return p
@@ -148,6 +148,8 @@ def _run(args: argparse.Namespace) -> int:
         rtol=args.rtol,
     )
     config.check()
+    # results follow --artifacts-dir, as runtime.bench's and runtime.profile's do
+    args.output = options.output_dir(args.output, args.artifacts_dir, DEFAULT_OUTPUT.name)
     check_output(args.output)
     key = art.VariantKey.parse(args.precision) if args.precision else None
     resolved = resolve(args.artifact, key=key, artifacts_dir=args.artifacts_dir, rebuild=False, say=err.print)

@@ -132,3 +132,15 @@ def test_a_plain_file_server_is_not_live_triton(  # type: ignore[no-untyped-def]
         f"error: no live Triton server answers HTTP at 127.0.0.1:{port} (its health check did not say live): "
         "start one with python -m runtime.serve NAME, and check --url and --protocol"
     ]
+
+
+def test_results_follow_artifacts_dir_and_nothing_lands_in_the_default(lenet_dir: Path, tmp_path: Path) -> None:
+    """Defect (hostile pass): results went to ./artifacts/loadtest whatever --artifacts-dir said, unlike
+    runtime.bench's and runtime.profile's. Refused here (no server), but the folder checked is the one asked."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    arts = lenet_dir.parent
+    proc = run_cli("runtime.loadtest", "lenet5", "--artifacts-dir", str(arts), "--url", "127.0.0.1:9",
+                   "--seconds", "1", cwd=cwd)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert not (cwd / "artifacts").exists() and (arts / "loadtest").is_dir()
