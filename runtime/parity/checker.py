@@ -66,6 +66,33 @@ def _runner(
     return (lambda x: _run(sess, x)), [o.name for o in sess.get_outputs()], info.device, info.providers, None
 
 
+def _held_out_accuracy(reference: Prepared, infer: Infer, tol: Tolerance) -> Accuracy:
+    """Top-1 of PyTorch and of the graph over every held-out digit, failed where the graph trails by more than
+    the tolerance's accuracy drop."""
+    held_out = digits(reference.input_shape)[1]
+    chunks = range(0, len(held_out.x), 128)
+    ref_logits = np.concatenate(
+        [forward_outputs(reference.model, held_out.x[k : k + 128], reference.name)[0].numpy() for k in chunks]
+    )
+    got_logits = np.concatenate([infer(held_out.x[k : k + 128])[0] for k in chunks])
+    pt, ox = accuracy(ref_logits, held_out.y), accuracy(got_logits, held_out.y)
+    failure = None
+    if tol.max_accuracy_drop is not None and ox < pt - tol.max_accuracy_drop:
+        failure = (
+            f"held-out accuracy {ox:.2%} trails PyTorch fp32's {pt:.2%} by more than "
+            f"{tol.max_accuracy_drop * 100:g} points"
+        )
+    return Accuracy(
+        dataset=f"{DIGITS} held-out",
+        n=len(held_out.x),
+        pytorch_fp32=pt,
+        onnx=ox,
+        top1_agreement=float((ref_logits.argmax(1) == got_logits.argmax(1)).mean()),
+        passed=failure is None,
+        failure=failure,
+    )
+
+
 def check(
     graph: bytes | Path,
     reference: Prepared,
@@ -127,30 +154,7 @@ def check(
             for name, r, o in zip(names, refs, outs):
                 results.append(compare(r.float().numpy(), o, tol, output=name, size=size))
 
-    acc = None
-    if use_digits:
-        held_out = digits(reference.input_shape)[1]
-        chunks = range(0, len(held_out.x), 128)
-        ref_logits = np.concatenate(
-            [forward_outputs(reference.model, held_out.x[k : k + 128], reference.name)[0].numpy() for k in chunks]
-        )
-        got_logits = np.concatenate([infer(held_out.x[k : k + 128])[0] for k in chunks])
-        pt, ox = accuracy(ref_logits, held_out.y), accuracy(got_logits, held_out.y)
-        failure = None
-        if tol.max_accuracy_drop is not None and ox < pt - tol.max_accuracy_drop:
-            failure = (
-                f"held-out accuracy {ox:.2%} trails PyTorch fp32's {pt:.2%} by more than "
-                f"{tol.max_accuracy_drop * 100:g} points"
-            )
-        acc = Accuracy(
-            dataset=f"{DIGITS} held-out",
-            n=len(held_out.x),
-            pytorch_fp32=pt,
-            onnx=ox,
-            top1_agreement=float((ref_logits.argmax(1) == got_logits.argmax(1)).mean()),
-            passed=failure is None,
-            failure=failure,
-        )
+    acc = _held_out_accuracy(reference, infer, tol) if use_digits else None
     return ParityRecord(
         device=device,
         providers=providers,
