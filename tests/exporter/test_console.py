@@ -208,19 +208,17 @@ def test_precision_auto_table_fits_the_pipe(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.delenv("COLUMNS", raising=False)
     label = "greedy: 12 layer(s) float by dB recovered per ms"
-    cand = dict(float_layers=["a"] * 12, sqnr_db=31.25, cosine_min=0.99912, accuracy_drop_pp=None, passed=True,
-                latency_ms=1.234, speedup=2.51, speedup_low=2.01, speedup_high=3.02)  # fmt: skip
-    search = NS(
-        candidates=[NS(label="all layers int8", chosen=False, **cand), NS(label=label, chosen=True, **cand)],
-        budget="SQNR >= 20 dB against fp32",
-        fp32_ms=3.1,
-        fp32_low_ms=3.0,
-        fp32_high_ms=3.3,
-        engine="onnxruntime",
-        batch_size=1,
-        threads=2,
-        notes=[],
-    )
+    from exporter import artifact as art
+
+    cand = dict(float_layers=["a"] * 12, float_nodes=[], sqnr_db=31.25, cosine_min=0.99912, accuracy_drop_pp=None,
+                passed=True, latency_ms=1.234, speedup=2.51, speedup_low=2.01, speedup_high=3.02)  # fmt: skip
+    # the real record (a stand-in missed the fields print_search reads since --engine openvino and --target cuda)
+    search = art.PrecisionSearchRecord(
+        candidates=[art.SearchCandidate(label="all layers int8", **cand),  # type: ignore[arg-type]
+                    art.SearchCandidate(label=label, chosen=True, **cand)],  # type: ignore[arg-type]
+        budget="SQNR >= 20 dB against fp32", metric="sqnr", threshold=20.0, target="cpu", engine="onnxruntime",
+        device="cpu", threads=2, batch_size=1, fp32_ms=3.1, fp32_low_ms=3.0, fp32_high_ms=3.3, float_layers=[],
+    )  # fmt: skip
     stream = io.StringIO()
     print_search(Console(stream), NS(search=search, name="resnet18", written=False, message="nothing written"))
     text = stream.getvalue()
