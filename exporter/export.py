@@ -125,9 +125,9 @@ def _previous(directory: Path) -> tuple[art.Manifest | None, str | None]:
         )
         if held:
             raise UserError(
-                f"{exc}; what {', '.join(held[:3])}{' ...' if len(held) > 3 else ''} beside it hold cannot be checked, "
-                "so the export does not replace them: remove manifest.json to export afresh over them, "
-                "or export into another folder (--name or --output)"
+                f"{exc}; the files beside it ({', '.join(held[:3])}{' ...' if len(held) > 3 else ''}) cannot be "
+                "checked against it, so the export does not replace them: remove manifest.json to export afresh "
+                "over them, or export into another folder (--name or --output)"
             ) from exc
         return None, str(exc)
 
