@@ -158,6 +158,8 @@ class TritonEndpoint:
                 raise self._unreachable(exc) from None
             if "failed to connect" in message.lower() or "connection refused" in message.lower():
                 raise self._unreachable(exc) from None
+            if status and "UNAVAILABLE" in str(status):  # an infer call the server dropped: it died or went away
+                raise RequestRefused(f"the server went away during the {what} request: {message}") from None
             raise RequestRefused(f"the server refused the {what} request: {message}") from None
         except (ConnectionError, OSError, socket.timeout) as exc:
             raise self._unreachable(exc) from None

@@ -144,3 +144,25 @@ def test_results_follow_artifacts_dir_and_nothing_lands_in_the_default(lenet_dir
                    "--seconds", "1", cwd=cwd)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert not (cwd / "artifacts").exists() and (arts / "loadtest").is_dir()
+
+
+def test_an_infer_request_the_server_dropped_says_it_went_away() -> None:
+    """Defect (hostile pass): with tritonserver killed mid-run the line read 'the server refused the infer
+    request: Stream removed', though it had died, not refused."""
+    from tritonclient.utils import InferenceServerException
+
+    from runtime.loadtest.client import RequestRefused, TritonEndpoint
+
+    endpoint = TritonEndpoint.__new__(TritonEndpoint)  # no connection: only _call's reading of the error
+    endpoint.url, endpoint.protocol = "127.0.0.1:8001", "grpc"
+
+    def dropped() -> None:
+        raise InferenceServerException(msg="Stream removed", status="StatusCode.UNAVAILABLE")
+
+    def refused() -> None:
+        raise InferenceServerException(msg="unexpected shape for input 'input'", status="StatusCode.INVALID_ARGUMENT")
+
+    with pytest.raises(RequestRefused, match="^the server went away during the infer request: Stream removed$"):
+        endpoint._call("infer", dropped)
+    with pytest.raises(RequestRefused, match="^the server refused the infer request: unexpected shape"):
+        endpoint._call("infer", refused)
