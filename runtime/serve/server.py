@@ -68,6 +68,33 @@ LOG_TAIL_LINES = 15
 _NOISE = ("Found 0 model versions", "Found 1 HTTP service", "Found 0 live models", "Timeout ")
 
 
+#: The server's scratch folder in the system's temporary folder (pytriton's Unix sockets need a short path).
+WORKDIR_PREFIX = "cnn-serve-"
+#: In each scratch folder: the pid of the process that made it, so a later start can tell an orphan.
+OWNER_FILE = "owner.pid"
+
+
+def sweep_orphaned_workdirs(root: Path | None = None) -> list[Path]:
+    """Remove the scratch folders of servers whose owning process is gone (``kill -9`` skips every clean-up);
+    a folder without an owner file, or whose owner lives, is left alone. Returns what was removed."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        owner = folder / OWNER_FILE
+        if folder.is_symlink() or not folder.is_dir() or not owner.is_file():
+            continue
+        try:
+            pid = int(owner.read_text().strip())
+            os.kill(pid, 0)
+            continue  # alive (or another user's): not an orphan
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 class ServerFailed(UserError):
     """The server did not start, or died: one line, with the tail of its log kept for the reader."""
 
@@ -489,7 +516,9 @@ class LocalServer:
         endpoints = self._endpoints
         started = time.monotonic()
         self._reset_run()
-        self._workdir = Path(tempfile.mkdtemp(prefix="cnn-serve-"))
+        sweep_orphaned_workdirs()
+        self._workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self._workdir / OWNER_FILE).write_text(str(os.getpid()))
         try:
             spec = self._launch(io, config, summary, endpoints)
             ready = self._wait_ready(started, opts.startup_timeout_s)

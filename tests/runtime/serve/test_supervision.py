@@ -284,3 +284,21 @@ def test_out_of_restarts_is_one_line_and_leaves_nothing(resolved_lenet, artifact
     log.unlink()
     assert _still_running(seen) == []
     assert not any(Path(p).exists() for p in shm) and not any(c.exists() for c in copies)
+
+
+def test_a_start_sweeps_the_scratch_folders_of_servers_whose_owner_is_gone(tmp_path: Path) -> None:
+    """Defect (hostile pass): ``kill -9`` of runtime.serve skipped every clean-up and left
+    /tmp/cnn-serve-XXXX/ (spec.json) behind for good. A later start removes folders whose owner pid is
+    dead; a live owner's folder, and a folder without an owner file, are left alone."""
+    from runtime.serve.server import OWNER_FILE, WORKDIR_PREFIX, sweep_orphaned_workdirs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan, live, unknown = (tmp_path / f"{WORKDIR_PREFIX}{n}" for n in ("orphan", "live", "unknown"))
+    for folder in (orphan, live, unknown):
+        folder.mkdir()
+        (folder / "spec.json").write_text("{}")
+    (orphan / OWNER_FILE).write_text(str(dead.pid))
+    (live / OWNER_FILE).write_text(str(os.getpid()))
+    assert sweep_orphaned_workdirs(tmp_path) == [orphan]
+    assert not orphan.exists() and live.is_dir() and unknown.is_dir()
