@@ -44,7 +44,6 @@ class OpenvinoInfer:
     def __init__(self, graph: bytes, precision: str, threads: int) -> None:
         import openvino as ov
 
-        self._ov = ov
         self.core = ov.Core()
         self.graph = graph
         self.config = compile_config(precision, threads)
@@ -52,6 +51,7 @@ class OpenvinoInfer:
         self.output_names = [o.get_any_name() for o in model.outputs]
         self.providers = [f"OpenVINO {ov.__version__} CPU"]
         self._compiled: dict[tuple[int, ...], object] = {}
+        self._requests: dict[tuple[int, ...], object] = {}  # one infer request per compiled shape, reused
         #: what each compiled model reports, checked against what was asked
         self.inference_precision: str | None = None
 
@@ -73,7 +73,11 @@ class OpenvinoInfer:
         """Every output of the graph on ``x``, as float32."""
         feed = np.ascontiguousarray(x, dtype=np.float32)
         compiled = self.compiled(feed.shape)
-        request = compiled.create_infer_request()  # type: ignore[attr-defined]
-        request.infer({0: feed})
+        key = tuple(feed.shape)
+        request = self._requests.get(key)
+        if request is None:
+            request = self._requests[key] = compiled.create_infer_request()  # type: ignore[attr-defined]
+        request.infer({0: feed})  # type: ignore[attr-defined]
         n = len(compiled.outputs)  # type: ignore[attr-defined]
-        return [np.array(request.get_output_tensor(i).data, dtype=np.float32) for i in range(n)]
+        # copies: the request's output tensors are overwritten by its next inference
+        return [np.array(request.get_output_tensor(i).data, dtype=np.float32) for i in range(n)]  # type: ignore[attr-defined]

@@ -176,6 +176,24 @@ def cuda_missing_reason() -> str | None:
     return _no_gpu_reason()
 
 
+def cuda_missing() -> str | None:
+    """Why onnxruntime's CUDA provider cannot run here, or None where a session on it was really created
+    (its providers read back: onnxruntime falls back to the CPU silently). Creates a one-node session."""
+    from onnx import TensorProto, helper
+
+    why = cuda_missing_reason()
+    if why:
+        return why
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y"))
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    try:
+        create_session(model.SerializeToString(), SessionConfig(device="cuda"))
+    except UserError as exc:  # CudaUnavailable: it fell back to the CPU; or the provider refused to load at all
+        return str(exc).removeprefix("--device cuda: ")
+    return None
+
+
 def save_optimized(model: Path, out_path: Path, config: SessionConfig) -> list[str]:
     """Have onnxruntime write its optimized graph (at ``config.graph_optimization``) to ``out_path``;
     return the providers it was optimized for."""

@@ -198,7 +198,7 @@ class Judge:
 
     def _infer(self, engine: str, graph: bytes) -> Callable[[torch.Tensor], np.ndarray]:
         if engine == "openvino":
-            ov = OpenvinoInfer(graph, "int8", self.threads)
+            ov = OpenvinoInfer(graph, self.precision, self.threads)
             return lambda x: ov(x.numpy())[0]
         sess = self._session(graph)
         return lambda x: np.asarray(run(sess, x.numpy())[0], dtype=np.float32)

@@ -58,6 +58,7 @@ from ..bench.defaults import DEFAULT_MAX_CI_WIDTH as MAX_CI_WIDTH
 from ..bench.stats import Interval
 from ..compare import default_tolerance
 from ..parity import DEFAULT_BATCH_SIZES, DEFAULT_SEED, DIGITS
+from ..sessions import cuda_missing
 from .budget import Budget, check_eval_size, default_budget, needs_labels
 from .candidates import FP16_REDUCTIONS, HalfBuilder, Judge, Quantizer, Work, describe
 from .layers import (
@@ -106,26 +107,6 @@ class SearchConfig:
             raise UserError("--batch-size must be at least 1")
         if self.eval_set is not None:  # before any work: a set too small for the budget is known now
             check_eval_size(self.budget or default_budget(True), len(self.eval_set.y))
-
-
-def cuda_missing() -> str | None:
-    """Why onnxruntime's CUDA provider cannot run here, or None where a session on it was really created
-    (its providers read back: onnxruntime falls back to the CPU silently)."""
-    from onnx import TensorProto, helper
-
-    from ..sessions import SessionConfig, create_session, cuda_missing_reason
-
-    why = cuda_missing_reason()
-    if why:
-        return why
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", io[:1], io[1:])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    try:
-        create_session(model.SerializeToString(), SessionConfig(device="cuda"))
-    except UserError as exc:  # CudaUnavailable: it fell back to the CPU; or the provider refused to load at all
-        return str(exc).removeprefix("--device cuda: ")
-    return None
 
 
 def check_target(target: str, engine: str) -> None:
