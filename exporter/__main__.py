@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     options.engine(a, choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="the engine latency is measured in (default onnxruntime)")  # fmt: skip
     options.threads(a, help="intra-op threads the candidates are timed with (default: one per core)")
+    options.batch_size(a, many=False, default=None,
+                       help="batch the candidates are timed and the layers profiled at (default 1); for a GPU or "
+                       "a throughput server give its batch: batch 1 understates what int8 or fp16 buys")  # fmt: skip
     g = p.add_argument_group("viewing (netron)")
     g.add_argument("--view", action="store_true", help="serve the graph with netron until Ctrl-C (FILE.onnx works too)")
     options.http_port(g, help="port for --view (default 8080 or the next free one)", old=("--port",))
@@ -354,15 +357,17 @@ def _check_variant_flags(args: argparse.Namespace) -> None:
         raise UserError(f"{', '.join(int8_only)} go(es) with --precision int8 or auto")
     search_only = [f for f, v in (("--max-loss-db", args.max_loss_db), ("--min-cosine", args.min_cosine),
                    ("--max-accuracy-drop", args.max_accuracy_drop), ("--eval-dir", args.eval_dir),
-                   ("--target", args.target), ("--threads", args.threads),
+                   ("--target", args.target), ("--threads", args.threads), ("--batch-size", args.batch_size),
                    ("--engine", None if args.engine == "onnxruntime" else args.engine)) if v is not None]  # fmt: skip
     if search_only and args.precision != "auto":
         raise UserError(f"{', '.join(search_only)} go(es) with --precision auto")
     if args.precision == "auto":
         from runtime.precision.budget import budget_from
-        from runtime.precision.search import check_target
+        from runtime.precision.search import check_batch_size, check_target
 
         budget_from(args.max_loss_db, args.min_cosine, args.max_accuracy_drop)  # a bad budget: one line, before work
+        if args.batch_size is not None:
+            check_batch_size(args.batch_size)
         check_target(args.target or "cpu", args.engine)  # --target cuda without a usable CUDA provider, too
     if args.precision == "auto" and (args.optimize_for or args.all):
         raise UserError("--precision auto searches one model's graph: without --optimize-for and --all")
@@ -496,6 +501,7 @@ def _search(args: argparse.Namespace, out: Console, err: Console, directory: Pat
     config = SearchConfig(
         budget=budget,
         target=args.target or "cpu", engine=args.engine, threads=args.threads,
+        batch_size=1 if args.batch_size is None else args.batch_size,
         calibration=_variant_options(args), eval_set=eval_set, eval_name=str(args.eval_dir) if args.eval_dir else None,
     )  # fmt: skip
     outcome = search_precision(

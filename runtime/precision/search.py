@@ -103,10 +103,15 @@ class SearchConfig:
 
     def validate(self) -> None:
         check_target(self.target, self.engine)
-        if self.batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
+        check_batch_size(self.batch_size)
         if self.eval_set is not None:  # before any work: a set too small for the budget is known now
             check_eval_size(self.budget or default_budget(True), len(self.eval_set.y))
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse, in one line and before any work, a batch the candidates cannot be timed at."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
 
 
 def check_target(target: str, engine: str) -> None:
