@@ -379,3 +379,34 @@ def test_even_sized_lrn_keeps_pytorch_numerics(tmp_path: Path) -> None:
     with torch.inference_mode():
         ref = module.eval()(x).numpy()
     np.testing.assert_allclose(_ort(result.onnx_path, x.numpy()), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_a_disk_without_room_for_the_weights_is_refused_before_the_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect (hostile pass, a full tmpfs): the export traced, checked and simplified the graph (19 s for
+    vgg16) before finding the disk had no room for it. The weights' size is known before the trace."""
+    import shutil
+    from collections import namedtuple
+
+    import exporter.export as export
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(3 << 20, 3 << 20, 1 << 20))
+
+    def traced(*_a: object, **_k: object) -> None:
+        raise AssertionError("traced although the disk cannot take the weights")
+
+    monkeypatch.setattr(export, "_trace", traced)
+    with pytest.raises(UserError, match=r"disk space for alexnet_cifar\.onnx .* needs about 56 MB, 1 MB free"):
+        export_model("alexnet_cifar", output_dir=tmp_path / "arts")
+    assert not (tmp_path / "arts").exists()
+
+
+def test_the_early_disk_check_counts_only_the_exported_weights() -> None:
+    """googlenet's auxiliary heads (training only) are not in its graph: the check before the trace must not
+    ask room for them (it would refuse a disk the graph fits on)."""
+    from exporter.export import weight_bytes
+
+    prepared = prepare("googlenet")
+    assert weight_bytes(prepared) == prepared.num_params * 4 == 6_624_904 * 4
