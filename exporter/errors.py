@@ -47,14 +47,16 @@ def first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException, *, placed: bool = True) -> str:
     """How code failed, in a few words: ``ValueError: bad value``, or ``it called sys.exit(7) (at m.py:9, in
     forward)``: code that ends the run (``sys.exit``, a ``BaseException`` of its own) is placed at the user's line,
-    since its message rarely says where it came from."""
+    since its message rarely says where it came from. ``placed=False`` leaves that place out, for a caller
+    that names the line itself."""
+    where = _where_outside(exc) if placed else ""
     if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r}){_where_outside(exc)}"
+        return f"it called sys.exit({exc.code!r}){where}"
     if not isinstance(exc, Exception):
-        return f"{type(exc).__name__}: {first_line(exc)}{_where_outside(exc)}"
+        return f"{type(exc).__name__}: {first_line(exc)}{where}"
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 

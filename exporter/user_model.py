@@ -54,6 +54,34 @@ def is_user_model_ref(target: str) -> bool:
     return bool(sep) and path.endswith(".py")
 
 
+def _failed_at(exc: BaseException, path: Path) -> str:
+    """Where ``exc`` was raised, as `` at FILE:LINE (in NAME)``: the innermost frame in the user's file
+    ``path`` (their line, even when it failed deep inside torch), else the innermost frame of all;
+    "" when there is none to name. A message alone ("ValueError: boom") does not say where in their file."""
+    import traceback
+
+    # The outermost frame is the toolkit's own call into their code, and importlib's frozen frames are
+    # no file anyone can open: neither is where it failed.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:] if not f.filename.startswith("<")]
+    target = path.resolve()
+    theirs = next((f for f in reversed(frames) if _same_file(f.filename, target)), None)
+    if theirs is not None:  # named as they named it, as in the FILE.py:Builder they gave
+        return f" at {path}:{theirs.lineno} (in {theirs.name})"
+    return f" at {frames[-1].filename}:{frames[-1].lineno} (in {frames[-1].name})" if frames else ""
+
+
+def _their_code_failed(what: str, exc: BaseException, path: Path) -> UserError:
+    """One line for the user's own code failing: what failed, their line, and how."""
+    return UserError(f"{what} failed{_failed_at(exc, path)}: {describe_exception(exc, placed=False)}")
+
+
+def _same_file(filename: str, target: Path) -> bool:
+    try:
+        return Path(filename).resolve() == target
+    except (OSError, RuntimeError):  # a symlink loop or an unreadable path: not theirs to name
+        return False
+
+
 def load_user_builder(ref: str) -> tuple[str, object]:
     """Import ``file.py`` and return (builder name, builder) for ``file.py:Builder``."""
     path_text, _, attr = ref.rpartition(":")
@@ -77,7 +105,7 @@ def load_user_builder(ref: str) -> tuple[str, object]:
         del sys.modules[mod_name]
         if isinstance(exc, INTERRUPTS):
             raise
-        raise UserError(f"importing {path} failed: {describe_exception(exc)}") from exc
+        raise _their_code_failed(f"importing {path}", exc, path) from exc
     if not hasattr(module, attr):
         # what the file itself defines that could build a model: not the modules and names it imports
         names = sorted(
@@ -129,13 +157,14 @@ def build_user_model(ref: str) -> tuple[str, nn.Module]:
     from torch import nn
 
     name, builder = load_user_builder(ref)
+    path = Path(ref.rpartition(":")[0])
     _check_builder(ref, builder)
     try:
         model = builder()  # type: ignore[operator]
     except INTERRUPTS:
         raise
     except BaseException as exc:  # their own code: sys.exit() or their own BaseException too
-        raise UserError(f"calling {ref}() failed: {describe_exception(exc)}") from exc
+        raise _their_code_failed(f"building {ref}", exc, path) from exc
     if inspect.iscoroutine(model):
         model.close()  # never awaited: closed, so Python does not warn about it at exit
         raise UserError(f"{ref}() returned a coroutine: the builder must return the model, not be async")

@@ -156,9 +156,9 @@ BUILDERS = textwrap.dedent(
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["b.py:two_lines", "--input-shape", "4"], "calling b.py:two_lines() failed: RuntimeError: boom"),
-        (["b.py:leaves", "--input-shape", "4"], "calling b.py:leaves() failed: it called sys.exit(3) (at "),
-        (["exits.py:Net", "--input-shape", "4"], "importing exits.py failed: it called sys.exit('bye') (at "),
+        (["b.py:two_lines", "--input-shape", "4"], "building b.py:two_lines failed at b.py:5 (in two_lines): Runt"),
+        (["b.py:leaves", "--input-shape", "4"], "building b.py:leaves failed at b.py:8 (in leaves): it called sys.ex"),
+        (["exits.py:Net", "--input-shape", "4"], "importing exits.py failed at exits.py:2 (in <module>): it called"),
         (["lenet5", "--weights", "sparse.pth"], "sparse or other non-dense tensors"),
         (["lenet5", "--input-shape", "3x99999x99999"], "GB of memory"),
         (["lenet5", "--calibration-dir", "somewhere"], "--calibration-dir go(es) with --precision int8"),

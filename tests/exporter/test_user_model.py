@@ -142,7 +142,7 @@ HOSTILE = textwrap.dedent(
     [
         ("Exits", "exits: the forward pass at input 2x4 failed: it called sys.exit(7) (at ", 3),
         ("ExitsAtOne", "the model's code ended the run: it called sys.exit(0) (at ", 1),
-        ("raises_mine", "calling hostile.py:raises_mine() failed: Mine: their own stop (at ", 2),
+        ("raises_mine", "building hostile.py:raises_mine failed at hostile.py:23 (in raises_mine): Mine: their", 2),
         ("ForwardRaisesMine", "the forward pass at input 2x4 failed: Mine: in forward", 3),
         ("instance", "hostile.py:instance is a Linear instance, not a builder: name its class or a function", 2),
         ("built_async", "hostile.py:built_async is an async function: the builder must be a plain function", 2),
@@ -175,6 +175,39 @@ def test_user_code_that_ends_the_run_is_one_line(
         assert re.search(r"\(at \S*hostile\.py:\d+, in \w+\)", err), err
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.onnx"))
+
+
+FAILS_DEEP = textwrap.dedent(
+    """
+    import torch
+
+    def layer():
+        return torch.nn.Linear(-1, 2)
+
+    def build():
+        return torch.nn.Sequential(layer())
+    """
+)
+
+
+def test_a_failing_builder_names_the_line_in_the_users_file(tmp_path: Path) -> None:
+    """Defect: an exception in the user's builder printed only "ValueError: boom", nowhere in their file;
+    raised deep inside torch, it is still their innermost line that is named, not torch's."""
+    write_user_model(tmp_path, FAILS_DEEP, "deep.py")
+    proc = run_cli("exporter", "deep.py:build", "--input-shape", "4", "--artifacts-dir", "out", cwd=tmp_path)
+    said = "error: building deep.py:build failed at deep.py:5 (in layer): RuntimeError: Trying to create tensor"
+    assert_one_line_err(proc.returncode, proc.stderr, said, code=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_builder_failing_outside_the_users_file_names_the_innermost_line(tmp_path: Path) -> None:
+    """A builder the user's file imports from elsewhere has no line in their file: the innermost frame is named."""
+    (tmp_path / "their_lib.py").write_text("\ndef build():\n    raise ValueError('boom')\n")
+    source = "import sys, pathlib\nsys.path.insert(0, str(pathlib.Path(__file__).parent))\nfrom their_lib import build"
+    write_user_model(tmp_path, source, "uses_lib.py")
+    proc = run_cli("exporter", "uses_lib.py:build", "--input-shape", "4", "--artifacts-dir", "out", cwd=tmp_path)
+    said = f"error: building uses_lib.py:build failed at {tmp_path / 'their_lib.py'}:3 (in build): ValueError: boom"
+    assert_one_line_err(proc.returncode, proc.stderr, said, code=2)
 
 
 COUNTED = """

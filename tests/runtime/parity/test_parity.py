@@ -250,3 +250,14 @@ def test_parity_against_a_random_forward_says_the_model_is_not_deterministic(tmp
     assert proc.returncode == 1, proc.stderr
     said = "note: net: forward() is not deterministic: two PyTorch runs on the same input differ at output 'output'"
     assert said in proc.stderr, proc.stderr
+
+
+def test_a_failing_reference_builder_names_the_line_in_the_users_file(tmp_path: Path) -> None:
+    """Defect: a --reference FILE.py:Builder that raised printed only "KeyError: 'width'", nowhere in the file."""
+    steady = write_user_model(tmp_path, STEADY, "steady.py")
+    broken = STEADY.replace("torch.manual_seed(0)", "raise KeyError('width')")
+    write_user_model(tmp_path, broken, "broken.py")
+    export_model(f"{steady}:Net", input_shape=(4,), output_dir=tmp_path / "a")
+    proc = run_cli("runtime.parity", "a/net", "--reference", "broken.py:Net", cwd=tmp_path)
+    line = 1 + broken.splitlines().index("        raise KeyError('width')")
+    assert_one_line(proc, f"error: building broken.py:Net failed at broken.py:{line} (in __init__): KeyError: 'width'")
