@@ -56,6 +56,24 @@ class ArtifactError(UserError):
     """An artifact that is missing, stale or whose manifest does not follow the contract."""
 
 
+class DamagedManifest(ArtifactError):
+    """A ``manifest.json`` that cannot be read as the contract (truncated, not JSON, an older schema, a FIFO):
+    only exporting the model again mends it. Every command reading one says so in the same words."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path, self.problem = path, problem  # the problem alone, for a caller giving its own remedy
+        super().__init__(f"{path} {problem}: {reexport_advice(path.parent)}")
+
+
+def reexport_advice(directory: Path) -> str:
+    """How to mend an artifact whose manifest is damaged: what it recorded (model, weights) is unreadable,
+    so the command names the folder and leaves MODEL to the user."""
+    return (
+        f"remove it and export the model again: python -m exporter MODEL --output {directory} "
+        "(MODEL: the zoo name or your FILE.py:Builder; add --weights FILE where it held trained weights)"
+    )
+
+
 class _Record(BaseModel):
     """Base of every manifest record: unknown keys and non-finite numbers are refused."""
 
@@ -598,22 +616,19 @@ def parse_manifest(text: str, where: Path) -> Manifest:
     """Validate a manifest's text; any departure from the contract is one error naming the field."""
     try:
         raw = json.loads(text)
+    except json.JSONDecodeError as exc:  # a truncated write, an edit gone wrong: say where it breaks off
+        raise DamagedManifest(where, f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
     except (ValueError, RecursionError) as exc:
-        raise ArtifactError(f"{where} is not valid JSON ({exc})") from exc
+        raise DamagedManifest(where, f"is not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):
-        raise ArtifactError(f"{where} does not hold a manifest (a JSON object)")
+        raise DamagedManifest(where, "does not hold a manifest (a JSON object)")
     version = raw.get("schema_version", raw.get("manifest_version"))
     if version != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{where} has schema version {version!r}, this toolkit reads {SCHEMA_VERSION}: "
-            "remove it and export the model again (with --weights where it held trained weights)"
-        )
+        raise DamagedManifest(where, f"has schema version {version!r}, this toolkit reads {SCHEMA_VERSION}")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise ArtifactError(
-            f"{where} is not a valid manifest: {_field_errors(exc)} (remove it and export the model again)"
-        ) from exc
+        raise DamagedManifest(where, f"is not a valid manifest: {_field_errors(exc)}") from exc
 
 
 def read_manifest(directory: Path) -> Manifest | None:
@@ -624,8 +639,10 @@ def read_manifest(directory: Path) -> Manifest | None:
     except FileNotFoundError:
         return None
     except NotRegularFile as exc:
-        raise ArtifactError(f"cannot read {path}: {exc} (remove it and export the model again)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+        raise DamagedManifest(path, f"is {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DamagedManifest(path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:  # unreadable (permissions, a failing disk): export again would not mend that
         raise ArtifactError(f"cannot read {path}: {exc}") from exc
     return parse_manifest(text, path)
 

@@ -127,16 +127,18 @@ def _previous(directory: Path) -> tuple[art.Manifest | None, str | None]:
     try:
         return art.read_manifest(directory), None
     except art.ArtifactError as exc:
+        # the problem without the readers' remedy (export again): this export is that, and says what it does
+        problem = f"{exc.path} {exc.problem}" if isinstance(exc, art.DamagedManifest) else str(exc)
         held = sorted(
             p.name for p in directory.iterdir() if p.suffix in _ARTIFACT_SUFFIXES and not p.name.startswith(".")
         )
         if held:
             raise UserError(
-                f"{exc}; the files beside it ({', '.join(held[:3])}{' ...' if len(held) > 3 else ''}) cannot be "
+                f"{problem}; the files beside it ({', '.join(held[:3])}{' ...' if len(held) > 3 else ''}) cannot be "
                 "checked against it, so the export does not replace them: remove manifest.json to export afresh "
                 "over them, or export into another folder (--name or --output)"
             ) from exc
-        return None, str(exc)
+        return None, problem
 
 
 _ARTIFACT_SUFFIXES = (".onnx", ".pth", ".pt", ".data")

@@ -81,6 +81,54 @@ def test_old_schema_and_broken_json_are_refused_clearly(lenet_dir: Path) -> None
         art.open_artifact(lenet_dir)
 
 
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda text: '{\n  "schema_version": ', "is not valid JSON (line 2, column 21: Expecting value)"),
+        (lambda text: "[1, 2]", "does not hold a manifest (a JSON object)"),
+        (lambda text: text.replace(f'"schema_version": {art.SCHEMA_VERSION}', '"schema_version": 1'), "has schema v"),
+        (lambda text: text.replace('"opset": 17', '"opset": "x"'), "is not a valid manifest: field 'settings.opset'"),
+        (lambda text: b"\xff\xfe", "is not UTF-8 text (invalid start byte at byte 0)"),
+    ],
+)
+def test_every_damaged_manifest_says_how_to_mend_it_in_the_same_words(lenet_dir: Path, damage, problem: str) -> None:
+    """Defect: a truncated manifest.json said only "not valid JSON (Expecting value: ...)", with no way out,
+    while other damage said "remove it and export the model again": one remedy, worded once, for every reader."""
+    path = lenet_dir / "manifest.json"
+    damaged = damage(path.read_text())
+    assert damaged != path.read_text()
+    path.write_bytes(damaged) if isinstance(damaged, bytes) else path.write_text(damaged)
+    with pytest.raises(art.DamagedManifest) as caught:
+        art.open_artifact(lenet_dir)
+    remedy = f"remove it and export the model again: python -m exporter MODEL --output {lenet_dir} (MODEL: the zoo"
+    assert str(caught.value).startswith(f"{path} {problem}") and remedy in str(caught.value), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "command", [["runtime.parity", "lenet5"], ["runtime.parity", "DIR"], ["runtime.bench", "--models", "lenet5"]]
+)
+def test_parity_and_bench_on_a_truncated_manifest_say_how_to_mend_it(lenet_dir: Path, command: list[str]) -> None:
+    """Defect: parity and bench on a manifest.json truncated half way said only that it was not valid JSON."""
+    path = lenet_dir / "manifest.json"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    args = [str(lenet_dir) if a == "DIR" else a for a in command]
+    if "DIR" not in command:
+        args += ["--artifacts-dir", str(lenet_dir.parent)]
+    if command[0] == "runtime.bench":
+        args += ["--output", str(lenet_dir.parent.parent / "bench")]
+    proc = run_cli(*args)
+    with pytest.raises(json.JSONDecodeError) as broken:
+        json.loads(path.read_text())
+    said = (
+        f"error: {path} is not valid JSON (line {broken.value.lineno}, column {broken.value.colno}: {broken.value.msg})"
+    )
+    assert_one_line(proc, said, code=2)
+    assert f": remove it and export the model again: python -m exporter MODEL --output {lenet_dir} " in proc.stderr
+    assert not (lenet_dir.parent.parent / "bench").exists()
+
+
 def test_non_finite_numbers_are_never_written(lenet_dir: Path) -> None:
     manifest = art.open_artifact(lenet_dir).manifest
     with pytest.raises(ValueError):

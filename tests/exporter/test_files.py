@@ -118,9 +118,9 @@ def _make(kind: str, path: Path) -> None:
 @pytest.mark.parametrize(
     "kind, message",
     [
-        ("fifo", "manifest.json: a FIFO (named pipe), not a regular file (remove it and export the model again"),
-        ("zero", "manifest.json: a device, not a regular file"),
-        ("huge", "manifest.json: larger than the 16 MiB such a file can hold (104.9 MB): it is not one"),
+        ("fifo", "manifest.json is a FIFO (named pipe), not a regular file: remove it and export the model again"),
+        ("zero", "manifest.json is a device, not a regular file"),
+        ("huge", "manifest.json is larger than the 16 MiB such a file can hold (104.9 MB): it is not one"),
     ],
 )
 def test_a_manifest_that_is_not_a_regular_file_is_refused_unread(kind: str, message: str, lenet_dir: Path) -> None:
