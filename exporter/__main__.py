@@ -511,17 +511,25 @@ def _search(args: argparse.Namespace, out: Console, err: Console, directory: Pat
     return 0 if outcome.written else NOT_WORTH_IT
 
 
+#: Under a --precision auto table without its top-1 column: why it is missing, and how to have it.
+NO_TOP1 = "top-1 drop: not measured, no labelled images (give --eval-dir DIR: an ImageFolder or .npz of x, y)"
+
+
 def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """The --precision auto table (every candidate's figures and verdict), its notes and what was written."""
     s = outcome.search
+    # without a labelled set no candidate has a top-1 figure: an empty column would read as a blank result
+    top1 = any(c.accuracy_drop_pp is not None for c in s.candidates)
     cols = [Column("candidate", wrap=True), Column("float", True), Column("SQNR dB", True), Column("cosine", True)]
-    cols += [Column("top-1 drop", True), Column("verdict"), Column("ms", True), Column("speed-up (95%)", True)]
+    cols += [Column("top-1 drop", True)] if top1 else []
+    cols += [Column("verdict"), Column("ms", True), Column("speed-up (95%)", True)]
     rows = []
     for c in s.candidates:
         speed = f"{c.speedup:.2f}x ({c.speedup_low:.2f}-{c.speedup_high:.2f})" if c.speedup is not None else ""
+        drop = [fmt(c.accuracy_drop_pp, "g", "")] if top1 else []
         rows.append([
             c.label + (" <- chosen" if c.chosen else ""), str(len(c.float_layers)), fmt(c.sqnr_db, ".1f", "exact"),
-            fmt(c.cosine_min, ".4f"), fmt(c.accuracy_drop_pp, "g", ""), "passed" if c.passed else "failed",
-            fmt(c.latency_ms, ".3f", ""), speed,
+            fmt(c.cosine_min, ".4f"), *drop, "passed" if c.passed else "failed", fmt(c.latency_ms, ".3f", ""), speed,
         ])  # fmt: skip
     title = f"{outcome.name} --precision auto: {s.budget}; fp32 {s.fp32_ms:.3f} ms "
     where = f"{s.engine} on CUDA" if s.device == "cuda" else f"{s.engine}"
@@ -530,6 +538,8 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
         hint = f" ({s.inference_precision} hint)" if s.inference_precision else ""
         title += f"; judged in {' and '.join(s.judged_in)}{hint}, the worst figures shown"
     out.table(cols, rows, title=title, wide=wide)
+    if s.candidates and not top1:
+        out.print(NO_TOP1)
     for note in s.notes:
         out.paragraph(f"note: {note}", style="yellow")
     if not outcome.written:

@@ -199,6 +199,46 @@ def test_zoo_list_fits_the_pipe_and_columns(tmp_path) -> None:  # type: ignore[n
     assert wide.returncode == 0 and "| description " in wide.stdout and "left out" not in wide.stdout
 
 
+def _search_record(label: str, drops: list[float | None]):  # type: ignore[no-untyped-def]
+    """A real PrecisionSearchRecord of two candidates (the second chosen) with these top-1 drops: a stand-in
+    missed the fields print_search reads since --engine openvino and --target cuda."""
+    from exporter import artifact as art
+
+    cand = dict(float_layers=["a"] * 12, float_nodes=[], sqnr_db=31.25, cosine_min=0.99912, passed=True,
+                latency_ms=1.234, speedup=2.51, speedup_low=2.01, speedup_high=3.02)  # fmt: skip
+    return art.PrecisionSearchRecord(
+        candidates=[art.SearchCandidate(label="all layers int8", accuracy_drop_pp=drops[0], **cand),  # type: ignore[arg-type]
+                    art.SearchCandidate(label=label, chosen=True, accuracy_drop_pp=drops[1], **cand)],  # type: ignore[arg-type]
+        budget="SQNR >= 20 dB against fp32", metric="sqnr", threshold=20.0, target="cpu", engine="onnxruntime",
+        device="cpu", threads=2, batch_size=1, fp32_ms=3.1, fp32_low_ms=3.0, fp32_high_ms=3.3, float_layers=[],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("drops", [[None, None], [None, 0.25], [1.5, 0.25]])
+@pytest.mark.parametrize("tty", [False, True])
+def test_precision_auto_table_drops_an_empty_top1_column_and_says_why(drops: list, tty: bool) -> None:
+    """Defect: without labelled images (random weights) the --precision auto table showed an empty "top-1 drop"
+    column, no figure in any row and no word of why: now the column goes and one line under the table says how
+    to have it; one candidate with a figure keeps the column (and the others' cells blank)."""
+    from types import SimpleNamespace as NS
+
+    from exporter.__main__ import print_search
+
+    why = "top-1 drop: not measured, no labelled images (give --eval-dir DIR: an ImageFolder or .npz of x, y)"
+    stream = _Terminal() if tty else io.StringIO()
+    print_search(Console(stream), NS(search=_search_record("greedy", drops), name="m", written=False, message="none"))
+    lines = _lines(stream.getvalue())
+    table = [i for i, line in enumerate(lines) if line.startswith(("|", "┃", "│", "└"))]
+    measured = any(d is not None for d in drops)
+    assert any("top-1 drop" in lines[i] for i in table) == measured, stream.getvalue()
+    assert ("0.25" in stream.getvalue()) == measured
+    under = [line for line in lines[table[-1] + 1 :] if line.strip()]
+    if measured:
+        assert why not in lines and "top-1 drop" not in "".join(under), stream.getvalue()
+    else:  # the first line under the table, whole on one line (it fits the 100 columns of a pipe)
+        assert under[0] == why and len(why) <= 100, stream.getvalue()
+
+
 def test_precision_auto_table_fits_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
     """Defect: the candidate column, padded for ``greedy: 12 layer(s) float by dB recovered per ms <- chosen``,
     made the --precision auto table 140 characters wide."""
@@ -208,17 +248,8 @@ def test_precision_auto_table_fits_the_pipe(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.delenv("COLUMNS", raising=False)
     label = "greedy: 12 layer(s) float by dB recovered per ms"
-    from exporter import artifact as art
 
-    cand = dict(float_layers=["a"] * 12, float_nodes=[], sqnr_db=31.25, cosine_min=0.99912, accuracy_drop_pp=None,
-                passed=True, latency_ms=1.234, speedup=2.51, speedup_low=2.01, speedup_high=3.02)  # fmt: skip
-    # the real record (a stand-in missed the fields print_search reads since --engine openvino and --target cuda)
-    search = art.PrecisionSearchRecord(
-        candidates=[art.SearchCandidate(label="all layers int8", **cand),  # type: ignore[arg-type]
-                    art.SearchCandidate(label=label, chosen=True, **cand)],  # type: ignore[arg-type]
-        budget="SQNR >= 20 dB against fp32", metric="sqnr", threshold=20.0, target="cpu", engine="onnxruntime",
-        device="cpu", threads=2, batch_size=1, fp32_ms=3.1, fp32_low_ms=3.0, fp32_high_ms=3.3, float_layers=[],
-    )  # fmt: skip
+    search = _search_record(label, drops=[None, None])
     stream = io.StringIO()
     print_search(Console(stream), NS(search=search, name="resnet18", written=False, message="nothing written"))
     text = stream.getvalue()
