@@ -512,7 +512,7 @@ def _search(args: argparse.Namespace, out: Console, err: Console, directory: Pat
 
 
 #: Under a --precision auto table without its top-1 column: why it is missing, and how to have it.
-NO_TOP1 = "top-1 drop: not measured, no labelled images (give --eval-dir DIR: an ImageFolder or .npz of x, y)"
+NO_TOP1 = "top-1 drop: not measured, no labelled images (give --eval-dir DIR)"
 
 
 def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ignore[no-untyped-def]
@@ -539,7 +539,7 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
         title += f"; judged in {' and '.join(s.judged_in)}{hint}, the worst figures shown"
     out.table(cols, rows, title=title, wide=wide)
     if s.candidates and not top1:
-        out.print(NO_TOP1)
+        out.paragraph(NO_TOP1)  # short: one line at any width a table fits
     for note in s.notes:
         out.paragraph(f"note: {note}", style="yellow")
     if not outcome.written:

@@ -224,7 +224,7 @@ def test_precision_auto_table_drops_an_empty_top1_column_and_says_why(drops: lis
 
     from exporter.__main__ import print_search
 
-    why = "top-1 drop: not measured, no labelled images (give --eval-dir DIR: an ImageFolder or .npz of x, y)"
+    why = "top-1 drop: not measured, no labelled images (give --eval-dir DIR)"
     stream = _Terminal() if tty else io.StringIO()
     print_search(Console(stream), NS(search=_search_record("greedy", drops), name="m", written=False, message="none"))
     lines = _lines(stream.getvalue())
@@ -235,8 +235,8 @@ def test_precision_auto_table_drops_an_empty_top1_column_and_says_why(drops: lis
     under = [line for line in lines[table[-1] + 1 :] if line.strip()]
     if measured:
         assert why not in lines and "top-1 drop" not in "".join(under), stream.getvalue()
-    else:  # the first line under the table, whole on one line (it fits the 100 columns of a pipe)
-        assert under[0] == why and len(why) <= 100, stream.getvalue()
+    else:  # the first line under the table, whole on one line (it fits 80 columns)
+        assert under[0] == why and len(why) <= 80, stream.getvalue()
 
 
 def test_precision_auto_table_fits_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
