@@ -343,6 +343,9 @@ class SearchCandidate(_Record):
     #: each engine's verdict where the candidate was judged in more than onnxruntime (``--engine openvino``):
     #: it passes only where every one passes, and ``sqnr_db``/``cosine_min`` are the worst of them
     checks: list[EngineCheck] = Field(default_factory=list)
+    #: ``bf16``: the same graph with its float layers in OpenVINO's bf16 (its precision hint), judged and timed
+    #: so (``--engine openvino`` on a CPU with bf16 arithmetic); None: OpenVINO's f32 hint, or onnxruntime
+    openvino_hint: Literal["f32", "bf16"] | None = None
 
 
 class PrecisionSearchRecord(_Record):
@@ -406,6 +409,10 @@ class VariantRecord(_Record):
     optimization: OptimizationRecord | None = None
     #: ``auto``: the precision search that chose this graph
     precision_search: PrecisionSearchRecord | None = None
+    #: the inference precision hint OpenVINO must compile this graph with where it was verified with another
+    #: than its precision's default (f32): ``bf16``, an ``auto`` graph whose float layers the precision search
+    #: verified and timed in OpenVINO's bf16; None: the default. onnxruntime runs those layers in fp32.
+    openvino_hint: Literal["f32", "bf16"] | None = None
     parity: ParityRecord
     #: which module each node of this graph came from (None: built before layer maps were recorded)
     layers: LayerMap | None = None
