@@ -4,7 +4,10 @@ parity check share, so that what is judged runs with the same precision hint as 
 Every compile reshapes the model to the concrete input shape it will run (OpenVINO's fastest path for
 a dynamic-size graph), leaves its threads free to move between cores, and pins the inference precision
 hint (``f32`` for fp32 and int8 graphs: on CPUs with AVX512_BF16 or AMX OpenVINO's default runs the float
-parts in bf16, which is not the graph that was verified).
+parts in bf16, which is not the graph that was verified). A variant whose record names another hint
+(``VariantRecord.openvino_hint``: an ``auto`` graph the precision search verified with its float layers in
+bf16) compiles with that one (:func:`hint_for`), so what is timed, profiled, checked and served is what was
+verified.
 """
 
 from __future__ import annotations
@@ -13,14 +16,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from exporter.artifact import Artifact, Manifest
+
 #: The inference precision hint per graph precision: int8 graphs keep their float islands in f32.
 OPENVINO_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
 
 
-def compile_config(precision: str, threads: int) -> dict[str, str | int | bool]:
-    """The compile properties for a latency run of a ``precision`` graph on ``threads`` threads."""
+def precision_hint(precision: str, hint: str | None = None) -> str:
+    """The inference precision hint a ``precision`` graph compiles with: ``hint`` where one is given (a
+    variant's recorded :attr:`~exporter.artifact.VariantRecord.openvino_hint`), else the precision's default."""
+    return hint or OPENVINO_HINT.get(precision, "f32")
+
+
+def hint_for(source: Manifest | Artifact, key: str) -> str | None:
+    """The precision hint the graph ``key`` of an artifact was verified with where it is not its precision's
+    default (the variant's recorded ``openvino_hint``); None for the exported graph, a key naming no variant
+    (``bf16``: OpenVINO's hint on the fp32 graph) or a variant without one."""
+    manifest = source.manifest if isinstance(source, Artifact) else source
+    record = manifest.variants.get(key)
+    return record.openvino_hint if record is not None else None
+
+
+def compile_config(precision: str, threads: int, *, hint: str | None = None) -> dict[str, str | int | bool]:
+    """The compile properties for a latency run of a ``precision`` graph on ``threads`` threads; ``hint``
+    (``f32``, ``bf16``) overrides the precision's default inference precision hint (see :func:`hint_for`)."""
     return {
-        "INFERENCE_PRECISION_HINT": OPENVINO_HINT.get(precision, "f32"),
+        "INFERENCE_PRECISION_HINT": precision_hint(precision, hint),
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
@@ -39,14 +60,15 @@ def inference_precision(compiled: object) -> str:
 
 
 class OpenvinoInfer:
-    """Runs a graph in OpenVINO on inputs of any shape, one compiled model per shape (reshaped to it)."""
+    """Runs a graph in OpenVINO on inputs of any shape, one compiled model per shape (reshaped to it);
+    ``hint`` overrides the precision's default precision hint (a variant's recorded one, :func:`hint_for`)."""
 
-    def __init__(self, graph: bytes, precision: str, threads: int) -> None:
+    def __init__(self, graph: bytes, precision: str, threads: int, *, hint: str | None = None) -> None:
         import openvino as ov
 
         self.core = ov.Core()
         self.graph = graph
-        self.config = compile_config(precision, threads)
+        self.config = compile_config(precision, threads, hint=hint)
         model = self.core.read_model(graph)
         self.output_names = [o.get_any_name() for o in model.outputs]
         self.providers = [f"OpenVINO {ov.__version__} CPU"]

@@ -8,7 +8,8 @@ engine             what runs                                                    
 ``torch-compile``  ``torch.compile`` (inductor, freezing on); compile timed      fp32
                    separately and excluded from latency
 ``openvino``       OpenVINO reading the same ONNX graph, f32 precision hint      fp32, bf16, int8
-                   (bf16 hint as its own precision where the CPU has bf16)
+                   (bf16 hint as its own precision where the CPU has bf16; a
+                   variant's recorded ``openvino_hint`` where it has one)
 ``tensorrt``       onnxruntime's TensorRT execution provider on CUDA, profiles   fp32, fp16, int8 (QDQ)
                    from the manifest, version-keyed engine cache, build timed
 =================  ============================================================  =====================
@@ -34,7 +35,7 @@ from exporter.artifact import Artifact
 from exporter.errors import UserError, first_line
 from exporter.reference import Prepared
 
-from ..openvino_model import compile_config
+from ..openvino_model import compile_config, hint_for, inference_precision
 from ..sessions import (
     CUDA_PROVIDER,
     SessionConfig,
@@ -219,6 +220,16 @@ class ModelContext:
     torch_compile_mode: str = "auto"
     #: TensorRT's optimization profile bounds from the manifest and the run: (min, max) of batch, H, W
     trt_bounds: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+    #: per graph key: the OpenVINO precision hint to compile it with where the manifest records none for it
+    #: (a precision search's candidate, judged with its float layers in bf16, before it is a variant)
+    openvino_hints: dict[str, str] = field(default_factory=dict)
+
+    def openvino_hint(self, key: str) -> str | None:
+        """The precision hint OpenVINO compiles the graph ``key`` with where it is not its precision's
+        default: the one given here, else the variant's recorded one (:func:`runtime.openvino_model.hint_for`)."""
+        if key in self.openvino_hints:
+            return self.openvino_hints[key]
+        return hint_for(self.artifact, key) if self.artifact is not None else None
 
     def release(self) -> None:
         self.sessions.clear()
@@ -508,6 +519,17 @@ def prepare_torch_compile(ctx: ModelContext, precision: str, x: np.ndarray) -> R
     )
 
 
+def check_hint(compiled: object, asked: str, precision: str) -> None:
+    """Refuse a compiled model whose precision hint is not the one asked for (one the CPU cannot run):
+    timing it would time another graph than the one verified."""
+    try:
+        got = inference_precision(compiled)
+    except Exception:  # an OpenVINO that cannot read it back: nothing to compare
+        return
+    if got != asked:
+        raise UserError(f"openvino: asked for the {asked} hint for the {precision} graph, compiled with {got}")
+
+
 def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner:
     import openvino as ov
 
@@ -521,7 +543,8 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
     if len(model.inputs) != 1:
         raise UserError(f"openvino: {ctx.name} has {len(model.inputs)} inputs; the benchmark feeds one")
     model.reshape(list(x.shape))  # static shapes for this batch and size: OpenVINO's fastest path
-    config = compile_config(precision, ctx.threads)
+    # the hint the graph was verified with (an auto graph's float layers in bf16), else its precision's default
+    config = compile_config(precision, ctx.threads, hint=ctx.openvino_hint(key))
     read_s = time.perf_counter() - started
     started = time.perf_counter()
     compiled = core.compile_model(model, "CPU", config)
@@ -547,8 +570,7 @@ def prepare_openvino(ctx: ModelContext, precision: str, x: np.ndarray) -> Runner
             settings[prop.lower()] = str(compiled.get_property(prop))
         except Exception:
             continue
-    if precision == "fp32" and settings.get("inference_precision_hint") not in (None, "f32", "<Type: 'float32'>"):
-        raise UserError(f"openvino: asked for the f32 hint, compiled with {settings.get('inference_precision_hint')}")
+    check_hint(compiled, str(config["INFERENCE_PRECISION_HINT"]), precision)
 
     def step() -> None:
         _ = feed

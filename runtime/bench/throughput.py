@@ -42,9 +42,9 @@ import numpy as np
 
 from exporter.errors import UserError, first_line
 
-from ..openvino_model import OPENVINO_HINT
+from ..openvino_model import precision_hint
 from ..sessions import create_session, create_tensorrt_session, run
-from .engines import ModelContext, Runner, graph_key, wall_timer
+from .engines import ModelContext, Runner, check_hint, graph_key, wall_timer
 from .rows import describe_setting
 from .stats import Interval, median_interval, ratio_interval, summarize, summarize_samples
 from .timing import TimingPolicy
@@ -147,10 +147,11 @@ def prepare_onnxruntime_streams(ctx: ModelContext, precision: str, x: np.ndarray
     )  # fmt: skip
 
 
-def openvino_config(precision: str, streams: int, threads: int) -> dict[str, object]:
-    """The compile properties of an OpenVINO setting (the same the Triton repository names)."""
+def openvino_config(precision: str, streams: int, threads: int, hint: str | None = None) -> dict[str, object]:
+    """The compile properties of an OpenVINO setting (the same the Triton repository names); ``hint``: the
+    precision hint the graph was verified with where not its precision's default (``ModelContext.openvino_hint``)."""
     return {
-        "INFERENCE_PRECISION_HINT": OPENVINO_HINT.get(precision, "f32"),
+        "INFERENCE_PRECISION_HINT": precision_hint(precision, hint),
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": streams,
         "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY",
@@ -171,7 +172,8 @@ def prepare_openvino_streams(ctx: ModelContext, precision: str, x: np.ndarray, s
         raise UserError(f"openvino: {ctx.name} has {len(model.inputs)} inputs; the benchmark feeds one")
     model.reshape(list(x.shape))
     compile_started = time.perf_counter()
-    compiled = core.compile_model(model, "CPU", openvino_config(precision, setting.streams, ctx.threads))
+    config = openvino_config(precision, setting.streams, ctx.threads, ctx.openvino_hint(key))
+    compiled = core.compile_model(model, "CPU", config)
     compile_s = time.perf_counter() - compile_started
     feed = np.ascontiguousarray(x, dtype=np.float32)
     requests = []
@@ -189,6 +191,7 @@ def prepare_openvino_streams(ctx: ModelContext, precision: str, x: np.ndarray, s
             settings[prop.lower()] = str(compiled.get_property(prop))
         except Exception:
             continue
+    check_hint(compiled, str(config["INFERENCE_PRECISION_HINT"]), precision)
     if settings.get("num_streams") not in (None, str(setting.streams)):
         raise UserError(f"openvino: asked for {setting.streams} streams, compiled with {settings['num_streams']}")
 

@@ -51,14 +51,15 @@ Infer = Callable[[torch.Tensor], list[np.ndarray]]
 
 
 def _runner(
-    graph: bytes | Path, engine: str, config: SessionConfig, precision: str
+    graph: bytes | Path, engine: str, config: SessionConfig, precision: str, openvino_hint: str | None = None
 ) -> tuple[Infer, list[str], str, list[str], OpenvinoInfer | None]:
-    """(infer, output names, device, providers, the OpenVINO runner or None) for ``engine``."""
+    """(infer, output names, device, providers, the OpenVINO runner or None) for ``engine``; ``openvino_hint``
+    overrides OpenVINO's default precision hint for ``precision``."""
     if engine == "openvino":
         if config.device != "cpu":
             raise UserError("the OpenVINO parity check runs on the CPU")
         data = graph.read_bytes() if isinstance(graph, Path) else graph
-        ov = OpenvinoInfer(data, precision, config.threads or os.cpu_count() or 1)
+        ov = OpenvinoInfer(data, precision, config.threads or os.cpu_count() or 1, hint=openvino_hint)
         return (lambda x: ov(x.numpy())), ov.output_names, "cpu", ov.providers, ov
     if engine != "onnxruntime":
         raise UserError(f"unknown parity engine {engine!r}: choose onnxruntime or openvino")
@@ -107,6 +108,7 @@ def check(
     verified_with: tuple[str, Tolerance] | None = None,
     on_step: Callable[[str], None] | None = None,
     engine: str = "onnxruntime",
+    openvino_hint: str | None = None,
 ) -> ParityRecord:
     """Compare ``graph`` with ``reference.model`` on every output, at every batch size and input size.
 
@@ -118,7 +120,8 @@ def check(
     device (an int8 graph of a network so sensitive that its own input rounding nears the
     default, see :func:`exporter.variants.int8_tolerance`). ``engine="openvino"`` runs the graph in
     OpenVINO on the CPU instead (``session`` gives only its threads), compiled as the bench and the
-    profile compile it (:mod:`runtime.openvino_model`: the same pinned precision hint).
+    profile compile it (:mod:`runtime.openvino_model`: the same pinned precision hint); ``openvino_hint``
+    (``f32``, ``bf16``) overrides that hint, as a variant's recorded one does (:func:`check_artifact`).
     """
     step = on_step or (lambda _msg: None)
     batch_sizes = [int(b) for b in batch_sizes]
@@ -136,7 +139,7 @@ def check(
         check_fits(reference.model, shape, max(batch_sizes), what=reference.name)
 
     config = session or SessionConfig(device="cpu")
-    infer, names, device, providers, ov = _runner(graph, engine, config, precision)
+    infer, names, device, providers, ov = _runner(graph, engine, config, precision, openvino_hint)
     if tolerance is None and verified_with is not None and verified_with[0] == device:
         tolerance = verified_with[1]
     tol = tolerance or default_tolerance(device, precision, tf32=config.tf32)
@@ -181,7 +184,8 @@ def check_artifact(
     sizes: Sequence[tuple[int, int]] = (),
     **options: object,
 ) -> ParityRecord:
-    """:func:`check` for a graph of an artifact (its bytes, read and verified under the artifact's lock)."""
+    """:func:`check` for a graph of an artifact (its bytes, read and verified under the artifact's lock); in
+    OpenVINO a variant runs with the precision hint it records (``VariantRecord.openvino_hint``)."""
     if sizes and not artifact.manifest.dynamic_size:
         raise UserError(
             f"{artifact.name} was exported at a fixed size {artifact.manifest.input_shape}: "
@@ -197,4 +201,6 @@ def check_artifact(
     ):
         # The same verdict as the variant's own verification: the same tolerance, for the same reason.
         options.setdefault("verified_with", (record.parity.device, record.parity.tolerance))
+    if record is not None and record.openvino_hint is not None:
+        options.setdefault("openvino_hint", record.openvino_hint)
     return check(graph, reference, precision=key.precision, sizes=sizes, **options)  # type: ignore[arg-type]

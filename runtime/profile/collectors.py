@@ -171,8 +171,12 @@ def _rt_text(info: object, key: str) -> str | None:
 
 @dataclass
 class OpenvinoCollector:
+    """OpenVINO's per-layer counters of a ``precision`` graph; ``hint`` overrides the precision's default
+    precision hint (the one a variant was verified with, :func:`runtime.openvino_model.hint_for`)."""
+
     threads: int
     precision: str = "fp32"
+    hint: str | None = None
 
     def __call__(self, graph: bytes, x: np.ndarray, warmup: int, runs: int | None) -> EngineRun:
         import openvino as ov
@@ -180,7 +184,7 @@ class OpenvinoCollector:
         core = ov.Core()
         model = core.read_model(graph)
         model.reshape(list(x.shape))
-        config = compile_config(self.precision, self.threads)
+        config = compile_config(self.precision, self.threads, hint=self.hint)
         profiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True})
         plain = core.compile_model(model, "CPU", config)
         feed = np.ascontiguousarray(x, dtype=np.float32)

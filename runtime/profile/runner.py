@@ -25,6 +25,7 @@ from exporter.errors import UserError, first_line
 from exporter.layers import LayerIndex, layer_index
 
 from ..machine import DeviceChoice, MachinePeak, compute_precision, measure_peak, resolve_device
+from ..openvino_model import hint_for
 from ..sessions import DEVICES, SessionConfig
 from .audit import audit
 from .collectors import ENGINES, WARMUP, EngineRun, OnnxruntimeCollector, OpenvinoCollector
@@ -78,9 +79,11 @@ class ProfileConfig:
         if self.engine == "openvino":
             if self.device == "cuda":
                 raise UserError("--engine openvino runs on CPU only: use --device cpu (or auto)")
-            if self.precision not in (None, "fp32", "int8", "bf16"):
+            # auto: the precision search's int8 QDQ graph with float layers (in bf16 where its record says so)
+            if self.precision not in (None, "fp32", "int8", "bf16", "auto"):
                 raise UserError(
-                    f"OpenVINO profiles the fp32 graph (fp32 or bf16 hint) or the int8 QDQ graph, not {self.precision}"
+                    "OpenVINO profiles the fp32 graph (fp32 or bf16 hint), the int8 QDQ graph or the auto graph, "
+                    f"not {self.precision}"
                 )
 
 
@@ -124,7 +127,10 @@ class _Run:
         self.notes.append(line)
         self.say(f"note: {line}")
 
-    def collect(self, graph: bytes, x, threads: int) -> tuple[EngineRun, DeviceChoice, SessionConfig]:  # type: ignore[no-untyped-def]
+    def collect(  # type: ignore[no-untyped-def]
+        self, graph: bytes, x, threads: int, hint: str | None = None
+    ) -> tuple[EngineRun, DeviceChoice, SessionConfig]:
+        """Profile ``graph`` on ``x``; ``hint``: the OpenVINO precision hint its variant was verified with."""
         c = self.config
         session = SessionConfig(device=c.device, threads=threads, tf32=c.tf32, allow_spinning=False)
         if c.engine == "openvino":
@@ -133,15 +139,17 @@ class _Run:
             why = openvino_missing("cpu")
             if why:
                 raise UserError(f"openvino: {why}")
-            if c.precision == "bf16":
+            if c.precision == "bf16" or hint == "bf16":
                 from ..bench.engines import openvino_bf16_missing
 
                 why = openvino_bf16_missing()
-                if why:
+                if why and c.precision == "bf16":
                     raise UserError(f"openvino bf16: {why}")
+                if why:
+                    raise UserError(f"openvino: the {c.precision} graph was verified with OpenVINO's bf16 hint: {why}")
             choice = DeviceChoice("cpu", "OpenVINO runs on CPU", ["OpenVINO CPU"])
             session = SessionConfig(device="cpu", threads=threads, allow_spinning=False)
-            collector = OpenvinoCollector(threads, c.precision or "fp32")
+            collector = OpenvinoCollector(threads, c.precision or "fp32", hint)
         else:
             choice = resolve_device(session, needs_torch=False)
             self.say(f"running on {choice.device.upper()}: {choice.reason}")
@@ -222,7 +230,9 @@ def profile_artifact(config: ProfileConfig, say: Callable[[str], None] = lambda 
     shape = input_shape(config, artifact.manifest)
     threads = config.threads or os.cpu_count() or 1
     x = random_input(shape, config.batch_size, seed=config.seed).numpy()
-    measured, choice, session = run.collect(resolved.graph, x, threads)
+    # a variant verified with another OpenVINO precision hint (an auto graph's float layers in bf16) runs with it
+    hint = hint_for(artifact, str(key)) if config.engine == "openvino" else None
+    measured, choice, session = run.collect(resolved.graph, x, threads, hint)
 
     index = layer_index(artifact)
     if not index.known:

@@ -27,8 +27,9 @@ from .deploy import REPOSITORY, BenchSetting, Candidate, Machine, ServedConfig, 
 DEFAULT_QUEUE_DELAY_US = 500
 
 
-def model_options(c: Candidate, device: str, threads: int) -> ModelOptions:
-    """The Triton settings that run ``c`` as it was measured."""
+def model_options(c: Candidate, device: str, threads: int, openvino_hint: str | None = None) -> ModelOptions:
+    """The Triton settings that run ``c`` as it was measured; ``openvino_hint``: the precision hint its graph
+    records (:func:`runtime.openvino_model.hint_for`), ``bf16`` asking the OpenVINO backend for bf16 as well."""
     batch = c.batch_size
     common = dict(
         max_batch=batch,
@@ -45,7 +46,7 @@ def model_options(c: Candidate, device: str, threads: int) -> ModelOptions:
             threads=threads,
             openvino_streams=c.streams,
             openvino_hint="THROUGHPUT" if c.streams > 1 else "LATENCY",
-            bf16=c.precision == "bf16",
+            bf16=c.precision == "bf16" or openvino_hint == "bf16",
         )
     if c.engine == "tensorrt":
         return ModelOptions(
@@ -60,16 +61,16 @@ def model_options(c: Candidate, device: str, threads: int) -> ModelOptions:
     )
 
 
-def caveats(c: Candidate, machine: Machine) -> list[str]:
+def caveats(c: Candidate, machine: Machine, openvino_hint: str | None = None) -> list[str]:
     """What Triton's own backend would run differently from what was measured (the local server runs
-    as measured), said in the repository's notes and deploy.json."""
+    as measured), said in the repository's notes and deploy.json; ``openvino_hint`` as for :func:`model_options`."""
     if c.engine == "onnxruntime":
         return [
             "measured with onnxruntime's intra-op spinning off (session.intra_op.allow_spinning=0), as the local "
             "server runs it; Triton's onnxruntime backend has no parameter for it and spins by default"
         ]
     bf16_cpu = machine.cpu_flags.get("amx_bf16") or machine.cpu_flags.get("avx512_bf16")
-    if c.engine == "openvino" and c.precision != "bf16" and bf16_cpu:
+    if c.engine == "openvino" and c.precision != "bf16" and openvino_hint != "bf16" and bf16_cpu:
         return [
             f"measured with OpenVINO's f32 precision hint (its {c.precision} graph's float parts in f32), as the "
             "local server runs it; Triton's OpenVINO backend has no f32 hint, and on this CPU with bf16 "

@@ -31,6 +31,7 @@ from exporter.files import AtomicWriter, ensure_writable_dir, sha256_bytes
 from ..bench import BenchConfig, Hooks, run_benchmark
 from ..bench.rows import RunDocument
 from ..bench.timing import TimingPolicy
+from ..openvino_model import hint_for
 from ..resolve import resolve
 from .candidates import candidates_from, pick_finalists, precisions_to_sweep, rank, stream_counts
 from .config import TuneConfig
@@ -266,9 +267,11 @@ def _deploy(
     resolved = deployment.resolved_graph(
         chosen, config.artifact, config.artifacts_dir, config.rebuild, config.reference, hooks.note
     )
-    options = deployment.model_options(chosen, report.machine.device, threads)
+    # the precision hint the chosen graph was verified with (an auto graph's float layers in bf16): served so
+    hint = hint_for(resolved.artifact, str(resolved.key)) if chosen.engine == "openvino" else None
+    options = deployment.model_options(chosen, report.machine.device, threads, hint)
     notes = [f"chosen by python -m runtime.tune ({config.target} target): {report.why}"]
-    notes += deployment.caveats(chosen, report.machine)
+    notes += deployment.caveats(chosen, report.machine, hint)
     served: ServeSearch | None = None
     if config.serve:
         from .triton import search
