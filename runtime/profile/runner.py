@@ -146,7 +146,7 @@ class _Run:
                 if why and c.precision == "bf16":
                     raise UserError(f"openvino bf16: {why}")
                 if why:
-                    raise UserError(f"openvino: the {c.precision} graph was verified with OpenVINO's bf16 hint: {why}")
+                    raise UserError(f"openvino: this graph was verified with OpenVINO's bf16 hint, and {why}")
             choice = DeviceChoice("cpu", "OpenVINO runs on CPU", ["OpenVINO CPU"])
             session = SessionConfig(device="cpu", threads=threads, allow_spinning=False)
             collector = OpenvinoCollector(threads, c.precision or "fp32", hint)

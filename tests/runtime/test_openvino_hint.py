@@ -134,6 +134,7 @@ def test_parity_in_openvino_runs_a_variant_with_its_recorded_hint(lenet_dir: Pat
 
 def test_the_profile_collects_a_variant_with_its_recorded_hint(lenet_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("openvino")
+    from exporter.errors import UserError
     from runtime.profile import runner
     from runtime.profile.collectors import OpenvinoCollector
 
@@ -156,6 +157,11 @@ def test_the_profile_collects_a_variant_with_its_recorded_hint(lenet_dir: Path, 
     with pytest.raises(Stop):
         runner.profile_artifact(config)
     assert [(c.precision, c.hint) for c in made] == [("auto", "bf16")]
+    # a CPU without bf16 cannot run what was verified: one line, nothing profiled in f32 instead
+    monkeypatch.setattr("runtime.bench.engines.openvino_bf16_missing", lambda: "this CPU has no bf16 arithmetic (x)")
+    with pytest.raises(UserError, match="verified with OpenVINO's bf16 hint, and this CPU has no bf16 arithmetic"):
+        runner.profile_artifact(config)
+    assert len(made) == 1
 
 
 def test_the_profile_compiles_with_the_hint_it_is_given(lenet_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
