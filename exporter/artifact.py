@@ -376,7 +376,8 @@ class PrecisionSearchRecord(_Record):
     notes: list[str] = Field(default_factory=list)
     #: the engines every candidate was verified in (manifests from before this field: onnxruntime only)
     judged_in: list[str] = Field(default_factory=lambda: ["onnxruntime"])
-    #: OpenVINO's inference precision hint the candidates were timed, profiled and judged with (engine openvino)
+    #: OpenVINO's inference precision hint the candidates were timed, profiled and judged with (engine openvino;
+    #: a candidate whose ``openvino_hint`` is bf16 was judged and timed with that one instead)
     inference_precision: str | None = None
 
 

@@ -185,35 +185,38 @@ class Judge:
             self._fp32_logits = _logits(lambda x: forward_outputs(model, x, name)[0].float().numpy(), self.labelled.x)
         return topk_accuracy(self._fp32_logits, self.labelled.y)
 
-    def __call__(self, graph: bytes, step: Callable[[str], None]) -> Verdict:
+    def __call__(self, graph: bytes, step: Callable[[str], None], openvino_hint: str | None = None) -> Verdict:
         """The verdict on ``graph``: onnxruntime's parity record (its accuracy that of the labelled set), the
-        top-1 and top-5 drops in points (None without labels), and OpenVINO's check where it is the engine."""
+        top-1 and top-5 drops in points (None without labels), and OpenVINO's check where it is the engine;
+        ``openvino_hint`` ``bf16``: OpenVINO runs the graph's float layers in bf16."""
         parity, drop1, drop5 = self._judge_in("onnxruntime", graph, step)
         checks = []
         if self.engine == "openvino":
-            ov, ov_drop1, _ = self._judge_in("openvino", graph, step)
+            ov, ov_drop1, _ = self._judge_in("openvino", graph, step, openvino_hint)
             where = f"in OpenVINO ({ov.inference_precision} hint): "
             checks = [_engine_check(parity, drop1, ""), _engine_check(ov, ov_drop1, where)]
         return Verdict(parity, drop1, drop5, checks)
 
-    def _infer(self, engine: str, graph: bytes) -> Callable[[torch.Tensor], np.ndarray]:
+    def _infer(self, engine: str, graph: bytes, hint: str | None) -> Callable[[torch.Tensor], np.ndarray]:
         if engine == "openvino":
-            ov = OpenvinoInfer(graph, self.precision, self.threads)
+            ov = OpenvinoInfer(graph, self.precision, self.threads, hint=hint)
             return lambda x: ov(x.numpy())[0]
         sess = self._session(graph)
         return lambda x: np.asarray(run(sess, x.numpy())[0], dtype=np.float32)
 
     def _judge_in(
-        self, engine: str, graph: bytes, step: Callable[[str], None]
+        self, engine: str, graph: bytes, step: Callable[[str], None], openvino_hint: str | None = None
     ) -> tuple[art.ParityRecord, float | None, float | None]:
         """The parity record of ``graph`` in ``engine`` (with the labelled set's accuracy), and the drops."""
         session = SessionConfig(device=self.device, threads=self.threads)
+        # bf16: OpenVINO runs the float layers of this int8 graph in bf16, its Q/DQ-wrapped layers stay int8
+        hint = openvino_hint if engine == "openvino" else None
         parity = check(graph, self.reference, precision=self.precision, sizes=self.sizes, tolerance=self.tolerance,
-                       session=session, on_step=step, engine=engine)  # fmt: skip
+                       session=session, on_step=step, engine=engine, openvino_hint=hint)  # fmt: skip
         base = self.fp32_accuracy()
         if base is None or self.labelled is None or self._fp32_logits is None:
             return parity, None, None
-        logits = _logits(self._infer(engine, graph), self.labelled.x)
+        logits = _logits(self._infer(engine, graph, hint), self.labelled.x)
         got = topk_accuracy(logits, self.labelled.y)
         drop1, drop5 = round((base[0] - got[0]) * 100, 3), round((base[1] - got[1]) * 100, 3)
         failure = None
@@ -255,15 +258,29 @@ class Work:
     precision: str = "int8"
     identity_nodes_removed: int = 0
 
-    def try_graph(self, label: str, nodes: list[str], layers: list[str]) -> art.SearchCandidate:
+    def try_graph(
+        self, label: str, nodes: list[str], layers: list[str], openvino_hint: str | None = None
+    ) -> art.SearchCandidate:
+        """Build the graph with ``nodes`` float, judge it, and add it to the candidates."""
         self.step(f"candidate {len(self.candidates) + 1}: {label}")
-        graph = self.quantize(nodes, f"cand{len(self.candidates)}")
-        verdict = self.judge(graph, lambda _m: None)
+        return self._judged(label, layers, self.quantize(nodes, f"cand{len(self.candidates)}"), openvino_hint)
+
+    def try_twin(self, i: int, openvino_hint: str) -> art.SearchCandidate:
+        """Candidate ``i``'s graph again, judged with OpenVINO's ``openvino_hint`` (bf16: its float layers in bf16)."""
+        c = self.candidates[i]
+        label = f"{c.label}; float layers in {openvino_hint} (OpenVINO)"
+        self.step(f"candidate {len(self.candidates) + 1}: {label}")
+        self.quantize.facts[f"cand{len(self.candidates)}"] = self.quantize.facts[f"cand{i}"]  # the same graph
+        return self._judged(label, c.float_layers, self.graphs[i], openvino_hint)
+
+    def _judged(self, label: str, layers: list[str], graph: bytes, openvino_hint: str | None) -> art.SearchCandidate:
+        verdict = self.judge(graph, lambda _m: None, openvino_hint)
         sqnr, cosine, drop1 = verdict.figures()
         c = art.SearchCandidate(
             label=label, float_layers=layers, float_nodes=list(self.quantize.facts[f"cand{len(self.candidates)}"]
             ["float_nodes"]), sqnr_db=sqnr, cosine_min=cosine, accuracy_drop_pp=drop1,  # type: ignore[arg-type]
             top5_drop_pp=verdict.drop5, passed=verdict.passed, failure=verdict.failure, checks=verdict.checks,
+            openvino_hint=openvino_hint,  # type: ignore[arg-type]
         )  # fmt: skip
         self.candidates.append(c)
         self.graphs.append(graph)

@@ -208,6 +208,41 @@ def _greedy_try(work: Work, order: list[art.LayerCost], k: int, floor: float, pr
     return work.try_graph(label, nodes, [c.layer for c in float_layers]).passed
 
 
+#: How many layers more than the passing graph with the most float layers the bf16 stage keeps float (in bf16)
+#: where none of the passing graphs stays within the budget with its float layers in bf16.
+BF16_EXTRA_FLOAT = (1, 2, 4)
+
+
+def _bf16_islands(work: Work, order: list[art.LayerCost]) -> list[str]:
+    """``--engine openvino``: the passing candidates again with their float layers in OpenVINO's bf16 (on a CPU
+    with bf16 arithmetic about twice f32's speed there; onnxruntime still runs them in fp32), and where none
+    stays within the budget so, the greedy's sets with more layers float, in bf16, until one does. A note
+    says where the CPU has no bf16."""
+    from ..bench.engines import openvino_bf16_missing
+
+    missing = openvino_bf16_missing()
+    if missing:
+        return [f"float layers stay f32 in OpenVINO: {missing}"]
+    passing = [i for i, c in enumerate(work.candidates) if c.passed and c.float_nodes]
+    if not passing:
+        return []
+    twins = [work.try_twin(i, "bf16") for i in passing]
+    if any(t.passed for t in twins):
+        return []
+    most = max(len(work.candidates[i].float_layers) for i in passing)
+    k_int8 = len(order) - most  # the greedy's order: the first k int8, the rest float
+    for extra in BF16_EXTRA_FLOAT:
+        k = k_int8 - extra
+        if k < 1:
+            break
+        float_layers = order[k:]
+        nodes = list(dict.fromkeys(node for c in float_layers for node in c.nodes))
+        label = f"greedy: {k} of {len(order)} layers int8, float layers in bf16 (OpenVINO)"
+        if work.try_graph(label, nodes, [c.layer for c in float_layers], "bf16").passed:
+            break
+    return []
+
+
 @dataclass
 class Measured:
     """What the search measured per layer: each one's sensitivities and cost, fp32's and all-int8's (or
@@ -429,6 +464,7 @@ def _run(
     noise_first: NoiseFirst | None = None
     notes = list(setup.notes)
     work.try_graph(setup.first_label, [], [])
+    order: list[art.LayerCost] = []
     if not work.candidates[0].passed:  # nothing with float layers is faster than an all-int8 graph that passes
         measured = _measure_layers(work, setup.layer_model, fp32, work.graphs[0], x, config)
         costs, target_db = measured.costs, _target_db(budget)
@@ -437,6 +473,8 @@ def _run(
             noise_first = _noise_first(work, measured, target_db, work.precision)
         order = int8_order(costs, ISLAND_SHARE * measured.int8_total_ms)
         _greedy(work, order, target_db, measured.floor, work.precision)
+    if config.engine == "openvino" and config.target == "cpu" and order:
+        notes += _bf16_islands(work, order)
     if not any(c.passed for c in work.candidates):
         best = max(work.candidates, key=lambda c: c.sqnr_db if c.sqnr_db is not None else -1e9)
         raise ExportFailed(
@@ -473,8 +511,9 @@ def _time(
     their latencies and speed-ups."""
     device = work.judge.device
     work.step(f"timing {len(work.graphs)} candidates against fp32, interleaved ({config.engine} {device})")
+    hints = {"openvino_hints": [c.openvino_hint for c in work.candidates]} if config.engine == "openvino" else {}
     fp32_t, timings = time_candidates(
-        work.artifact, fp32, work.graphs, x, config.engine, threads, device=device, precision=work.precision
+        work.artifact, fp32, work.graphs, x, config.engine, threads, device=device, precision=work.precision, **hints
     )
     timed = [
         c.model_copy(

@@ -68,6 +68,7 @@ def write_auto(
         quantization=None if fp16 else _quantization(work, chosen),
         kept_fp32_ops=[*FP16_KEEP_FP32, *FP16_REDUCTIONS] if fp16 else [], float_nodes=float_nodes,
         precision_search=search, parity=work.parities[chosen], layers=layers,
+        openvino_hint=work.candidates[chosen].openvino_hint,  # bf16: OpenVINO runs what it verified
     )  # fmt: skip
     record_and_write(artifact.directory, manifest, final, data, record, [(plot, png)] if png is not None else [])
     return record, final, plot if png is not None else None

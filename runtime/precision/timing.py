@@ -39,17 +39,21 @@ def time_candidates(
     *,
     device: str = "cpu",
     precision: str = "int8",
+    openvino_hints: Sequence[str | None] = (),
 ) -> tuple[Interval, list[Timing]]:
     """fp32's latency and each candidate's latency and speed-up, all timed in one interleaved group on
     ``device`` (``cuda``: onnxruntime's CUDA provider, IO bound, which the engine reads back and refuses
-    a session that fell back to the CPU); ``precision`` names the candidates' graphs (int8, fp16)."""
+    a session that fell back to the CPU); ``precision`` names the candidates' graphs (int8, fp16);
+    ``openvino_hints[i]``: the precision hint OpenVINO compiles candidate ``i`` with (None: its default)."""
     session = SessionConfig(device=device, threads=threads, allow_spinning=False)
+    hints = [None, *openvino_hints, *([None] * len(candidates))][: len(candidates) + 1]
     runners = []
-    for i, graph in enumerate([fp32, *candidates]):
+    for i, (graph, hint) in enumerate(zip([fp32, *candidates], hints)):
         ctx = ModelContext(
             name=artifact.name, artifact=artifact, graphs={"fp32": fp32, precision: graph},
             graph_paths={"fp32": artifact.manifest.file, precision: f"candidate {i}"}, reference=None,
             device=device, session=session, threads=threads,
+            openvino_hints={precision: hint} if hint and i else {},
         )  # fmt: skip
         runners.append(prepare(engine, ctx, "fp32" if i == 0 else precision, x))
     try:
