@@ -548,6 +548,9 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
     out.print(f"variant auto -> {outcome.path} ({outcome.seconds:.0f}s)", style="bold green")
     for reason in s.float_reasons:
         out.print(f"  float    {reason}")
+    if outcome.record.openvino_hint == "bf16":  # every OpenVINO compile of it honours the recorded hint
+        out.print("  openvino its float layers run in bf16 there, as verified and timed (openvino_hint bf16); "
+                  "onnxruntime runs them in fp32")  # fmt: skip
     if outcome.plot is not None:
         out.print(f"  pareto   {outcome.plot}")
     print_parity_summary(out, "auto vs PyTorch", outcome.record.parity)

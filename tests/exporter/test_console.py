@@ -257,3 +257,28 @@ def test_precision_auto_table_fits_the_pipe(monkeypatch: pytest.MonkeyPatch) -> 
     assert "2.51x (2.01-3.02)" in text, "figures are never wrapped"
     words = [w for line in _lines(text) if line.startswith("|") for w in line.split("|")[1].split()]
     assert f"{label} <- chosen" in " ".join(words), "the wrapped label keeps every word, in order"
+
+
+@pytest.mark.parametrize("hint", [None, "bf16"])
+def test_a_written_auto_graph_says_where_openvino_runs_its_float_layers_in_bf16(hint: str | None) -> None:
+    """An auto graph verified with its float layers in OpenVINO's bf16 says so where it is written: onnxruntime
+    runs the same graph's float layers in fp32."""
+    from types import SimpleNamespace as NS
+
+    from exporter import artifact as art
+    from exporter.__main__ import print_search
+    from runtime.compare import default_tolerance
+
+    parity = art.ParityRecord(device="cpu", providers=["CPUExecutionProvider"], precision="int8", inputs="random",
+                              seed=0, batch_sizes=[1], tolerance=default_tolerance("cpu", "int8"), passed=True,
+                              results=[art.OutputComparison(
+                                  output="output", batch_size=1, max_abs_err=0.01, max_rel_err=0.01,
+                                  mean_abs_err=0.001, ref_max_abs=1.0, cosine_min=0.999, sqnr_db=30.0,
+                                  top1_agreement=1.0, top5_agreement=1.0, needed_atol=0.01, needed_rtol=0.01,
+                                  passed=True, failures=[])])  # fmt: skip
+    stream = io.StringIO()
+    outcome = NS(search=_search_record("greedy", [None, None]), name="m", written=True, path="m.auto.onnx",
+                 seconds=3.0, plot=None, record=NS(openvino_hint=hint, parity=parity))  # fmt: skip
+    print_search(Console(stream), outcome)
+    said = "its float layers run in bf16 there, as verified and timed (openvino_hint bf16)" in stream.getvalue()
+    assert said == (hint == "bf16"), stream.getvalue()
