@@ -535,7 +535,10 @@ def print_search(out: Console, outcome, wide: bool = False) -> None:  # type: ig
     where = f"{s.engine} on CUDA" if s.device == "cuda" else f"{s.engine}"
     title += f"({s.fp32_low_ms:.3f}-{s.fp32_high_ms:.3f}), {where}, batch {s.batch_size}, {s.threads} threads"
     if len(s.judged_in) > 1:  # the engine timed is also the engine judged: say with which precision hint
-        hint = f" ({s.inference_precision} hint)" if s.inference_precision else ""
+        # a bf16 twin was judged and timed with the bf16 hint instead: the search-wide hint alone would hide it
+        twins = s.inference_precision != "bf16" and any(c.openvino_hint == "bf16" for c in s.candidates)
+        also = "; bf16 where the candidate says so" if twins else ""
+        hint = f" ({s.inference_precision} hint{also})" if s.inference_precision else ""
         title += f"; judged in {' and '.join(s.judged_in)}{hint}, the worst figures shown"
     out.table(cols, rows, title=title, wide=wide)
     if s.candidates and not top1:

@@ -282,3 +282,23 @@ def test_a_written_auto_graph_says_where_openvino_runs_its_float_layers_in_bf16(
     print_search(Console(stream), outcome)
     said = "its float layers run in bf16 there, as verified and timed (openvino_hint bf16)" in stream.getvalue()
     assert said == (hint == "bf16"), stream.getvalue()
+
+
+@pytest.mark.parametrize("twin", [False, True])
+def test_precision_auto_title_says_bf16_twins_were_judged_with_the_bf16_hint(twin: bool) -> None:
+    """Defect: with bf16 twins among the candidates the title still read 'judged in onnxruntime and openvino
+    (f32 hint)', as if every candidate ran its float layers in f32 in OpenVINO."""
+    from types import SimpleNamespace as NS
+
+    from exporter.__main__ import print_search
+
+    search = _search_record("greedy; float layers in bf16 (OpenVINO)", [None, None])
+    cands = [search.candidates[0], search.candidates[1].model_copy(update={"openvino_hint": "bf16" if twin else None})]
+    search = search.model_copy(update={"engine": "openvino", "judged_in": ["onnxruntime", "openvino"],
+                                       "inference_precision": "f32", "candidates": cands})  # fmt: skip
+    stream = io.StringIO()
+    print_search(Console(stream), NS(search=search, name="m", written=False, message="none"), wide=True)
+    text = " ".join(stream.getvalue().split())
+    assert "judged in onnxruntime and openvino (f32 hint" in text, text
+    assert ("(f32 hint; bf16 where the candidate says so)" in text) == twin, text
+    assert twin or "(f32 hint)" in text
