@@ -12,6 +12,7 @@ from exporter.artifact import Artifact
 from ..bench.engines import ModelContext, prepare
 from ..bench.stats import Interval, median_interval, ratio_interval
 from ..bench.timing import TimingPolicy, measure_interleaved
+from ..openvino_model import precision_hint
 from ..sessions import SessionConfig
 
 #: Enough for a stable median at batch 1 on a shared 2-core machine, short enough for a dozen graphs.
@@ -53,7 +54,8 @@ def time_candidates(
             name=artifact.name, artifact=artifact, graphs={"fp32": fp32, precision: graph},
             graph_paths={"fp32": artifact.manifest.file, precision: f"candidate {i}"}, reference=None,
             device=device, session=session, threads=threads,
-            openvino_hints={precision: hint} if hint and i else {},
+            # always given: a candidate is not the artifact's variant of that name, whose recorded hint is not its
+            openvino_hints={precision: precision_hint(precision, hint)} if i else {},
         )  # fmt: skip
         runners.append(prepare(engine, ctx, "fp32" if i == 0 else precision, x))
     try:

@@ -195,3 +195,33 @@ def test_tunes_triton_repository_asks_openvino_for_bf16_for_a_bf16_verified_vari
     machine = Machine(device="cpu", threads=2, cpu_flags={"avx512_bf16": True})
     assert model_options(chosen, "cpu", 2, "bf16").bf16 and not model_options(chosen, "cpu", 2).bf16
     assert caveats(chosen, machine, "bf16") == [] and "f32 precision hint" in caveats(chosen, machine)[0]
+
+
+def test_the_search_times_a_candidate_with_its_own_hint_never_the_manifests(
+    lenet_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect: a candidate given no hint fell back to the hint the manifest records for its precision's key
+    (``int8``): a graph the search built, not that variant, would have been timed with another variant's hint."""
+    from runtime.bench import engines
+    from runtime.precision import timing
+
+    class Stop(Exception):
+        pass
+
+    seen: list[str | None] = []
+
+    def fake_prepare(engine, ctx, precision, x):  # type: ignore[no-untyped-def]
+        seen.append(ctx.openvino_hint(precision))
+        if len(seen) == 3:
+            raise Stop
+        return None
+
+    monkeypatch.setattr(engines, "hint_for", lambda _source, _key: "bf16")  # every variant "records" bf16
+    monkeypatch.setattr(timing, "prepare", fake_prepare)
+    a = art.open_artifact(lenet_dir)
+    fp32 = a.path().read_bytes()
+    with pytest.raises(Stop):
+        timing.time_candidates(a, fp32, [fp32, fp32], np.zeros((1, 3, 32, 32), np.float32), "openvino", 1,
+                               openvino_hints=[None, "bf16"])  # fmt: skip
+    # fp32 is the artifact's own graph (its key names no variant); the candidates: what they were judged with
+    assert seen[1:] == ["f32", "bf16"]
