@@ -120,3 +120,72 @@ def test_the_timing_compiles_a_bf16_candidate_with_the_bf16_hint(
     assert len(timed) == 2 and all(t.samples >= 3 for t in timed)
     names = {"<Type: 'float32'>": "f32", "<Type: 'bfloat16'>": "bf16"}
     assert [names.get(c, c) for c in compiled] == ["f32", "bf16", "f32"]
+
+
+class _FakeWork:
+    """The parts of ``Work`` the bf16 stage uses: candidates (f32, passing as given), and every graph tried."""
+
+    def __init__(self, float_counts: list[int], twins_pass: bool, extension_passes_at: int | None) -> None:
+        self.candidates = [
+            art.SearchCandidate(
+                label=f"c{i}",
+                float_layers=[f"l{j}" for j in range(n)],
+                float_nodes=["n"] * n,
+                sqnr_db=40.0,
+                cosine_min=0.999,
+                passed=True,
+            )  # fmt: skip
+            for i, n in enumerate(float_counts)
+        ]
+        self.twins_pass, self.passes_at = twins_pass, extension_passes_at
+        self.twins: list[int] = []
+        self.tried: list[tuple[str, list[str], str | None]] = []
+
+    def try_twin(self, i: int, hint: str) -> art.SearchCandidate:
+        self.twins.append(i)
+        return self.candidates[i].model_copy(update={"passed": self.twins_pass, "openvino_hint": hint})
+
+    def try_graph(self, label: str, nodes: list[str], layers: list[str], hint: str | None = None):  # type: ignore[no-untyped-def]
+        self.tried.append((label, layers, hint))
+        return self.candidates[0].model_copy(update={"passed": len(layers) == self.passes_at})
+
+
+def _order(n: int) -> list[art.LayerCost]:
+    return [art.LayerCost(layer=f"L{i}", nodes=[f"L{i}/n"], recovered_db=1.0, cost_ms=0.1) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("n", "counts", "passes_at", "float_sizes"),
+    [
+        (8, [2, 3], None, [4, 5, 7]),  # 3 float at most: 1, 2 and 4 more, none passing
+        (8, [2, 3], 5, [4, 5]),  # stops at the first that passes
+        (5, [3], None, [4]),  # 2 int8 at most: 1 more leaves 1 int8; 2 more would be all-float
+        (4, [4], None, []),  # a passing graph with every layer float: nothing more to float
+    ],
+)
+def test_the_bf16_extension_floats_more_layers_never_all_nor_none(
+    monkeypatch: pytest.MonkeyPatch, n: int, counts: list[int], passes_at: int | None, float_sizes: list[int]
+) -> None:
+    """Where no twin passes, the greedy's sets with 1, 2, 4 more layers float (its order's tail), in bf16:
+    each keeps at least one layer int8 and floats at least one more than the passing graph with most."""
+    from runtime.bench import engines
+
+    monkeypatch.setattr(engines, "openvino_bf16_missing", lambda: None)
+    work = _FakeWork(counts, twins_pass=False, extension_passes_at=passes_at)
+    order = _order(n)
+    assert search_module._bf16_islands(work, order) == []  # type: ignore[arg-type]
+    assert work.twins == list(range(len(counts)))
+    assert [len(layers) for _l, layers, _h in work.tried] == float_sizes
+    for label, layers, hint in work.tried:
+        assert hint == "bf16" and 0 < len(layers) < n
+        assert layers == [c.layer for c in order[n - len(layers) :]], "the order's tail: its last layers float"
+        assert label == f"greedy: {n - len(layers)} of {n} layers int8, float layers in bf16 (OpenVINO)"
+
+
+def test_a_passing_twin_ends_the_bf16_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.bench import engines
+
+    monkeypatch.setattr(engines, "openvino_bf16_missing", lambda: None)
+    work = _FakeWork([2, 3], twins_pass=True, extension_passes_at=None)
+    assert search_module._bf16_islands(work, _order(8)) == []  # type: ignore[arg-type]
+    assert work.twins == [0, 1] and work.tried == []
