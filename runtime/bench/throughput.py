@@ -42,9 +42,9 @@ import numpy as np
 
 from exporter.errors import UserError, first_line
 
-from ..openvino_model import precision_hint
+from ..openvino_model import check_hint, precision_hint
 from ..sessions import create_session, create_tensorrt_session, run
-from .engines import ModelContext, Runner, check_hint, graph_key, wall_timer
+from .engines import ModelContext, Runner, graph_key, wall_timer
 from .rows import describe_setting
 from .stats import Interval, median_interval, ratio_interval, summarize, summarize_samples
 from .timing import TimingPolicy
@@ -191,7 +191,7 @@ def prepare_openvino_streams(ctx: ModelContext, precision: str, x: np.ndarray, s
             settings[prop.lower()] = str(compiled.get_property(prop))
         except Exception:
             continue
-    check_hint(compiled, str(config["INFERENCE_PRECISION_HINT"]), precision)
+    check_hint(compiled, str(config["INFERENCE_PRECISION_HINT"]), f"the {precision} graph")
     if settings.get("num_streams") not in (None, str(setting.streams)):
         raise UserError(f"openvino: asked for {setting.streams} streams, compiled with {settings['num_streams']}")
 

@@ -110,10 +110,11 @@ def test_a_hint_the_compiled_model_does_not_take_is_refused(lenet_dir: Path, mon
     """A CPU that ignores the bf16 hint must not have its f32 timing recorded as the bf16-verified graph's."""
     pytest.importorskip("openvino")
     from exporter.errors import UserError
+    from runtime import openvino_model
     from runtime.bench import engines
 
     a = _with_auto(lenet_dir)
-    monkeypatch.setattr(engines, "inference_precision", lambda _compiled: "f32")
+    monkeypatch.setattr(openvino_model, "inference_precision", lambda _compiled: "f32")
     x = np.zeros([1, *a.manifest.input_shape], dtype=np.float32)
     with pytest.raises(UserError, match="asked for the bf16 hint for the auto graph, compiled with f32"):
         engines.prepare("openvino", _context(a), "auto", x)
@@ -132,6 +133,25 @@ def test_parity_in_openvino_runs_a_variant_with_its_recorded_hint(lenet_dir: Pat
         session=SessionConfig(device="cpu", threads=1), tolerance=default_tolerance("cpu", "int8"), inputs="random",
     )  # fmt: skip
     assert record.engine == "openvino" and record.inference_precision == "bf16"
+
+
+def test_parity_in_openvino_refuses_a_hint_the_cpu_ignores_in_one_line(
+    lenet_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect: a bf16-verified auto graph checked in OpenVINO on a CPU that compiles the bf16 hint as f32 ended
+    in a RuntimeError's traceback (the bench refused it in one line): one rule, one UserError, for both."""
+    pytest.importorskip("openvino")
+    from exporter.errors import UserError
+    from exporter.reference import rebuild
+    from runtime import openvino_model
+    from runtime.parity import check_artifact
+
+    a = _with_auto(lenet_dir)
+    key = art.VariantKey("auto")
+    monkeypatch.setattr(openvino_model, "inference_precision", lambda _compiled: "f32")  # such a CPU, faked
+    with pytest.raises(UserError, match="asked for the bf16 hint for the auto graph, compiled with f32"):
+        check_artifact(a, key, rebuild(a.manifest), a.path(key).read_bytes(), batch_sizes=[1], engine="openvino",
+                       session=SessionConfig(device="cpu", threads=1), inputs="random")  # fmt: skip
 
 
 def test_the_profile_collects_a_variant_with_its_recorded_hint(lenet_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
