@@ -161,6 +161,80 @@ def _check_types(name: object, paths: dict[str, object], batch_sizes: object, fl
             raise UserError(f"{label} must be True or False, not the {type(value).__name__} {value!r}")
 
 
+def _check_arguments(
+    opset: int, batch_sizes: Sequence[int] | None, name: str | None, directory: object, output_dir: object
+) -> tuple[int, ...]:
+    """The verification batch sizes, once the arguments are checked (before any work, one line each)."""
+    from runtime.parity import DEFAULT_BATCH_SIZES
+
+    validate_opset(opset)
+    batches = tuple(batch_sizes or DEFAULT_BATCH_SIZES)
+    if any(b < 1 or b == TRACE_BATCH for b in batches):
+        raise UserError(f"verification batch sizes must be >= 1 and differ from the trace batch {TRACE_BATCH}")
+    if name is not None:
+        art.validate_name(name)
+    if directory is not None and output_dir is not None:
+        raise UserError("give the artifact's folder (directory) or the folder of artifacts (output_dir), not both")
+    return batches
+
+
+def _before_trace(
+    prepared: Prepared, folder: Path | None, out_root: Path, dynamic_size: bool, batches: Sequence[int]
+) -> Path:
+    """The artifact's folder, once what would refuse the export after its trace is refused now (and again under
+    the lock where it can change): the folder, the artifact already in it, the model's size, the disk."""
+    directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
+    if folder is None:  # a --name that is a symlink loop: refused now, not after the whole export
+        check_folder(directory)
+    held, _unreadable = _previous(directory)
+    if folder is not None and held is not None:
+        _same_artifact(folder, held.name, prepared.name)
+    keeps_real_weights(directory, held, prepared.weights)
+    if len(prepared.input_shape) != 3 and dynamic_size:
+        raise UserError("--dynamic-size needs an image input (C x H x W)")
+    check_fits(prepared.model, prepared.input_shape, max(TRACE_BATCH, *batches), what=prepared.name)
+    # The graph holds the weights: a disk without room for them is said now, not after the trace (19 s of
+    # vgg16's tracing and checking before the write found it). The write checks its real size again.
+    require_free_space(out_root, weight_bytes(prepared), f"{prepared.name}.onnx")
+    return directory
+
+
+def _manifest(
+    prepared: Prepared,
+    traced: Traced,
+    raw: onnx.ModelProto,
+    final: onnx.ModelProto,
+    graph_bytes: bytes,
+    parity: art.ParityRecord,
+    layers: art.LayerMap,
+    min_size: tuple[int, int] | None,
+    settings: art.ExportSettings,
+) -> art.Manifest:
+    """The exported graph's manifest: what it is, where it came from, and how it was verified."""
+    return art.Manifest(
+        schema_version=art.SCHEMA_VERSION,
+        name=prepared.name,
+        created=art.now(),
+        file=art.BASE.file_name(prepared.name),
+        sha256=sha256_bytes(graph_bytes),
+        size_bytes=len(graph_bytes),
+        source=prepared.source,
+        weights=prepared.weights,
+        settings=settings,
+        **io_spec(final),  # type: ignore[arg-type]
+        min_size=min_size,
+        trace_batch=TRACE_BATCH,
+        num_params=prepared.num_params,
+        nodes_raw=len(raw.graph.node),
+        nodes=len(final.graph.node),
+        op_counts=op_counts(final),
+        parity=parity,
+        versions=versions(),
+        layers=layers,
+        trace_notes=traced.notes,
+    )
+
+
 def export_model(
     target: str | nn.Module,
     *,
@@ -196,8 +270,6 @@ def export_model(
     refuses such a graph instead. An ``nn.Module`` comes back exactly as it was given, the
     training flag of every submodule included.
     """
-    from runtime.parity import DEFAULT_BATCH_SIZES
-
     step = on_step or (lambda _msg: None)
     started = time.perf_counter()
     _check_types(
@@ -206,14 +278,7 @@ def export_model(
         batch_sizes,
         {"simplify": simplify, "dynamic_size": dynamic_size, "strict": strict},
     )
-    validate_opset(opset)
-    batches = tuple(batch_sizes or DEFAULT_BATCH_SIZES)
-    if any(b < 1 or b == TRACE_BATCH for b in batches):
-        raise UserError(f"verification batch sizes must be >= 1 and differ from the trace batch {TRACE_BATCH}")
-    if name is not None:
-        art.validate_name(name)
-    if directory is not None and output_dir is not None:
-        raise UserError("give the artifact's folder (directory) or the folder of artifacts (output_dir), not both")
+    batches = _check_arguments(opset, batch_sizes, name, directory, output_dir)
     folder = Path(directory) if directory is not None else None
     out_root = folder.parent if folder is not None else Path(output_dir or art.DEFAULT_ARTIFACTS_DIR)
     if folder is not None:
@@ -223,20 +288,7 @@ def export_model(
         # Everything a user can get wrong is checked before the first progress line, so a mistake
         # is one line on stderr.
         prepared = prepare(target, weights=weights, input_shape=input_shape, seed=seed, name=name)
-        directory = folder if folder is not None else art.artifact_dir(prepared.name, out_root)
-        if folder is None:  # a --name that is a symlink loop: refused now, not after the whole export
-            check_folder(directory)
-        # refused now rather than after the whole export (and again under the lock)
-        held, _unreadable = _previous(directory)
-        if folder is not None and held is not None:
-            _same_artifact(folder, held.name, prepared.name)
-        keeps_real_weights(directory, held, prepared.weights)
-        if len(prepared.input_shape) != 3 and dynamic_size:
-            raise UserError("--dynamic-size needs an image input (C x H x W)")
-        check_fits(prepared.model, prepared.input_shape, max(TRACE_BATCH, *batches), what=prepared.name)
-        # The graph holds the weights: a disk without room for them is said now, not after the trace (19 s of
-        # vgg16's tracing and checking before the write found it). The write checks its real size again.
-        require_free_space(out_root, weight_bytes(prepared), f"{prepared.name}.onnx")
+        directory = _before_trace(prepared, folder, out_root, dynamic_size, batches)
         example = random_input(prepared.input_shape, TRACE_BATCH, seed=seed)
         outputs = forward_outputs(prepared.model, example, prepared.name)
         _check_batch_dims(outputs, TRACE_BATCH)
@@ -255,35 +307,11 @@ def export_model(
                 raise ExportFailed("graph exceeds 2 GB; external-data export is not supported yet")
             step("verifying with onnxruntime against PyTorch")
             parity = _verify(graph_bytes, prepared, batches, sizes, step)
-        manifest = art.Manifest(
-            schema_version=art.SCHEMA_VERSION,
-            name=prepared.name,
-            created=art.now(),
-            file=art.BASE.file_name(prepared.name),
-            sha256=sha256_bytes(graph_bytes),
-            size_bytes=len(graph_bytes),
-            source=prepared.source,
-            weights=prepared.weights,
-            settings=art.ExportSettings(
-                opset=opset,
-                seed=seed,
-                simplify=simplify,
-                dynamic_size=dynamic_size,
-                input_shape=list(prepared.input_shape),
-                weights=prepared.weights.path,
-            ),
-            **io_spec(final),  # type: ignore[arg-type]
-            min_size=min_size,
-            trace_batch=TRACE_BATCH,
-            num_params=prepared.num_params,
-            nodes_raw=len(raw.graph.node),
-            nodes=len(final.graph.node),
-            op_counts=op_counts(final),
-            parity=parity,
-            versions=versions(),
-            layers=layers,
-            trace_notes=traced.notes,
-        )
+        settings = art.ExportSettings(
+            opset=opset, seed=seed, simplify=simplify, dynamic_size=dynamic_size,
+            input_shape=list(prepared.input_shape), weights=prepared.weights.path,
+        )  # fmt: skip
+        manifest = _manifest(prepared, traced, raw, final, graph_bytes, parity, layers, min_size, settings)
         step("writing")
         messages = _write(directory, out_root, manifest, graph_bytes, step)
     onnx_file = directory / manifest.file
