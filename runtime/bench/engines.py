@@ -220,8 +220,8 @@ class ModelContext:
     torch_compile_mode: str = "auto"
     #: TensorRT's optimization profile bounds from the manifest and the run: (min, max) of batch, H, W
     trt_bounds: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
-    #: per graph key: the OpenVINO precision hint to compile it with where the manifest records none for it
-    #: (a precision search's candidate, judged with its float layers in bf16, before it is a variant)
+    #: per graph key: the OpenVINO precision hint to compile it with, over what the manifest records for that
+    #: key (a precision search's candidate is not the variant of that name: it was judged with its own hint)
     openvino_hints: dict[str, str] = field(default_factory=dict)
 
     def openvino_hint(self, key: str) -> str | None:
