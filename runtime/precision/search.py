@@ -120,10 +120,16 @@ def check_target(target: str, engine: str) -> None:
         raise UserError(f"unknown target {target!r}: choose {', '.join(TARGETS)}")
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}: choose {', '.join(ENGINES)}")
+    if target == "cuda" and engine != "onnxruntime":
+        raise UserError(f"--target cuda times onnxruntime's CUDA provider: --engine {engine} runs on the CPU")
+    if engine == "openvino":  # else the export runs, then the first candidate's judge fails on the import
+        from ..bench.engines import openvino_missing
+
+        why = openvino_missing("cpu")
+        if why:
+            raise UserError(f"--precision auto --engine openvino: openvino is {why}")
     if target != "cuda":
         return
-    if engine != "onnxruntime":
-        raise UserError(f"--target cuda times onnxruntime's CUDA provider: --engine {engine} runs on the CPU")
     why = cuda_missing()
     if why:
         raise UserError(

@@ -7,6 +7,7 @@ config it was handed.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,23 @@ def test_batch_size_reaches_the_search_and_its_title(
     assert [c.batch_size for c in seen] == [batch]
     title = next(line for line in out.splitlines() if "--precision auto:" in line)
     assert f", batch {batch}, " in title, title
+
+
+def test_engine_openvino_without_openvino_is_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the openvino extra the export ran, then the first candidate's OpenVINO judge raised
+    ModuleNotFoundError: a traceback after a minute of work. Now one line naming the extra, nothing written."""
+    from exporter.__main__ import main as exporter_main
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    searched: list[SearchConfig] = []
+    monkeypatch.setattr(search_module, "search_precision", lambda _d, config, **_k: searched.append(config))
+    out_dir = tmp_path / "a"
+    code = exporter_main(["lenet5", "--precision", "auto", "--engine", "openvino", "--artifacts-dir", str(out_dir)])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert "--engine openvino: openvino is not installed: pip install -e '.[openvino]'" in lines[0]
+    assert captured.out == "" and searched == [] and not out_dir.exists()
