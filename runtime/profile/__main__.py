@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace, out: Console) -> int:
-    from exporter.files import ensure_writable_dir
+    from exporter.files import made_folder
     from exporter.user_model import parse_input_sizes
 
     from .report import summary, table, title
@@ -120,9 +120,10 @@ def _profile(args: argparse.Namespace, out: Console) -> int:
     )
     config.validate()
     output = options.output_dir(args.output, args.artifacts_dir, DEFAULT_OUTPUT.name)
-    ensure_writable_dir(output)  # before the long run, not after it
-    profile = profile_artifact(config, say=err.print)
-    files = write_profile(output, profile, top, args.artifacts_dir)
+    # Proven writable before the long run, not after it; a run that fails removes the folders it made.
+    with made_folder(output):
+        profile = profile_artifact(config, say=err.print)
+        files = write_profile(output, profile, top, args.artifacts_dir)
     if args.json:
         out.stream.write(profile.json_text() + "\n")
         out.stream.flush()

@@ -23,16 +23,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter import artifact as art
 from exporter.errors import Terminated, UserError
-from exporter.files import AtomicWriter, ensure_writable_dir, sha256_bytes
+from exporter.files import AtomicWriter, made_folder, sha256_bytes
 
 from ..bench import BenchConfig, Hooks, run_benchmark
 from ..bench.rows import RunDocument
 from ..bench.timing import TimingPolicy
 from ..openvino_model import hint_for
-from ..resolve import resolve
+from ..resolve import Resolved, resolve
 from .candidates import candidates_from, pick_finalists, precisions_to_sweep, rank, stream_counts
 from .config import TuneConfig
 from .deploy import (
@@ -47,6 +48,9 @@ from .deploy import (
     write_deploy,
     write_report,
 )
+
+if TYPE_CHECKING:  # confirm is imported where a run confirms (as before)
+    from .confirm import Confirmed
 
 
 def _ignore(_line: str) -> None:
@@ -119,12 +123,16 @@ def _target(config: TuneConfig) -> Target:
 
 def run_tune(config: TuneConfig, hooks: TuneHooks | None = None) -> TuneResult:
     """Screen, confirm, choose and deploy (see the module docstring); never prints."""
-    import torch
-
     hooks = hooks or TuneHooks()
     config.validate()
+    with made_folder(config.output):  # a run that fails removes the folders it made (a bad artifact, Ctrl-C)
+        return _tune(config, hooks)
+
+
+def _tune(config: TuneConfig, hooks: TuneHooks) -> TuneResult:
+    import torch
+
     out = config.output
-    ensure_writable_dir(out)
     base = resolve(
         config.artifact, artifacts_dir=config.artifacts_dir, rebuild=config.rebuild, reference=config.reference,
         say=hooks.note,
@@ -157,41 +165,12 @@ def run_tune(config: TuneConfig, hooks: TuneHooks | None = None) -> TuneResult:
         raise UserError(f"no candidate could be timed: {reasons or 'nothing ran'}")
 
     finalists = pick_finalists(candidates, config)
-    from .confirm import confirm, graph_keys, model_context
-
-    ctx = None
     lead = None
-    if finalists:
-        from exporter.reference import rebuild as rebuild_reference
-
-        hooks.step("confirming: " + "; ".join(c.label for c in finalists))
-        reference = rebuild_reference(base.artifact.manifest, config.reference)
-        session = _bench_config(config, precisions, threads).session_config(doc.device, threads)
-        ctx = model_context(
-            config.artifact, graph_keys(finalists), device=doc.device, session=session, threads=threads,
-            artifacts_dir=config.artifacts_dir, rebuild=config.rebuild, reference_code=config.reference,
-            reference=reference, say=hooks.note,
-        )  # fmt: skip
-        policy = TimingPolicy(
-            min_samples=config.confirm_windows, min_seconds=0.0, max_seconds=config.confirm_max_seconds, warmup=2
-        )
-        torch.set_num_threads(threads)
-        try:
-            confirmed = confirm(ctx, finalists, policy, seed=config.seed, on_step=hooks.tick)
-        finally:
-            ctx.release()
-        updated = []
-        for c in candidates:
-            if c.key in confirmed.figures:
-                c = c.model_copy(update={"confirmed": confirmed.figures[c.key]})
-            elif c.key in confirmed.failed:
-                c = c.model_copy(update={"status": "failed", "reason": f"confirming: {confirmed.failed[c.key]}"})
-            updated.append(c)
-        candidates = updated
+    candidates, confirmed = _confirm(config, base, doc, candidates, finalists, precisions, threads, hooks)
     ranked = rank(candidates, config)
     chosen = ranked[0] if ranked and ranked[0].meets_target else None
     runner_up = next((c for c in ranked[1:] if c.meets_target), None) if chosen else None
-    if chosen is not None and runner_up is not None and finalists:
+    if chosen is not None and runner_up is not None and confirmed is not None:
         lead = confirmed.ratio(chosen, runner_up, config.seed)
 
     from .report import why as explain
@@ -216,6 +195,46 @@ def run_tune(config: TuneConfig, hooks: TuneHooks | None = None) -> TuneResult:
         return result
     result.deploy = _deploy(config, report, chosen, runner_up, threads, hooks, files)
     return result
+
+
+def _confirm(
+    config: TuneConfig, base: Resolved, doc: RunDocument, candidates: list[Candidate], finalists: list[Candidate],
+    precisions: list[str], threads: int, hooks: TuneHooks,
+) -> tuple[list[Candidate], Confirmed | None]:  # fmt: skip
+    """Time the finalists again, together; the candidates with their confirmed figures (or why they failed)
+    and the confirmation, None where there are no finalists."""
+    import torch
+
+    from .confirm import confirm, graph_keys, model_context
+
+    if not finalists:
+        return candidates, None
+    from exporter.reference import rebuild as rebuild_reference
+
+    hooks.step("confirming: " + "; ".join(c.label for c in finalists))
+    reference = rebuild_reference(base.artifact.manifest, config.reference)
+    session = _bench_config(config, precisions, threads).session_config(doc.device, threads)
+    ctx = model_context(
+        config.artifact, graph_keys(finalists), device=doc.device, session=session, threads=threads,
+        artifacts_dir=config.artifacts_dir, rebuild=config.rebuild, reference_code=config.reference,
+        reference=reference, say=hooks.note,
+    )  # fmt: skip
+    policy = TimingPolicy(
+        min_samples=config.confirm_windows, min_seconds=0.0, max_seconds=config.confirm_max_seconds, warmup=2
+    )
+    torch.set_num_threads(threads)
+    try:
+        confirmed = confirm(ctx, finalists, policy, seed=config.seed, on_step=hooks.tick)
+    finally:
+        ctx.release()
+    updated = []
+    for c in candidates:
+        if c.key in confirmed.figures:
+            c = c.model_copy(update={"confirmed": confirmed.figures[c.key]})
+        elif c.key in confirmed.failed:
+            c = c.model_copy(update={"status": "failed", "reason": f"confirming: {confirmed.failed[c.key]}"})
+        updated.append(c)
+    return updated, confirmed
 
 
 def _no_choice(ranked: list[Candidate], config: TuneConfig) -> str:

@@ -98,3 +98,17 @@ def test_profiles_follow_artifacts_dir_and_nothing_lands_in_the_default(exported
     done = run_cli("runtime.profile", *args, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     assert list((arts / "profile" / "lenet5").glob("*/profile.json")) and list(cwd.iterdir()) == []
+
+
+def test_a_run_that_fails_leaves_no_empty_results_folder(tmp_path: Path) -> None:
+    """A damaged manifest is one line, and the results folder the run made before reading it
+    (``ARTIFACTS_DIR/profile``, or ``--output``) is removed again: it was left behind, empty."""
+    arts = tmp_path / "artifacts"
+    (arts / "lenet5").mkdir(parents=True)
+    (arts / "lenet5" / "manifest.json").write_text('{"name": "lenet5", "input_sh')  # half-written
+    for extra in ([], ["--output", str(tmp_path / "o" / "p")]):
+        done = run_cli("runtime.profile", "lenet5", "--artifacts-dir", str(arts), *extra)
+        assert done.returncode == 2 and "is not valid JSON" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    left = sorted(p.name for p in arts.iterdir() if not p.name.startswith("."))  # the artifact's lock file stays
+    assert left == ["lenet5"] and not (tmp_path / "o").exists()

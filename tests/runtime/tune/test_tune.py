@@ -154,3 +154,17 @@ def test_bf16_on_openvino_is_a_candidate_where_the_cpu_has_it(
     deploy = read_deploy(tmp_path / "o")
     assert deploy.machine.cpu_flags.get("amx_bf16") or deploy.machine.cpu_flags.get("avx512_bf16")
     assert deploy.triton.parameters.get("HINT_BF16") == "YES"  # Triton's OpenVINO backend runs it in bf16 too
+
+
+def test_a_run_that_fails_leaves_no_empty_results_folder(tmp_path: Path) -> None:
+    """A damaged manifest is one line, and the results folder the run made before reading it
+    (``ARTIFACTS_DIR/tune/NAME``, or ``--output``) is removed again: it was left behind, empty."""
+    arts = tmp_path / "artifacts"
+    (arts / "lenet5").mkdir(parents=True)
+    (arts / "lenet5" / "manifest.json").write_text('{"name": "lenet5", "input_sh')  # half-written
+    for extra in ([], ["--output", str(tmp_path / "o" / "t")]):
+        r = run_cli("runtime.tune", "lenet5", "--target", "throughput", "--artifacts-dir", str(arts), *extra)
+        assert r.returncode == 2 and "is not valid JSON" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    left = sorted(p.name for p in arts.iterdir() if not p.name.startswith("."))  # the artifact's lock file stays
+    assert left == ["lenet5"] and not (tmp_path / "o").exists()
