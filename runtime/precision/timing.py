@@ -47,7 +47,7 @@ def time_candidates(
     a session that fell back to the CPU); ``precision`` names the candidates' graphs (int8, fp16);
     ``openvino_hints[i]``: the precision hint OpenVINO compiles candidate ``i`` with (None: its default)."""
     session = SessionConfig(device=device, threads=threads, allow_spinning=False)
-    hints = [None, *openvino_hints, *([None] * len(candidates))][: len(candidates) + 1]
+    hints = [None, *openvino_hints] + [None] * (len(candidates) - len(openvino_hints))  # fp32 first, no hint
     runners = []
     for i, (graph, hint) in enumerate(zip([fp32, *candidates], hints)):
         ctx = ModelContext(
